@@ -12,33 +12,33 @@ const (
 	None Reason = iota
 
 	// accept and handshake
-	Blocked            // address on the blocklist
-	Banned             // address banned
-	ConnRate           // per-address connection rate exceeded
-	PerIPConnections   // per-address concurrent connection cap
-	GlobalConnections  // global connection cap
-	HandshakeTimeout   // request not complete in time
-	HandshakeTooLarge  // request headers over the cap
-	BadHandshake       // not a valid WebSocket upgrade
-	BadOrigin          // Origin not allowed
-	BadSubprotocol     // no subprotocol of ours offered
-	BadPath            // request path is not the WebSocket path
-	BadClientIP        // forwarding header garbage from a trusted proxy
-	ProxyHeader        // PROXY protocol header missing, malformed or from an untrusted peer
-	AuditUnavailable   // audit sink failing under fail_closed
-	ShuttingDown       // server going away
-	HandshakeFailRate  // too many failed handshakes from this address
+	Blocked           // address on the blocklist
+	Banned            // address banned
+	ConnRate          // per-address connection rate exceeded
+	PerIPConnections  // per-address concurrent connection cap
+	GlobalConnections // global connection cap
+	HandshakeTimeout  // request not complete in time
+	HandshakeTooLarge // request headers over the cap
+	BadHandshake      // not a valid WebSocket upgrade
+	BadOrigin         // Origin not allowed
+	BadSubprotocol    // no subprotocol of ours offered
+	BadPath           // request path is not the WebSocket path
+	BadClientIP       // forwarding header garbage from a trusted proxy
+	ProxyHeader       // PROXY protocol header missing, malformed or from an untrusted peer
+	AuditUnavailable  // audit sink failing under fail_closed
+	ShuttingDown      // server going away
+	HandshakeFailRate // too many failed handshakes from this address
 
 	// frames
-	ProtocolError  // RFC 6455 violation (1002)
-	InvalidUTF8    // text not UTF-8 (1007)
-	FrameTooLarge  // frame over max_frame_bytes (1009)
+	ProtocolError // RFC 6455 violation (1002)
+	InvalidUTF8   // text not UTF-8 (1007)
+	FrameTooLarge // frame over max_frame_bytes (1009)
 	MessageTooLarge
-	MsgRate        // per-connection message rate
-	SlowConsumer   // out queue over its cap or stalled
-	PingTimeout    // two missed pongs
-	ClientClosed   // the client sent a close frame or hung up
-	ReadError      // socket error
+	MsgRate      // per-connection message rate
+	SlowConsumer // out queue over its cap or stalled
+	PingTimeout  // two missed pongs
+	ClientClosed // the client sent a close frame or hung up
+	ReadError    // socket error
 
 	// messages
 	BadJSON         // not JSON
