@@ -1,0 +1,174 @@
+// Package tokens is the `store` token source of SPEC §6: the gateway mints
+// one-use tokens bound to a user (and optionally to topics), keeps only their
+// SHA-256 digests, and lets exactly one connection redeem each of them.
+//
+// It imports nothing from gateway, audit or alerting.
+package tokens
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+// TokenBytes is the number of random bytes in a token: 192 bits, above the
+// 128-bit floor of SPEC §6. Encoded with unpadded URL-safe base64 (32 chars).
+const TokenBytes = 24
+
+// ErrFull is returned by Mint when the table holds MaxEntries live tokens.
+var ErrFull = errors.New("token table full")
+
+// Grant is what a redeemed token proves.
+type Grant struct {
+	UserID  string
+	Topics  []string // topics or patterns the token is limited to; empty: any
+	Expires time.Time
+	FP      string // token fingerprint for logs (first 8 hex of SHA-256)
+}
+
+type entry struct {
+	digest     [sha256.Size]byte
+	userID     string
+	topics     []string
+	expires    time.Time
+	redeemedBy uint64 // connection id; 0 while unredeemed
+}
+
+// Options bound the store.
+type Options struct {
+	TTL        time.Duration // default lifetime (SPEC: 60 s)
+	MaxTTL     time.Duration // longest lifetime a caller may ask for (1 h)
+	MaxEntries int           // live tokens held at most (1,000,000)
+}
+
+// Store holds minted tokens by digest. It is safe for use by multiple
+// goroutines.
+type Store struct {
+	opts Options
+
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]*entry // guarded by mu
+}
+
+// NewStore returns an empty store. Zero options take the SPEC defaults.
+func NewStore(o Options) *Store {
+	if o.TTL <= 0 {
+		o.TTL = 60 * time.Second
+	}
+	if o.MaxTTL <= 0 {
+		o.MaxTTL = time.Hour
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = 1_000_000
+	}
+	return &Store{opts: o, entries: make(map[[sha256.Size]byte]*entry)}
+}
+
+// Mint creates a token for userID, limited to topics when non-empty, living
+// ttl (the default when zero). It returns the token, which the store does not
+// keep, and its expiry.
+func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
+	if ttl == 0 {
+		ttl = s.opts.TTL
+	}
+	if ttl < 0 || ttl > s.opts.MaxTTL {
+		return "", time.Time{}, fmt.Errorf("ttl %s outside (0, %s]", ttl, s.opts.MaxTTL)
+	}
+	var raw [TokenBytes]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", time.Time{}, fmt.Errorf("mint token: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw[:])
+	e := &entry{
+		digest:  sha256.Sum256([]byte(tok)),
+		userID:  userID,
+		topics:  append([]string(nil), topics...),
+		expires: now.Add(ttl),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.entries) >= s.opts.MaxEntries {
+		s.sweepLocked(now)
+		if len(s.entries) >= s.opts.MaxEntries {
+			return "", time.Time{}, ErrFull
+		}
+	}
+	s.entries[e.digest] = e
+	return tok, e.expires, nil
+}
+
+// Redeem checks token for connection conn (a non-zero id). The first
+// connection that presents a live token redeems it; later presentations on
+// the same connection succeed again; any other connection gets
+// reason.TokenReplayed. Other failures: TokenMissing, TokenUnknown,
+// TokenExpired.
+func (s *Store) Redeem(token string, conn uint64, now time.Time) (Grant, reason.Reason) {
+	if token == "" {
+		return Grant{}, reason.TokenMissing
+	}
+	d := sha256.Sum256([]byte(token))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[d]
+	// The map is keyed by digest, so the lookup leaks nothing about the
+	// token; the constant-time comparison of digests guards the match itself.
+	if !ok || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+		return Grant{}, reason.TokenUnknown
+	}
+	if !now.Before(e.expires) {
+		delete(s.entries, d)
+		return Grant{}, reason.TokenExpired
+	}
+	switch e.redeemedBy {
+	case 0:
+		e.redeemedBy = conn
+	case conn:
+	default:
+		return Grant{}, reason.TokenReplayed
+	}
+	return Grant{UserID: e.userID, Topics: e.topics, Expires: e.expires, FP: fingerprint(d)}, reason.None
+}
+
+// Sweep drops expired tokens and returns how many it dropped.
+func (s *Store) Sweep(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sweepLocked(now)
+}
+
+// sweepLocked requires that s.mu is held.
+func (s *Store) sweepLocked(now time.Time) int {
+	n := 0
+	for d, e := range s.entries {
+		if !now.Before(e.expires) {
+			delete(s.entries, d)
+			n++
+		}
+	}
+	return n
+}
+
+// Len returns the number of tokens held, live or not yet swept.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+const hexdigits = "0123456789abcdef"
+
+func fingerprint(d [sha256.Size]byte) string {
+	var b [8]byte
+	for i := 0; i < 4; i++ {
+		b[2*i] = hexdigits[d[i]>>4]
+		b[2*i+1] = hexdigits[d[i]&0xf]
+	}
+	return string(b[:])
+}

@@ -1,0 +1,116 @@
+package tokens
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func TestRedeem(t *testing.T) {
+	s := NewStore(Options{})
+	tok, exp, err := s.Mint("42", []string{"news"}, 0, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exp.Equal(t0.Add(60 * time.Second)) {
+		t.Fatalf("expiry %v, want default TTL 60s", exp)
+	}
+	if len(tok) < 22 { // 128 bits in base64url
+		t.Fatalf("token %d chars, too short", len(tok))
+	}
+	cases := []struct {
+		name  string
+		token string
+		conn  uint64
+		now   time.Time
+		want  reason.Reason
+	}{
+		{"missing", "", 1, t0, reason.TokenMissing},
+		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 1, t0, reason.TokenUnknown},
+		{"first redeem", tok, 1, t0, reason.None},
+		{"same connection again", tok, 1, t0.Add(time.Second), reason.None},
+		{"replay from another connection", tok, 2, t0.Add(time.Second), reason.TokenReplayed},
+		{"expired", tok, 1, t0.Add(61 * time.Second), reason.TokenExpired},
+	}
+	for _, c := range cases {
+		g, r := s.Redeem(c.token, c.conn, c.now)
+		if r != c.want {
+			t.Errorf("%s: reason %v, want %v", c.name, r, c.want)
+		}
+		if r == reason.None && (g.UserID != "42" || len(g.Topics) != 1 || g.Topics[0] != "news") {
+			t.Errorf("%s: grant %+v", c.name, g)
+		}
+	}
+}
+
+func TestFingerprintMatchesSHA256(t *testing.T) {
+	s := NewStore(Options{})
+	tok, _, _ := s.Mint("u", nil, 0, t0)
+	g, r := s.Redeem(tok, 9, t0)
+	if r != reason.None {
+		t.Fatal(r)
+	}
+	sum := sha256.Sum256([]byte(tok))
+	if want := hex.EncodeToString(sum[:4]); g.FP != want {
+		t.Fatalf("fp %q, want %q", g.FP, want)
+	}
+}
+
+func TestTTLBounds(t *testing.T) {
+	s := NewStore(Options{MaxTTL: time.Hour})
+	if _, _, err := s.Mint("u", nil, 2*time.Hour, t0); err == nil {
+		t.Fatal("ttl over max accepted")
+	}
+	if _, _, err := s.Mint("u", nil, -time.Second, t0); err == nil {
+		t.Fatal("negative ttl accepted")
+	}
+}
+
+func TestBoundedAndSwept(t *testing.T) {
+	s := NewStore(Options{MaxEntries: 3})
+	for i := 0; i < 3; i++ {
+		if _, _, err := s.Mint("u", nil, time.Second, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Mint("u", nil, time.Second, t0); err != ErrFull {
+		t.Fatalf("4th mint: %v, want ErrFull", err)
+	}
+	// Once the others expire, minting sweeps them and succeeds.
+	if _, _, err := s.Mint("u", nil, time.Second, t0.Add(2*time.Second)); err != nil {
+		t.Fatalf("mint after expiry: %v", err)
+	}
+	if n := s.Len(); n != 1 {
+		t.Fatalf("len %d after sweep, want 1", n)
+	}
+	if n := s.Sweep(t0.Add(time.Hour)); n != 1 {
+		t.Fatalf("swept %d, want 1", n)
+	}
+}
+
+func TestConcurrentRedeemExactlyOne(t *testing.T) {
+	s := NewStore(Options{})
+	tok, _, _ := s.Mint("u", nil, 0, t0)
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for i := 1; i <= 100; i++ {
+		wg.Add(1)
+		go func(conn uint64) {
+			defer wg.Done()
+			if _, r := s.Redeem(tok, conn, t0); r == reason.None {
+				ok.Add(1)
+			}
+		}(uint64(i))
+	}
+	wg.Wait()
+	if ok.Load() != 1 {
+		t.Fatalf("%d connections redeemed one token, want exactly 1", ok.Load())
+	}
+}
