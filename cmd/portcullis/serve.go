@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway"
+	"github.com/portcullis-gw/portcullis/gateway/admin"
+	"github.com/portcullis-gw/portcullis/gateway/config"
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+func serveCommand() *cobra.Command {
+	var cfgPath, dataDir, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE] [--data DIR]",
+		Short: "run the gateway (with no config: safe embedded defaults)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				return &exitError{code: exitFailure, err: err}
+			}
+			if dataDir != "" {
+				cfg.DataDir = dataDir
+			}
+			return serve(cfg, logLevel)
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "YAML config file (see `portcullis config default`)")
+	cmd.Flags().StringVar(&dataDir, "data", "", "data directory (overrides data_dir)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "operational log level: debug, info, warn, error")
+	return cmd
+}
+
+// loadConfig is the one path by which serve and `config check` read a
+// config: defaults when path is empty, then the checks of what this build
+// supports.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ensureSecret returns the secret in path, creating it (0600, 256 random
+// bits) when missing. A file readable by group or others is refused.
+func ensureSecret(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err == nil {
+		if st.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("%s is readable by others (mode %v): chmod 600 %s", path, st.Mode().Perm(), path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", path, err)
+		}
+		k := strings.TrimSpace(string(b))
+		if len(k) < 16 {
+			return "", fmt.Errorf("%s: key shorter than 16 characters", path)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("stat %s: %w", path, err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("generate key: %w", err)
+	}
+	k := base64.RawURLEncoding.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func serve(cfg *config.Config, logLevel string) error {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	lvl, err := logrus.ParseLevel(logLevel)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--log-level: %w", err)}
+	}
+	log.SetLevel(lvl)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return failf("create data dir: %v", err)
+	}
+	_ = os.Chmod(cfg.DataDir, 0o700)
+	keyFile := cfg.Admin.KeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.DataDir, "admin.key")
+	}
+	adminKey, err := ensureSecret(keyFile)
+	if err != nil {
+		return failf("admin key: %v", err)
+	}
+
+	auditDir := cfg.Audit.Dir
+	if auditDir == "" {
+		auditDir = filepath.Join(cfg.DataDir, "audit")
+	}
+	host, _ := os.Hostname()
+	aw, err := audit.Open(audit.Options{
+		Dir:         auditDir,
+		KeyFile:     filepath.Join(cfg.DataDir, "audit.key"),
+		Node:        host,
+		Fsync:       time.Second,
+		Log:         log,
+	})
+	if err != nil {
+		return failf("open audit trail: %v", err)
+	}
+	defer aw.Close()
+
+	orig, err := origin.NewChecker(cfg.Origins, true)
+	if err != nil {
+		return failf("origins: %v", err)
+	}
+	rules, err := topicRules(cfg)
+	if err != nil {
+		return failf("topics: %v", err)
+	}
+	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
+
+	srv, err := gateway.Start(gateway.Options{
+		Listen:  cfg.Listen,
+		Path:    cfg.Path,
+		Version: version,
+		Limits: gateway.Limits{
+			MaxConnections:       cfg.Limits.MaxConnections,
+			MaxFrameBytes:        cfg.Limits.MaxFrameBytes,
+			MaxMessageBytes:      cfg.Limits.MaxMessageBytes,
+			HandshakeTimeout:     cfg.Limits.HandshakeTimeout,
+			PingInterval:         cfg.Limits.PingInterval,
+			WriteQueueBytes:      cfg.Limits.WriteQueueBytes,
+			WriteStallTimeout:    cfg.Limits.WriteStallTimeout,
+			MaxSubscriptionsConn: cfg.Limits.MaxSubscriptionsPerConn,
+		},
+		Origins: orig,
+		Topics:  rules,
+		Tokens:  store,
+		Audit:   aw,
+		Log:     log,
+	})
+	if err != nil {
+		return failf("%v", err)
+	}
+
+	api := admin.New(admin.Options{
+		Key:       adminKey,
+		Publisher: srv,
+		Tokens:    store,
+		Stats:     func() any { return srv.Stats() },
+		Ready: func() error {
+			if !aw.Healthy() {
+				return errors.New("audit trail failing")
+			}
+			return nil
+		},
+		Audit: aw,
+	})
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return failf("admin listener %s: %v", cfg.Admin.Listen, err)
+	}
+	adminURL := "http://" + ln.Addr().String()
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "admin.url"), []byte(adminURL+"\n"), 0o600); err != nil {
+		log.WithError(err).Warn("cannot record the admin URL in the data dir")
+	}
+	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.WithError(err).Error("admin API stopped")
+		}
+	}()
+
+	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
+		Detail: "gateway started, version " + version})
+	fmt.Fprintf(os.Stderr, "portcullis %s listening on ws://%s%s (WebSocket), admin API on %s\n",
+		version, srv.Addr(), cfg.Path, adminURL)
+	fmt.Fprintf(os.Stderr, "admin key: %s   audit trail: %s\n", keyFile, auditDir)
+
+	stopSweep := make(chan struct{})
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				store.Sweep(now)
+			case <-stopSweep:
+				return
+			}
+		}
+	}()
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.WithField("signal", s.String()).Info("shutting down: closing connections with 1001")
+	close(stopSweep)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.WithError(err).Warn("shutdown deadline passed; remaining connections reset")
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
+		Detail: "gateway stopped on " + s.String()})
+	if err := aw.Close(); err != nil {
+		return failf("close audit trail: %v", err)
+	}
+	return nil
+}
+
+// topicRules compiles the config's topic rules.
+func topicRules(cfg *config.Config) (*topics.Set, error) {
+	rules := make([]topics.Rule, 0, len(cfg.Topics))
+	for _, r := range cfg.Topics {
+		rules = append(rules, topics.Rule{Match: r.Match, Subscribe: topics.Access(r.Subscribe), Publish: topics.Access(r.Publish)})
+	}
+	return topics.Compile(rules, topics.Access(cfg.Default))
+}

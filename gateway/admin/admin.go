@@ -1,0 +1,291 @@
+// Package admin is the admin HTTP API of SPEC §9: token minting, publishing,
+// stats and health, behind a bearer key. It depends on the gateway only
+// through the small interfaces below, and never imports cmd or alerting.
+package admin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// MaxBodyBytes caps every request body.
+const MaxBodyBytes = 1 << 20
+
+// Publisher delivers a publication to local subscribers.
+type Publisher interface {
+	Publish(topic string, data []byte) int
+}
+
+// Minter mints tokens.
+type Minter interface {
+	Mint(userID string, topics []string, ttl time.Duration, now time.Time) (string, time.Time, error)
+}
+
+// Options wire the API to the gateway.
+type Options struct {
+	Key       string // bearer key
+	Publisher Publisher
+	Tokens    Minter
+	Stats     func() any       // body of GET /v1/stats
+	Ready     func() error     // nil when ready to serve
+	Audit     audit.Sink       // admin actions and refusals
+	Now       func() time.Time // clock; time.Now when nil
+	// Extra routes under /v1 added by other packages (bans, silences), each
+	// behind the same bearer check.
+	Routes map[string]http.Handler
+}
+
+// API is the admin HTTP handler.
+type API struct {
+	o   Options
+	key [sha256.Size]byte
+	mux *http.ServeMux
+}
+
+// New returns the admin API handler.
+func New(o Options) *API {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Audit == nil {
+		o.Audit = audit.Discard{}
+	}
+	a := &API{o: o, key: sha256.Sum256([]byte(o.Key)), mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.mux.Handle("POST /v1/tokens", a.auth(http.HandlerFunc(a.tokens)))
+	a.mux.Handle("POST /v1/publish", a.auth(http.HandlerFunc(a.publish)))
+	a.mux.Handle("GET /v1/stats", a.auth(http.HandlerFunc(a.stats)))
+	for pattern, h := range o.Routes {
+		a.mux.Handle(pattern, a.auth(h))
+	}
+	a.mux.Handle("/v1/", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Error(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
+	})))
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		Error(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	a.mux.ServeHTTP(w, r)
+}
+
+// Error writes the SPEC §9 JSON error body.
+func Error(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// auth requires `Authorization: Bearer <key>`, compared in constant time.
+func (a *API) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		sum := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(sum[:], a.key[:]) != 1 {
+			why := "admin_key_missing"
+			if ok {
+				why = "admin_key_wrong"
+			}
+			a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: "auth_failed", Severity: audit.Warning,
+				Stage: audit.StageAdmin, IP: remoteIP(r), Reason: why,
+				Detail: audit.Cap(r.Method + " " + r.URL.Path)})
+			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis"`)
+			Error(w, http.StatusUnauthorized, "unauthorized", "missing or wrong admin key (Authorization: Bearer <key>)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("body over %d bytes", MaxBodyBytes)
+		}
+		return fmt.Errorf("invalid JSON body: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("invalid JSON body: data after the object")
+	}
+	return nil
+}
+
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: "admin", Severity: audit.Notice, Stage: audit.StageAdmin,
+		IP: remoteIP(r), Reason: code, Detail: audit.Cap(r.Method + " " + r.URL.Path + ": " + msg), Code: status})
+	Error(w, status, code, msg)
+}
+
+type tokenRequest struct {
+	UserID json.RawMessage `json:"userId"`
+	Topics []string        `json:"topics"`
+	TTL    string          `json:"ttl"`
+}
+
+// UserID normalises a JSON string or integer user id.
+func UserID(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var n json.Number
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	if err := dec.Decode(&n); err == nil {
+		if _, err := n.Int64(); err == nil {
+			return n.String(), nil
+		}
+	}
+	return "", errors.New("userId must be a string or an integer")
+}
+
+func validUserID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.@:", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if err := decode(r, &req); err != nil {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if len(req.UserID) == 0 {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", "userId is required")
+		return
+	}
+	user, err := UserID(req.UserID)
+	if err != nil || !validUserID(user) {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", "userId must be 1-128 characters of [A-Za-z0-9_.@:-] or an integer")
+		return
+	}
+	for _, t := range req.Topics {
+		if !topics.ValidPattern(t) {
+			a.refuse(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("topics: %q is not a valid topic or pattern", audit.Cap(t)))
+			return
+		}
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		ttl, err = time.ParseDuration(req.TTL)
+		if err != nil || ttl <= 0 {
+			a.refuse(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("ttl %q is not a positive duration such as \"60s\"", audit.Cap(req.TTL)))
+			return
+		}
+	}
+	now := a.o.Now()
+	tok, exp, err := a.o.Tokens.Mint(user, req.Topics, ttl, now)
+	if err != nil {
+		if errors.Is(err, tokens.ErrFull) {
+			a.refuse(w, r, http.StatusServiceUnavailable, "unavailable", "token table full; retry later")
+			return
+		}
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	a.o.Audit.Emit(audit.Event{Time: now, Event: "admin", Severity: audit.Info, Stage: audit.StageAdmin,
+		IP: remoteIP(r), UserID: user, TokenFP: audit.TokenFP(tok), Detail: "token issued", Actor: "api"})
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"token": tok, "userId": user, "expires_at": exp.UTC().Format(time.RFC3339),
+	})
+}
+
+type publishRequest struct {
+	Topic string          `json:"topic"`
+	Data  json.RawMessage `json:"data"`
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	var req publishRequest
+	if err := decode(r, &req); err != nil {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if !topics.ValidTopic(req.Topic) {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", "topic must be dot-separated segments of [A-Za-z0-9_:@-], at most 200 characters")
+		return
+	}
+	if len(req.Data) == 0 {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is required (any JSON value)")
+		return
+	}
+	data, err := compact(req.Data)
+	if err != nil {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is not valid JSON")
+		return
+	}
+	n := a.o.Publisher.Publish(req.Topic, data)
+	writeJSON(w, http.StatusOK, map[string]int{"delivered": n})
+}
+
+// compact validates raw and strips its insignificant whitespace, so every
+// subscriber receives the smallest frame.
+func compact(raw json.RawMessage) ([]byte, error) {
+	var out bytes.Buffer
+	out.Grow(len(raw))
+	if err := json.Compact(&out, raw); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+func (a *API) stats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.o.Stats())
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.o.Ready != nil {
+		if err := a.o.Ready(); err != nil {
+			Error(w, http.StatusServiceUnavailable, "not_ready", err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

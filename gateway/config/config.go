@@ -1,0 +1,345 @@
+// Package config is the Portcullis configuration file (SPEC §12): the
+// embedded defaults, strict YAML loading with errors that name the file,
+// line, column and key, and the checks across keys. `serve` and
+// `config check` load configs through exactly this package.
+//
+// config imports nothing from the project.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole file. Every key this build supports is here; any
+// other key is an error.
+type Config struct {
+	Listen  string   `yaml:"listen"`
+	Path    string   `yaml:"path"`
+	DataDir string   `yaml:"data_dir"`
+	Admin   Admin    `yaml:"admin"`
+	Origins []string `yaml:"origins"`
+	Limits  Limits   `yaml:"limits"`
+	Tokens  Tokens   `yaml:"tokens"`
+	Topics  []Topic  `yaml:"topics"`
+	Default string   `yaml:"default"`
+	Audit   Audit    `yaml:"audit"`
+
+	keys []KeyPos
+}
+
+// Admin is the admin HTTP listener.
+type Admin struct {
+	Listen  string `yaml:"listen"`
+	KeyFile string `yaml:"key_file"`
+}
+
+// Limits are the connection limits; every one is positive.
+type Limits struct {
+	MaxConnections          int           `yaml:"max_connections"`            // open connections in all
+	MaxFrameBytes           int           `yaml:"max_frame_bytes"`            // bytes per frame
+	MaxMessageBytes         int           `yaml:"max_message_bytes"`          // bytes per reassembled message
+	HandshakeTimeout        time.Duration `yaml:"handshake_timeout"`          // to send the upgrade request
+	PingInterval            time.Duration `yaml:"ping_interval"`              // between server pings
+	WriteQueueBytes         int           `yaml:"write_queue_bytes"`          // queued for one client
+	WriteStallTimeout       time.Duration `yaml:"write_stall_timeout"`        // without write progress
+	MaxSubscriptionsPerConn int           `yaml:"max_subscriptions_per_conn"` // topics per connection
+}
+
+// Tokens configure the token source.
+type Tokens struct {
+	Source     string        `yaml:"source"`      // store
+	TTL        time.Duration `yaml:"ttl"`         // default lifetime
+	MaxTTL     time.Duration `yaml:"max_ttl"`     // longest lifetime a caller may ask for
+	MaxEntries int           `yaml:"max_entries"` // live tokens held at most
+}
+
+// Topic is one topic rule (SPEC §7).
+type Topic struct {
+	Match     string `yaml:"match"`
+	Subscribe string `yaml:"subscribe"`
+	Publish   string `yaml:"publish"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	Dir string `yaml:"dir"` // default <data_dir>/audit
+}
+
+// Pos is a place in a config file.
+type Pos struct {
+	File      string
+	Line, Col int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col) }
+
+// KeyPos is a key present in the file and where.
+type KeyPos struct {
+	Key string // dotted path, e.g. limits.ping_interval, topics[1].match
+	Pos Pos
+}
+
+// Keys returns the keys the file set, in file order.
+func (c *Config) Keys() []KeyPos { return c.keys }
+
+//go:embed default.yaml
+var defaultYAML string
+
+// DefaultYAML is the complete default config with every key commented.
+func DefaultYAML() string { return defaultYAML }
+
+// Default returns the embedded defaults (SPEC §4).
+func Default() *Config {
+	c := &Config{}
+	if err := parse("(defaults)", []byte(defaultYAML), c); err != nil {
+		panic("embedded default config is broken: " + err.Error())
+	}
+	c.keys = nil
+	return c
+}
+
+// Errors is every problem found in a file.
+type Errors []string
+
+func (e Errors) Error() string { return strings.Join(e, "\n") }
+
+// Load reads path over the defaults: keys absent from the file keep their
+// default. Unknown keys, wrong types and bad values are all reported at
+// once, each as FILE:LINE:COL: KEY: message.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := Default()
+	if err := parse(path, b, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func parse(file string, b []byte, c *Config) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Errors{fmt.Sprintf("%s: %v", file, err)}
+	}
+	d := decoder{file: file, c: c}
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		if root.Kind != yaml.MappingNode {
+			if !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+				d.errf(root, "", "the config must be a mapping of keys")
+			}
+		} else {
+			d.mapping(root, reflect.ValueOf(c).Elem(), "")
+		}
+	}
+	d.validate()
+	if len(d.errs) > 0 {
+		return d.errs
+	}
+	return nil
+}
+
+type decoder struct {
+	file string
+	c    *Config
+	errs Errors
+	pos  map[string]Pos
+}
+
+func (d *decoder) errf(n *yaml.Node, key, format string, a ...any) {
+	p := Pos{d.file, n.Line, n.Column}
+	msg := fmt.Sprintf(format, a...)
+	if key != "" {
+		d.errs = append(d.errs, fmt.Sprintf("%s: %s: %s", p, key, msg))
+	} else {
+		d.errs = append(d.errs, fmt.Sprintf("%s: %s", p, msg))
+	}
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, prefix string) {
+	t := v.Type()
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		fi := -1
+		for j := 0; j < t.NumField(); j++ {
+			if tag := t.Field(j).Tag.Get("yaml"); tag == k.Value {
+				fi = j
+				break
+			}
+		}
+		if fi < 0 {
+			d.errf(k, key, "unknown key")
+			continue
+		}
+		d.c.keys = append(d.c.keys, KeyPos{Key: key, Pos: Pos{d.file, k.Line, k.Column}})
+		if d.pos == nil {
+			d.pos = make(map[string]Pos)
+		}
+		d.pos[key] = Pos{d.file, k.Line, k.Column}
+		d.value(val, v.Field(fi), key)
+	}
+}
+
+func (d *decoder) value(n *yaml.Node, f reflect.Value, key string) {
+	switch {
+	case f.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.errf(n, key, "want a duration such as \"10s\"")
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil {
+			d.errf(n, key, "%q is not a duration (Go syntax: 90s, 10m, 168h)", n.Value)
+			return
+		}
+		f.SetInt(int64(dur))
+	case f.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			d.errf(n, key, "want a mapping")
+			return
+		}
+		d.mapping(n, f, key+".")
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct:
+		if n.Kind != yaml.SequenceNode {
+			d.errf(n, key, "want a list")
+			return
+		}
+		s := reflect.MakeSlice(f.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			ik := fmt.Sprintf("%s[%d]", key, i)
+			if item.Kind != yaml.MappingNode {
+				d.errf(item, ik, "want a mapping")
+				continue
+			}
+			d.mapping(item, s.Index(i), ik+".")
+		}
+		f.Set(s)
+	default:
+		p := reflect.New(f.Type())
+		if err := n.Decode(p.Interface()); err != nil {
+			d.errf(n, key, "want %s: %s", kindName(f.Type()), strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
+			return
+		}
+		f.Set(p.Elem())
+	}
+}
+
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		return "a list of " + strings.TrimPrefix(kindName(t.Elem()), "a ")
+	}
+	return t.String()
+}
+
+// at returns the position of key in the file, or a position naming the
+// defaults when the file did not set it.
+func (d *decoder) at(key string) string {
+	if p, ok := d.pos[key]; ok {
+		return p.String()
+	}
+	return d.file + " (default)"
+}
+
+func (d *decoder) bad(key, format string, a ...any) {
+	d.errs = append(d.errs, fmt.Sprintf("%s: %s: %s", d.at(key), key, fmt.Sprintf(format, a...)))
+}
+
+// validate checks values and the relations between keys.
+func (d *decoder) validate() {
+	c := d.c
+	if !strings.HasPrefix(c.Path, "/") {
+		d.bad("path", "%q must start with /", c.Path)
+	}
+	if c.Listen == "" {
+		d.bad("listen", "must be host:port")
+	}
+	if c.Admin.Listen == "" {
+		d.bad("admin.listen", "must be host:port")
+	}
+	if c.DataDir == "" {
+		d.bad("data_dir", "must not be empty")
+	}
+	for i, o := range c.Origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" ||
+			u.RawQuery != "" || u.User != nil || strings.Contains(o, "*") {
+			d.bad(fmt.Sprintf("origins[%d]", i), "%q must be exactly scheme://host[:port] (http or https, no path, no wildcard)", o)
+		}
+	}
+	pos := func(key string, v int) {
+		if v <= 0 {
+			d.bad(key, "must be positive (zero is not \"unlimited\")")
+		}
+	}
+	posd := func(key string, v time.Duration) {
+		if v <= 0 {
+			d.bad(key, "must be a positive duration")
+		}
+	}
+	l := c.Limits
+	pos("limits.max_connections", l.MaxConnections)
+	pos("limits.max_frame_bytes", l.MaxFrameBytes)
+	pos("limits.max_message_bytes", l.MaxMessageBytes)
+	pos("limits.write_queue_bytes", l.WriteQueueBytes)
+	pos("limits.max_subscriptions_per_conn", l.MaxSubscriptionsPerConn)
+	posd("limits.handshake_timeout", l.HandshakeTimeout)
+	posd("limits.ping_interval", l.PingInterval)
+	posd("limits.write_stall_timeout", l.WriteStallTimeout)
+	if l.MaxFrameBytes > l.MaxMessageBytes {
+		d.bad("limits.max_frame_bytes", "%d is above limits.max_message_bytes %d (at %s)", l.MaxFrameBytes, l.MaxMessageBytes, d.at("limits.max_message_bytes"))
+	}
+	if c.Tokens.Source != "store" {
+		d.bad("tokens.source", "%q: this build supports \"store\"", c.Tokens.Source)
+	}
+	posd("tokens.ttl", c.Tokens.TTL)
+	posd("tokens.max_ttl", c.Tokens.MaxTTL)
+	pos("tokens.max_entries", c.Tokens.MaxEntries)
+	if c.Tokens.MaxTTL < c.Tokens.TTL {
+		d.bad("tokens.max_ttl", "%s is below tokens.ttl %s (at %s)", c.Tokens.MaxTTL, c.Tokens.TTL, d.at("tokens.ttl"))
+	}
+	switch c.Default {
+	case "token", "public", "deny":
+	default:
+		d.bad("default", "%q must be token, public or deny", c.Default)
+	}
+	for i, t := range c.Topics {
+		k := fmt.Sprintf("topics[%d]", i)
+		if t.Match == "" {
+			d.bad(k+".match", "is required")
+		}
+		switch t.Subscribe {
+		case "", "token", "public", "deny":
+		default:
+			d.bad(k+".subscribe", "%q must be token, public or deny", t.Subscribe)
+		}
+		switch t.Publish {
+		case "", "token", "deny":
+		default:
+			d.bad(k+".publish", "%q must be token or deny", t.Publish)
+		}
+	}
+}
+
+// ErrNotFound is returned for a missing file.
+var ErrNotFound = errors.New("config file not found")

@@ -1,0 +1,544 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/frame"
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+type connState uint8
+
+const (
+	stateHandshake connState = iota
+	stateOpen
+	stateClosing // close frame queued or sent; waiting for flush and the peer
+)
+
+// proto numbers the wire protocols; it indexes per-protocol frames.
+type proto uint8
+
+const (
+	protoNative proto = iota
+	protoCount
+)
+
+var protoNames = [protoCount]string{"portcullis.v1"}
+
+// conn is one client connection. An idle connection is this struct and its
+// kernel socket: no goroutine, no buffer. Loop goroutine only.
+type conn struct {
+	fd     int32 // -1 once closed
+	gen    uint32
+	state  connState
+	proto  proto
+	dirty  bool
+	missed uint8 // pings sent without a pong since
+	sent   bool  // close frame sent
+
+	id      uint64
+	peer    netip.AddrPort
+	client  netip.Addr
+	opened  int64 // unix nanoseconds
+	timerAt int64 // the live timer, 0 if none
+
+	hs *[]byte // pooled partial handshake; nil when none
+
+	parser frame.Parser
+
+	out      [][]byte // queued frames; out[0][outOff:] goes next
+	outOff   int
+	outBytes int
+	progress int64 // last write progress, unix nanoseconds
+	nextPing int64
+	closeBy  int64 // closing: give up waiting for the peer at
+
+	subs   []subscription
+	grants []grant // tokens redeemed on this connection
+
+	closeCode   uint16
+	closeReason reason.Reason
+	userID      string // last authenticated user, for audit
+}
+
+var hsPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// schedule asks for onTimer at t unless an earlier timer is already set.
+func (c *conn) schedule(ls *loopState, t time.Time) {
+	at := t.UnixNano()
+	if c.timerAt != 0 && c.timerAt <= at {
+		return
+	}
+	c.timerAt = at
+	ls.loop.SetTimer(int(c.fd), c.gen, t)
+}
+
+func (c *conn) onTimer(ls *loopState, now time.Time) {
+	lim := &ls.srv.opts.Limits
+	ns := now.UnixNano()
+	switch c.state {
+	case stateHandshake:
+		if ns-c.opened >= int64(lim.HandshakeTimeout) {
+			ls.srv.rejected.Add(1)
+			writeRaw(int(c.fd), httpReject(408, reason.HandshakeTimeout, "upgrade request not complete in time"))
+			c.emitReject(ls, reason.HandshakeTimeout, 408, "")
+			c.finish(ls, reason.HandshakeTimeout, 0, false)
+			return
+		}
+		c.schedule(ls, time.Unix(0, c.opened+int64(lim.HandshakeTimeout)))
+	case stateOpen:
+		if c.outBytes > 0 && ns-c.progress >= int64(lim.WriteStallTimeout) {
+			c.slowConsumer(ls, "no write progress")
+			return
+		}
+		if ns >= c.nextPing {
+			if c.missed >= 2 {
+				c.fail(ls, 1008, reason.PingTimeout, "no pong to two pings")
+				return
+			}
+			c.missed++
+			c.enqueue(ls, pingFrame, false)
+			c.nextPing = ns + int64(lim.PingInterval)
+		}
+		c.rescheduleOpen(ls)
+	case stateClosing:
+		if ns >= c.closeBy {
+			c.finish(ls, c.closeReason, c.closeCode, true)
+			return
+		}
+		c.schedule(ls, time.Unix(0, c.closeBy))
+	}
+}
+
+func (c *conn) rescheduleOpen(ls *loopState) {
+	at := c.nextPing
+	if c.outBytes > 0 {
+		if stall := c.progress + int64(ls.srv.opts.Limits.WriteStallTimeout); stall < at {
+			at = stall
+		}
+	}
+	c.schedule(ls, time.Unix(0, at))
+}
+
+var pingFrame = frame.AppendFrame(nil, ws.OpPing, nil)
+
+// onReadable reads what the socket has (one read per readiness event; epoll
+// is level-triggered, so more data reports again).
+func (c *conn) onReadable(ls *loopState) {
+	fd := int(c.fd)
+	buf := ls.readBuf
+	if c.state == stateHandshake && c.hs != nil {
+		// handshake() rejects a request that reaches the cap, so there is
+		// always room here: len(hs) < HandshakeBytes <= cap(hs).
+		hs := *c.hs
+		buf = hs[len(hs):cap(hs)]
+		if room := ls.srv.opts.Limits.HandshakeBytes - len(hs); len(buf) > room {
+			buf = buf[:room]
+		}
+	}
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return
+		}
+		c.finish(ls, reason.ReadError, 1006, true)
+		return
+	}
+	if n == 0 {
+		// EOF: the peer hung up.
+		switch c.state {
+		case stateHandshake:
+			c.emitReject(ls, reason.BadHandshake, 0, "connection closed during handshake")
+			c.finish(ls, reason.BadHandshake, 0, false)
+		case stateClosing:
+			c.finish(ls, c.closeReason, c.closeCode, false)
+		default:
+			c.finish(ls, reason.ClientClosed, 1006, false)
+		}
+		return
+	}
+	switch c.state {
+	case stateHandshake:
+		if c.hs != nil {
+			*c.hs = (*c.hs)[:len(*c.hs)+n]
+			c.handshake(ls, *c.hs)
+		} else {
+			c.handshake(ls, buf[:n])
+		}
+	case stateOpen:
+		c.feed(ls, buf[:n])
+	case stateClosing:
+		// Draining until the peer's close or EOF; frames are ignored.
+	}
+}
+
+// feed runs the frame parser over freshly read bytes.
+func (c *conn) feed(ls *loopState, b []byte) {
+	h := connFrames{c: c, ls: ls}
+	if err := c.parser.Feed(b, &h); err != nil {
+		if ce, ok := err.(*frame.CloseError); ok {
+			r := reason.ProtocolError
+			switch ce.Code {
+			case ws.StatusInvalidFramePayloadData:
+				r = reason.InvalidUTF8
+			case ws.StatusMessageTooBig:
+				r = reason.FrameTooLarge
+				if ce.Reason == "message_too_large" {
+					r = reason.MessageTooLarge
+				}
+			}
+			c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+				Reason: r.String(), Detail: ce.Reason, Code: int(ce.Code)})
+			c.closeWith(ls, uint16(ce.Code), r, ce.Reason, 2*time.Second)
+			return
+		}
+		// A handler error has already closed the connection.
+	}
+	if c.parser.Buffered() == 0 && c.state == stateOpen {
+		c.parser.Release()
+	}
+}
+
+// connFrames adapts a conn to frame.Handler without allocating.
+type connFrames struct {
+	c  *conn
+	ls *loopState
+}
+
+// errStop stops the parser once the connection has stopped reading; it is
+// not a protocol violation.
+var errStop = errors.New("connection no longer open")
+
+func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
+	c, ls := h.c, h.ls
+	if c.state != stateOpen {
+		return errStop
+	}
+	if op != ws.OpText {
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+			Reason: reason.Unsupported.String(), Detail: "binary frame", Code: 1003})
+		c.closeWith(ls, 1003, reason.Unsupported, "binary frames are not supported", 2*time.Second)
+		return errStop
+	}
+	c.onNativeMessage(ls, payload)
+	if c.state != stateOpen {
+		return errStop
+	}
+	return nil
+}
+
+func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
+	c, ls := h.c, h.ls
+	switch op {
+	case ws.OpPing:
+		c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+2), ws.OpPong, payload), false)
+	case ws.OpPong:
+		c.missed = 0
+	case ws.OpClose:
+		code := uint16(1005)
+		if len(payload) >= 2 {
+			code = uint16(payload[0])<<8 | uint16(payload[1])
+		}
+		c.closeCode = code
+		c.closeReason = reason.ClientClosed
+		echo := code
+		if echo == 1005 {
+			echo = 1000
+		}
+		c.closeWith(ls, echo, reason.ClientClosed, "", 2*time.Second)
+		return errStop
+	}
+	return nil
+}
+
+// enqueue queues a frame for the end-of-batch flush. shared frames are
+// broadcast frames referenced, never copied or mutated. It returns false if
+// the connection cannot take it (closing, or dropped as a slow consumer).
+func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
+	if c.fd < 0 || c.state != stateOpen {
+		return false
+	}
+	// The cap bounds the backlog: one frame larger than the cap still goes
+	// out to a client that keeps up (SPEC's defaults let a 1 MiB message
+	// through a 256 KiB queue).
+	if c.outBytes > 0 && c.outBytes+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
+		c.slowConsumer(ls, "write queue full")
+		return false
+	}
+	if c.outBytes == 0 {
+		c.progress = ls.loop.Now.UnixNano()
+	}
+	c.out = append(c.out, f)
+	c.outBytes += len(f)
+	ls.markDirty(c)
+	return true
+}
+
+// write sends queued frames: write for one, writev for several. On a short
+// write the rest waits for EPOLLOUT.
+func (c *conn) write(ls *loopState) {
+	if len(c.out) == 0 || c.fd < 0 {
+		return
+	}
+	fd := int(c.fd)
+	var n int
+	var err error
+	if len(c.out) == 1 {
+		n, err = unix.Write(fd, c.out[0][c.outOff:])
+	} else {
+		iov := c.out
+		if len(iov) > 64 {
+			iov = iov[:64]
+		}
+		first := iov[0]
+		iov[0] = first[c.outOff:]
+		n, err = unix.Writev(fd, iov)
+		iov[0] = first
+	}
+	if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+		c.finish(ls, reason.ReadError, 1006, true)
+		return
+	}
+	if n > 0 {
+		c.progress = ls.loop.Now.UnixNano()
+		c.consume(n)
+	}
+	wantOut := c.outBytes > 0
+	if wantOut {
+		_ = ls.loop.Modify(fd, c.gen, reactor.Readable|reactor.Writable|reactor.Events(unix.EPOLLRDHUP))
+		c.rescheduleOpenOrClosing(ls)
+	} else if c.state == stateClosing && c.sent {
+		c.afterCloseSent(ls)
+	}
+}
+
+func (c *conn) rescheduleOpenOrClosing(ls *loopState) {
+	if c.state == stateOpen {
+		c.rescheduleOpen(ls)
+	}
+}
+
+// consume drops n written bytes from the head of the queue.
+func (c *conn) consume(n int) {
+	c.outBytes -= n
+	for n > 0 && len(c.out) > 0 {
+		rest := len(c.out[0]) - c.outOff
+		if n < rest {
+			c.outOff += n
+			return
+		}
+		n -= rest
+		c.out[0] = nil
+		c.out = c.out[1:]
+		c.outOff = 0
+	}
+	if len(c.out) == 0 {
+		c.out = nil // an idle connection keeps no queue memory
+	}
+}
+
+func (c *conn) onWritable(ls *loopState) {
+	c.write(ls)
+	if c.fd >= 0 && c.outBytes == 0 {
+		_ = ls.loop.Modify(int(c.fd), c.gen, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
+	}
+}
+
+// slowConsumer applies the disconnect policy: a close frame, then a reset so
+// no orphaned socket keeps kernel memory.
+func (c *conn) slowConsumer(ls *loopState, detail string) {
+	ls.srv.slowConsumers.Add(1)
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: reason.SlowConsumer.String(), Detail: detail, Code: 1008})
+	c.fail(ls, 1008, reason.SlowConsumer, "slow consumer")
+}
+
+// fail sends a close frame if it fits in the socket right now and resets
+// the connection at once.
+func (c *conn) fail(ls *loopState, code uint16, r reason.Reason, text string) {
+	if c.fd < 0 {
+		return
+	}
+	if c.state == stateOpen || c.state == stateClosing {
+		if !c.sent {
+			writeRaw(int(c.fd), frame.AppendClose(nil, ws.StatusCode(code), text))
+		}
+	}
+	c.finish(ls, r, code, true)
+}
+
+// closeWith starts the closing handshake: queue a close frame, flush, then
+// half-close and wait up to grace for the peer before closing.
+func (c *conn) closeWith(ls *loopState, code uint16, r reason.Reason, text string, grace time.Duration) {
+	if c.fd < 0 || c.state != stateOpen {
+		return
+	}
+	if c.closeReason == reason.None {
+		c.closeReason = r
+	}
+	if c.closeCode == 0 {
+		c.closeCode = code
+	}
+	f := frame.AppendClose(nil, ws.StatusCode(code), text)
+	c.out = append(c.out, f)
+	c.outBytes += len(f)
+	c.state = stateClosing
+	c.sent = true
+	c.closeBy = ls.loop.Now.Add(grace).UnixNano()
+	c.schedule(ls, time.Unix(0, c.closeBy))
+	ls.markDirty(c)
+}
+
+// afterCloseSent half-closes once the close frame is on the wire; the peer's
+// EOF (or the grace timer) completes the close.
+func (c *conn) afterCloseSent(ls *loopState) {
+	_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
+}
+
+// finish closes the socket and releases everything the connection holds.
+// rst resets instead of a graceful FIN.
+func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
+	if c.fd < 0 {
+		return
+	}
+	fd := int(c.fd)
+	s := ls.srv
+	if rst {
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	wasOpen := c.state != stateHandshake
+	for len(c.subs) > 0 {
+		ls.unsubscribe(c, len(c.subs)-1)
+	}
+	ls.loop.Remove(fd)
+	ls.conns[fd] = nil
+	ls.nconns--
+	c.fd = -1
+	c.out = nil
+	c.outBytes = 0
+	c.parser.Release()
+	if c.hs != nil {
+		*c.hs = (*c.hs)[:0]
+		hsPool.Put(c.hs)
+		c.hs = nil
+	}
+	s.conns.Add(-1)
+	if wasOpen {
+		s.upgraded.Add(-1)
+		if c.closeReason != reason.None {
+			r = c.closeReason
+		}
+		if c.closeCode != 0 {
+			code = c.closeCode
+		}
+		c.emit(ls, audit.Event{Event: "conn_close", Severity: audit.Info, Stage: audit.StageClose,
+			Reason: r.String(), Code: int(code), UserID: c.userID,
+			DurationMS: (ls.loop.Now.UnixNano() - c.opened) / int64(time.Millisecond)})
+	}
+}
+
+// emit sends an audit event stamped with this connection's identity.
+func (c *conn) emit(ls *loopState, e audit.Event) {
+	e.Conn = c.id
+	if e.IP == "" {
+		e.IP = c.client.String()
+	}
+	e.PeerIP = c.peer.Addr().String()
+	if c.state != stateHandshake {
+		e.Proto = protoNames[c.proto]
+	}
+	ls.srv.emit(e)
+}
+
+func (c *conn) emitReject(ls *loopState, r reason.Reason, status int, detail string) {
+	c.emit(ls, audit.Event{Event: "conn_rejected", Severity: audit.Warning, Stage: audit.StageHandshake,
+		Reason: r.String(), Code: status, Detail: detail})
+}
+
+func (s *Server) emit(e audit.Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	s.opts.Audit.Emit(e)
+}
+
+// writeRaw writes b once, best effort, on a non-blocking socket: used for
+// rejections and resets where nothing further is owed to the peer.
+func writeRaw(fd int, b []byte) {
+	_, _ = unix.Write(fd, b)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+func (c *conn) handshake(ls *loopState, b []byte) {
+	lim := &ls.srv.opts.Limits
+	end := bytes.Index(b, crlfcrlf)
+	if end < 0 {
+		if len(b) >= lim.HandshakeBytes {
+			ls.srv.rejected.Add(1)
+			writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large"))
+			c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
+			c.finish(ls, reason.HandshakeTooLarge, 0, false)
+			return
+		}
+		if c.hs == nil {
+			hs := hsPool.Get().(*[]byte)
+			if cap(*hs) < lim.HandshakeBytes {
+				*hs = make([]byte, 0, lim.HandshakeBytes)
+			}
+			*hs = append((*hs)[:0], b...)
+			c.hs = hs
+		}
+		return
+	}
+	end += len(crlfcrlf)
+	if end > lim.HandshakeBytes {
+		ls.srv.rejected.Add(1)
+		writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large"))
+		c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
+		c.finish(ls, reason.HandshakeTooLarge, 0, false)
+		return
+	}
+	res := ls.upgrader.upgrade(c, b[:end])
+	if res.reject != reason.None {
+		ls.srv.rejected.Add(1)
+		writeRaw(int(c.fd), httpReject(res.status, res.reject, res.message))
+		c.emitReject(ls, res.reject, res.status, res.detail)
+		c.finish(ls, res.reject, 0, false)
+		return
+	}
+	rest := b[end:]
+	// The response goes first, then the welcome frame, in one write.
+	c.state = stateOpen
+	c.proto = res.proto
+	c.client = res.client
+	ls.srv.upgraded.Add(1)
+	c.out = append(c.out, res.response)
+	c.outBytes += len(res.response)
+	c.progress = ls.loop.Now.UnixNano()
+	ls.markDirty(c)
+	c.emit(ls, audit.Event{Event: "conn_open", Severity: audit.Info, Stage: audit.StageHandshake})
+	c.sendWelcome(ls)
+	c.nextPing = ls.loop.Now.Add(lim.PingInterval).UnixNano()
+	c.timerAt = 0 // drop the handshake timer
+	c.rescheduleOpen(ls)
+	if len(rest) > 0 {
+		// Frames that arrived with the request. They may live in the pooled
+		// handshake buffer, so feed them before returning it.
+		c.feed(ls, rest)
+	}
+	if c.hs != nil {
+		*c.hs = (*c.hs)[:0]
+		hsPool.Put(c.hs)
+		c.hs = nil
+	}
+}

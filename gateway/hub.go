@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/gobwas/ws"
+
+	"github.com/portcullis-gw/portcullis/gateway/frame"
+	"github.com/portcullis-gw/portcullis/gateway/native"
+)
+
+// The hub is sharded per loop: each loop keeps its own topic → subscribers
+// map, touched only by its goroutine, so delivery takes no lock. A
+// publication is posted to every loop and encoded once per protocol, lazily,
+// by the first loop that needs that protocol's frame.
+
+// topicSubs is one topic's subscribers on one loop.
+type topicSubs struct {
+	name  string
+	conns []*conn
+}
+
+// subscription is a connection's side of a topic membership; idx is its
+// position in topic.conns, kept current on swap-removal.
+type subscription struct {
+	topic *topicSubs
+	idx   int32
+}
+
+// publication is one message to one topic, with its frame per protocol.
+type publication struct {
+	topic string
+	data  []byte
+	once  [protoCount]sync.Once
+	enc   [protoCount][]byte
+}
+
+func newPublication(topic string, data []byte) *publication {
+	return &publication{topic: topic, data: data}
+}
+
+// frame returns the encoded frame for p (safe for concurrent use; the bytes
+// are shared by every subscriber and never modified).
+func (p *publication) frame(pr proto) []byte {
+	p.once[pr].Do(func() {
+		switch pr {
+		case protoNative:
+			payload := native.AppendEvent(make([]byte, 0, len(p.data)+len(p.topic)+40), p.topic, p.data)
+			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		}
+	})
+	return p.enc[pr]
+}
+
+// findSub returns the index in c.subs of topic, or -1.
+func (c *conn) findSub(topic string) int {
+	for i := range c.subs {
+		if c.subs[i].topic.name == topic {
+			return i
+		}
+	}
+	return -1
+}
+
+// subscribe adds c to topic on this loop.
+func (ls *loopState) subscribe(c *conn, topic string) {
+	ts := ls.topics[topic]
+	if ts == nil {
+		ts = &topicSubs{name: topic}
+		ls.topics[topic] = ts
+		ls.topicCount.Add(1)
+	}
+	c.subs = append(c.subs, subscription{topic: ts, idx: int32(len(ts.conns))})
+	ts.conns = append(ts.conns, c)
+	ls.srv.subscriptions.Add(1)
+}
+
+// unsubscribe removes c.subs[i] from its topic, swap-removing on both sides.
+func (ls *loopState) unsubscribe(c *conn, i int) {
+	sub := c.subs[i]
+	ts := sub.topic
+	last := len(ts.conns) - 1
+	if int(sub.idx) != last {
+		moved := ts.conns[last]
+		ts.conns[sub.idx] = moved
+		for j := range moved.subs {
+			if moved.subs[j].topic == ts {
+				moved.subs[j].idx = sub.idx
+				break
+			}
+		}
+	}
+	ts.conns[last] = nil
+	ts.conns = ts.conns[:last]
+	if len(ts.conns) == 0 {
+		delete(ls.topics, ts.name)
+		ls.topicCount.Add(-1)
+	}
+	lastSub := len(c.subs) - 1
+	c.subs[i] = c.subs[lastSub]
+	c.subs[lastSub] = subscription{}
+	c.subs = c.subs[:lastSub]
+	if len(c.subs) == 0 {
+		c.subs = nil
+	}
+	ls.srv.subscriptions.Add(-1)
+}

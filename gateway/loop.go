@@ -1,0 +1,239 @@
+package gateway
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+// readBufSize is the per-loop read buffer shared by all its connections.
+const readBufSize = 64 << 10
+
+// acceptBatch bounds the accepts handled per readiness event, for fairness.
+const acceptBatch = 128
+
+// loopState is the gateway side of one reactor loop. Loop goroutine only,
+// except topicCount.
+type loopState struct {
+	srv  *Server
+	loop *reactor.Loop
+	lfd  int // listener; -1 once closed
+
+	conns   []*conn // by fd
+	nconns  int
+	readBuf []byte
+	topics  map[string]*topicSubs
+	dirty   []*conn // connections with queued frames to flush
+	scratch []byte  // reply encoding buffer
+
+	upgrader upgrader
+
+	shuttingDown bool
+	topicCount   atomic.Int64
+}
+
+func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
+	ls := &loopState{
+		srv:     s,
+		lfd:     lfd,
+		readBuf: make([]byte, readBufSize),
+		topics:  make(map[string]*topicSubs),
+	}
+	loop, err := reactor.New(id, ls)
+	if err != nil {
+		return nil, err
+	}
+	ls.loop = loop
+	ls.upgrader.init(ls)
+	if _, err := loop.Add(lfd, reactor.Readable); err != nil {
+		return nil, err
+	}
+	return ls, nil
+}
+
+// OnEvent implements reactor.Handler.
+func (ls *loopState) OnEvent(fd int, ev reactor.Events) {
+	if fd == ls.lfd {
+		ls.accept()
+		return
+	}
+	c := ls.conn(fd)
+	if c == nil {
+		return
+	}
+	if ev&reactor.Writable != 0 {
+		c.onWritable(ls)
+	}
+	if ev&(reactor.Readable|reactor.HangUp) != 0 && c.fd >= 0 {
+		c.onReadable(ls)
+	}
+	ls.flush()
+}
+
+// OnTimer implements reactor.Handler.
+func (ls *loopState) OnTimer(fd int, at int64) {
+	c := ls.conn(fd)
+	if c == nil || c.timerAt != at {
+		return // superseded timer
+	}
+	c.timerAt = 0
+	c.onTimer(ls, ls.loop.Now)
+	ls.flush()
+}
+
+func (ls *loopState) conn(fd int) *conn {
+	if fd < 0 || fd >= len(ls.conns) {
+		return nil
+	}
+	return ls.conns[fd]
+}
+
+func (ls *loopState) accept() {
+	s := ls.srv
+	for i := 0; i < acceptBatch; i++ {
+		fd, sa, err := unix.Accept4(ls.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			if err == unix.EAGAIN || err == unix.EINTR {
+				return
+			}
+			if err == unix.EMFILE || err == unix.ENFILE {
+				s.opts.Log.WithError(err).Warn("accept: out of file descriptors")
+			}
+			return
+		}
+		s.accepted.Add(1)
+		peer := reactor.SockaddrToAddrPort(sa)
+		if ls.shuttingDown {
+			unix.Close(fd)
+			continue
+		}
+		if s.conns.Load() >= int64(s.opts.Limits.MaxConnections) {
+			s.rejected.Add(1)
+			writeRaw(fd, httpReject(503, reason.GlobalConnections, "server at its connection limit"))
+			unix.Close(fd)
+			s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: peer.Addr().String(),
+				PeerIP: peer.Addr().String(), Stage: audit.StageAccept, Reason: reason.GlobalConnections.String(), Code: 503})
+			continue
+		}
+		ls.open(fd, peer)
+	}
+}
+
+func (ls *loopState) open(fd int, peer netip.AddrPort) {
+	s := ls.srv
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.opts.Limits.SendBufferBytes)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
+	if err != nil {
+		unix.Close(fd)
+		return
+	}
+	for fd >= len(ls.conns) {
+		ls.conns = append(ls.conns, make([]*conn, len(ls.conns)+1024)...)
+	}
+	now := ls.loop.Now
+	c := &conn{
+		fd:     int32(fd),
+		gen:    gen,
+		id:     s.nextID.Add(1),
+		peer:   peer,
+		client: peer.Addr(),
+		opened: now.UnixNano(),
+		state:  stateHandshake,
+	}
+	c.parser.Limits.MaxFrame = s.opts.Limits.MaxFrameBytes
+	c.parser.Limits.MaxMessage = s.opts.Limits.MaxMessageBytes
+	ls.conns[fd] = c
+	ls.nconns++
+	s.conns.Add(1)
+	c.schedule(ls, now.Add(s.opts.Limits.HandshakeTimeout))
+}
+
+// markDirty queues c for the end-of-batch flush.
+func (ls *loopState) markDirty(c *conn) {
+	if !c.dirty {
+		c.dirty = true
+		ls.dirty = append(ls.dirty, c)
+	}
+}
+
+// flush writes what every dirty connection has queued: one write or one
+// writev per connection, however many frames were queued in this batch.
+func (ls *loopState) flush() {
+	for i := 0; i < len(ls.dirty); i++ {
+		c := ls.dirty[i]
+		ls.dirty[i] = nil
+		c.dirty = false
+		if c.fd >= 0 {
+			c.write(ls)
+		}
+	}
+	ls.dirty = ls.dirty[:0]
+}
+
+// deliver queues publication p to every subscriber of its topic on this loop.
+func (ls *loopState) deliver(p *publication) int {
+	ts := ls.topics[p.topic]
+	if ts == nil {
+		return 0
+	}
+	n := 0
+	// Walk backwards: a subscriber closed as a slow consumer is swap-removed
+	// from ts.conns, which only moves an element already visited.
+	for i := len(ts.conns) - 1; i >= 0; i-- {
+		if i >= len(ts.conns) {
+			continue
+		}
+		c := ts.conns[i]
+		if c.enqueue(ls, p.frame(c.proto), true) {
+			n++
+		}
+	}
+	ls.flush()
+	return n
+}
+
+func (ls *loopState) disconnectPrefix(p netip.Prefix, why string) int {
+	n := 0
+	for _, c := range ls.conns {
+		if c != nil && c.fd >= 0 && p.Contains(c.client) {
+			c.fail(ls, 1008, reason.Banned, why)
+			n++
+		}
+	}
+	ls.flush()
+	return n
+}
+
+func (ls *loopState) beginShutdown() {
+	ls.shuttingDown = true
+	if ls.lfd >= 0 {
+		ls.loop.Remove(ls.lfd)
+		ls.lfd = -1
+	}
+	for _, c := range ls.conns {
+		if c == nil || c.fd < 0 {
+			continue
+		}
+		if c.state == stateOpen {
+			c.closeWith(ls, 1001, reason.ShuttingDown, "server shutting down", 2*time.Second)
+		} else if c.state == stateHandshake {
+			c.finish(ls, reason.ShuttingDown, 0, false)
+		}
+	}
+	ls.flush()
+}
+
+func (ls *loopState) forceClose() {
+	for _, c := range ls.conns {
+		if c != nil && c.fd >= 0 {
+			c.finish(ls, reason.ShuttingDown, 1001, true)
+		}
+	}
+}

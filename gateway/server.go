@@ -1,0 +1,312 @@
+// Package gateway is the network core of Portcullis: listeners, the epoll
+// event loops (gateway/reactor), the non-blocking WebSocket handshake, frame
+// handling (gateway/frame), per-connection write queues, the topic hub and
+// the wire protocols. It asks policy for decisions and emits audit events; it
+// never imports alerting or cmd.
+//
+// Concurrency: every connection belongs to one loop and is touched only by
+// that loop's goroutine. Other goroutines (the admin API, signal handling)
+// reach connections only by posting tasks to loops.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// Limits are the per-connection and global limits of SPEC §12. A zero field
+// means the default, never "unlimited".
+type Limits struct {
+	MaxConnections       int           // open connections in all (100,000)
+	MaxFrameBytes        int           // largest accepted frame payload (64 KiB)
+	MaxMessageBytes      int           // largest reassembled message (1 MiB)
+	HandshakeTimeout     time.Duration // time to send a complete upgrade request (10 s)
+	HandshakeBytes       int           // largest upgrade request (8 KiB)
+	PingInterval         time.Duration // server pings (25 s); two missed pongs close
+	WriteQueueBytes      int           // bytes queued for one slow client before it is a slow consumer (256 KiB)
+	WriteStallTimeout    time.Duration // time without write progress before it is a slow consumer (10 s)
+	MaxSubscriptionsConn int           // subscriptions per connection (100)
+	SendBufferBytes      int           // SO_SNDBUF per connection (64 KiB)
+}
+
+func (l *Limits) setDefaults() {
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&l.MaxConnections, 100000)
+	def(&l.MaxFrameBytes, 64<<10)
+	def(&l.MaxMessageBytes, 1<<20)
+	def(&l.HandshakeBytes, 8<<10)
+	def(&l.WriteQueueBytes, 256<<10)
+	def(&l.MaxSubscriptionsConn, 100)
+	def(&l.SendBufferBytes, 64<<10)
+	defd(&l.HandshakeTimeout, 10*time.Second)
+	defd(&l.PingInterval, 25*time.Second)
+	defd(&l.WriteStallTimeout, 10*time.Second)
+}
+
+// Options configure a Server.
+type Options struct {
+	Listen  string // "host:port"
+	Path    string // WebSocket path, "/ws"
+	Version string // reported in welcome frames
+	Loops   int    // event loops; 0 means GOMAXPROCS
+	Limits  Limits
+
+	Origins *origin.Checker // Origin policy
+	Topics  *topics.Set     // topic rules
+	Tokens  *tokens.Store   // token source
+	Audit   audit.Sink
+	Log     *logrus.Logger
+}
+
+// Server is a running gateway. Create with Start.
+type Server struct {
+	opts   Options
+	loops  []*loopState
+	bootID string
+	nextID atomic.Uint64
+	addr   netip.AddrPort
+
+	conns         atomic.Int64 // open (upgraded or handshaking) connections
+	upgraded      atomic.Int64
+	accepted      atomic.Uint64
+	rejected      atomic.Uint64
+	subscriptions atomic.Int64
+	published     atomic.Uint64
+	delivered     atomic.Uint64
+	slowConsumers atomic.Uint64
+
+	shutdownOnce sync.Once
+	closing      atomic.Bool
+}
+
+// Start opens the listeners and runs the event loops.
+func Start(o Options) (*Server, error) {
+	o.Limits.setDefaults()
+	if o.Loops <= 0 {
+		o.Loops = runtime.GOMAXPROCS(0)
+	}
+	if o.Path == "" {
+		o.Path = "/ws"
+	}
+	if o.Audit == nil {
+		o.Audit = audit.Discard{}
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	if o.Tokens == nil || o.Topics == nil || o.Origins == nil {
+		return nil, errors.New("gateway: Tokens, Topics and Origins are required")
+	}
+	var boot [4]byte
+	_, _ = rand.Read(boot[:])
+	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:])}
+
+	listen := o.Listen
+	for i := 0; i < o.Loops; i++ {
+		fd, bound, err := reactor.Listen(listen, 4096)
+		if err != nil {
+			s.closeLoops()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		if i == 0 {
+			s.addr = bound
+			// Every further loop binds the port the first one got, so that
+			// ":0" in tests still means one port shared by SO_REUSEPORT.
+			host := o.Listen[:len(o.Listen)-len(portOf(o.Listen))]
+			listen = host + strconv.Itoa(int(bound.Port()))
+		}
+		ls, err := newLoopState(s, i, fd)
+		if err != nil {
+			s.closeLoops()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		s.loops = append(s.loops, ls)
+	}
+	for _, ls := range s.loops {
+		go func(ls *loopState) {
+			if err := ls.loop.Run(); err != nil {
+				s.opts.Log.WithError(err).Error("event loop stopped")
+			}
+		}(ls)
+	}
+	return s, nil
+}
+
+func portOf(hostport string) string {
+	for i := len(hostport) - 1; i >= 0; i-- {
+		if hostport[i] == ':' {
+			return hostport[i+1:]
+		}
+	}
+	return ""
+}
+
+func (s *Server) closeLoops() {
+	for _, ls := range s.loops {
+		ls.loop.Remove(ls.lfd)
+	}
+}
+
+// Addr is the address the WebSocket listener is bound to.
+func (s *Server) Addr() netip.AddrPort { return s.addr }
+
+// BootID identifies this run of the server.
+func (s *Server) BootID() string { return s.bootID }
+
+// Publish delivers data (valid JSON) to every local subscriber of topic and
+// returns how many connections it was queued for. The frame is encoded once
+// per protocol and shared by every subscriber.
+func (s *Server) Publish(topic string, data []byte) int {
+	return s.publish(topic, data, true)
+}
+
+// publish posts p to every loop; with wait it returns the delivery count.
+func (s *Server) publish(topic string, data []byte, wait bool) int {
+	if s.closing.Load() {
+		return 0
+	}
+	p := newPublication(topic, data)
+	s.published.Add(1)
+	if !wait {
+		for _, ls := range s.loops {
+			ls.loop.Post(func() { s.delivered.Add(uint64(ls.deliver(p))) })
+		}
+		return 0
+	}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, ls := range s.loops {
+		wg.Add(1)
+		if !ls.loop.Post(func() {
+			total.Add(int64(ls.deliver(p)))
+			wg.Done()
+		}) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+	n := int(total.Load())
+	s.delivered.Add(uint64(n))
+	return n
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	Connections   int64  `json:"connections"`
+	WebSockets    int64  `json:"websockets"`
+	Subscriptions int64  `json:"subscriptions"`
+	Topics        int64  `json:"topics"`
+	Accepted      uint64 `json:"accepted"`
+	Rejected      uint64 `json:"rejected"`
+	Published     uint64 `json:"published"`
+	Delivered     uint64 `json:"delivered"`
+	SlowConsumers uint64 `json:"slow_consumers"`
+	Loops         int    `json:"loops"`
+	MaxLoopStall  string `json:"max_loop_stall"`
+	Goroutines    int    `json:"goroutines"`
+}
+
+// Stats returns current counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Connections:   s.conns.Load(),
+		WebSockets:    s.upgraded.Load(),
+		Subscriptions: s.subscriptions.Load(),
+		Accepted:      s.accepted.Load(),
+		Rejected:      s.rejected.Load(),
+		Published:     s.published.Load(),
+		Delivered:     s.delivered.Load(),
+		SlowConsumers: s.slowConsumers.Load(),
+		Loops:         len(s.loops),
+		Goroutines:    runtime.NumGoroutine(),
+	}
+	var stall int64
+	for _, ls := range s.loops {
+		st.Topics += ls.topicCount.Load()
+		if v := ls.loop.Stall.Load(); v > stall {
+			stall = v
+		}
+	}
+	st.MaxLoopStall = time.Duration(stall).String()
+	return st
+}
+
+// Shutdown stops accepting, sends 1001 (going away) to every client, lets
+// queued frames flush, and stops the loops. It returns when every loop has
+// stopped or ctx is done (then remaining connections are reset).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.closing.Store(true)
+		for _, ls := range s.loops {
+			ls.loop.Post(ls.beginShutdown)
+		}
+	})
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			for _, ls := range s.loops {
+				ls.loop.Post(ls.forceClose)
+			}
+			s.stopLoops()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.stopLoops()
+	return nil
+}
+
+func (s *Server) stopLoops() {
+	for _, ls := range s.loops {
+		ls.loop.Stop()
+	}
+	for _, ls := range s.loops {
+		<-ls.loop.Done()
+	}
+}
+
+// DisconnectPrefix closes, with 1008, every connection whose client address
+// is inside p (used when an address is banned). It returns how many.
+func (s *Server) DisconnectPrefix(p netip.Prefix, r string) int {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, ls := range s.loops {
+		wg.Add(1)
+		if !ls.loop.Post(func() {
+			total.Add(int64(ls.disconnectPrefix(p, r)))
+			wg.Done()
+		}) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+	return int(total.Load())
+}

@@ -1,0 +1,216 @@
+package gateway
+
+import (
+	"strconv"
+
+	"github.com/gobwas/ws"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/frame"
+	"github.com/portcullis-gw/portcullis/gateway/native"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// grant is a token redeemed on this connection: it stays valid here, and
+// only here, for further subscriptions and publishes.
+type grant struct {
+	userID  string
+	topics  []string
+	expires int64
+	fp      string
+}
+
+// sendText queues one text frame built by build into a fresh buffer.
+func (c *conn) sendText(ls *loopState, payload []byte) {
+	c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+4), ws.OpText, payload), false)
+}
+
+func (c *conn) sendWelcome(ls *loopState) {
+	session := ls.srv.bootID + "-" + strconv.FormatUint(c.id, 36)
+	ls.scratch = native.AppendWelcome(ls.scratch[:0], session, "portcullis/"+ls.srv.opts.Version)
+	c.sendText(ls, ls.scratch)
+}
+
+func (c *conn) sendError(ls *loopState, m *native.Message, r reason.Reason, msg string) {
+	var id int64
+	var has bool
+	if m != nil {
+		id, has = m.ID, m.HasID
+	}
+	ls.scratch = native.AppendError(ls.scratch[:0], id, has, r, msg)
+	c.sendText(ls, ls.scratch)
+}
+
+// onNativeMessage handles one complete text message of portcullis.v1:
+// size/depth → schema → token → topic rule, cheapest first (SPEC §8).
+func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
+	m, v := native.Decode(payload)
+	if v != nil {
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+			Reason: v.Reason.String(), Detail: capString("at "+v.Pointer+": "+v.Message, 200)})
+		msg := v.Message
+		if v.Reason == reason.UnknownOp {
+			msg = ""
+		}
+		c.sendError(ls, &m, v.Reason, msg)
+		return
+	}
+	switch m.Op {
+	case "subscribe":
+		c.onSubscribe(ls, &m)
+	case "unsubscribe":
+		c.onUnsubscribe(ls, &m)
+	case "publish":
+		c.onPublish(ls, &m)
+	case "ping":
+		ls.scratch = native.AppendPong(ls.scratch[:0], m.ID, m.HasID)
+		c.sendText(ls, ls.scratch)
+	default:
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+			Reason: reason.UnknownOp.String()})
+		c.sendError(ls, &m, reason.UnknownOp, "")
+	}
+}
+
+// authorize decides whether this connection may subscribe to m.Topic,
+// redeeming m.Token where the rule needs one.
+func (c *conn) authorize(ls *loopState, m *native.Message) (fp string, r reason.Reason) {
+	s := ls.srv
+	rule := s.opts.Topics.Match(m.Topic)
+	access := s.opts.Topics.Default()
+	if rule != nil {
+		access = rule.Subscribe
+	}
+	switch access {
+	case topics.Deny:
+		return "", reason.TopicDenied
+	case topics.Public:
+		if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
+			return "", reason.TopicOtherUser
+		}
+		return "", reason.None
+	}
+	if m.Token == "" {
+		return "", reason.TokenMissing
+	}
+	g, tr := s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now)
+	fp = g.FP
+	if tr != reason.None {
+		return audit.TokenFP(m.Token), tr
+	}
+	if g.UserID != m.UserID {
+		return fp, reason.TokenUserMismatch
+	}
+	if len(g.Topics) > 0 && !topics.TokenAllows(g.Topics, m.Topic, m.UserID) {
+		return fp, reason.TokenTopicMismatch
+	}
+	if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
+		return fp, reason.TopicOtherUser
+	}
+	c.addGrant(g.UserID, g.Topics, g.Expires.UnixNano(), fp)
+	return fp, reason.None
+}
+
+func (c *conn) addGrant(user string, tps []string, exp int64, fp string) {
+	for _, g := range c.grants {
+		if g.fp == fp {
+			return
+		}
+	}
+	if len(c.grants) >= 8 {
+		copy(c.grants, c.grants[1:])
+		c.grants = c.grants[:7]
+	}
+	c.grants = append(c.grants, grant{userID: user, topics: tps, expires: exp, fp: fp})
+	c.userID = user
+}
+
+func (c *conn) onSubscribe(ls *loopState, m *native.Message) {
+	if c.findSub(m.Topic) >= 0 {
+		ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
+		c.sendText(ls, ls.scratch)
+		return
+	}
+	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
+		c.emit(ls, audit.Event{Event: "subscribe_denied", Severity: audit.Notice, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, Reason: reason.TooManySubscriptions.String()})
+		c.sendError(ls, m, reason.TooManySubscriptions, "")
+		return
+	}
+	fp, r := c.authorize(ls, m)
+	if r != reason.None {
+		ev, sev := "subscribe_denied", audit.Notice
+		if r.IsAuth() {
+			ev, sev = "auth_failed", audit.Warning
+		}
+		c.emit(ls, audit.Event{Event: ev, Severity: sev, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp})
+		c.sendError(ls, m, r, "")
+		return
+	}
+	if fp != "" {
+		c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+	}
+	ls.subscribe(c, m.Topic)
+	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+	ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
+	c.sendText(ls, ls.scratch)
+}
+
+func (c *conn) onUnsubscribe(ls *loopState, m *native.Message) {
+	i := c.findSub(m.Topic)
+	if i < 0 {
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
+			Topic: m.Topic, Reason: reason.NotSubscribed.String()})
+		c.sendError(ls, m, reason.NotSubscribed, "")
+		return
+	}
+	ls.unsubscribe(c, i)
+	c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: c.userID})
+	ls.scratch = native.AppendUnsubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
+	c.sendText(ls, ls.scratch)
+}
+
+// onPublish lets a client publish where the topic rule says `publish: token`
+// and a token redeemed on this connection covers the topic.
+func (c *conn) onPublish(ls *loopState, m *native.Message) {
+	s := ls.srv
+	rule := s.opts.Topics.Match(m.Topic)
+	r := reason.PublishDenied
+	if rule != nil && rule.Publish == topics.Token {
+		now := ls.loop.Now.UnixNano()
+		for _, g := range c.grants {
+			if g.expires > now && (len(g.topics) == 0 || topics.TokenAllows(g.topics, m.Topic, g.userID)) &&
+				topics.RuleAllowsUser(rule, m.Topic, g.userID) {
+				r = reason.None
+				break
+			}
+		}
+		if r != reason.None && len(c.grants) == 0 {
+			r = reason.TokenMissing
+		}
+	}
+	if r != reason.None {
+		ev := "message_rejected"
+		if r.IsAuth() {
+			ev = "auth_failed"
+		}
+		c.emit(ls, audit.Event{Event: ev, Severity: audit.Warning, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: c.userID, Reason: r.String()})
+		c.sendError(ls, m, r, "")
+		return
+	}
+	data := append([]byte(nil), m.Data...)
+	topic := m.Topic
+	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: topic, UserID: c.userID})
+	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, topic)
+	c.sendText(ls, ls.scratch)
+	// Posted, not delivered inline: other loops must get it too, and this
+	// loop delivers it after the current batch like any publication.
+	s.publish(topic, data, false)
+}
