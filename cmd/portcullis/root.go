@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
-
 )
 
 // Exit codes of SPEC §3.

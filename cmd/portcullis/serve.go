@@ -124,11 +124,11 @@ func serve(cfg *config.Config, logLevel string) error {
 	}
 	host, _ := os.Hostname()
 	aw, err := audit.Open(audit.Options{
-		Dir:         auditDir,
-		KeyFile:     filepath.Join(cfg.DataDir, "audit.key"),
-		Node:        host,
-		Fsync:       time.Second,
-		Log:         log,
+		Dir:     auditDir,
+		KeyFile: filepath.Join(cfg.DataDir, "audit.key"),
+		Node:    host,
+		Fsync:   time.Second,
+		Log:     log,
 	})
 	if err != nil {
 		return failf("open audit trail: %v", err)
