@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+func testUpgrader(t testing.TB) (*upgrader, *conn) {
+	chk, err := origin.NewChecker(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := &loopState{srv: &Server{opts: Options{Path: "/ws", Origins: chk}}}
+	ls.upgrader.init(ls)
+	return &ls.upgrader, &conn{peer: netip.MustParseAddrPort("127.0.0.1:5000")}
+}
+
+const goodReq = "GET /ws?x=1 HTTP/1.1\r\nHost: gw.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+
+func TestUpgrade(t *testing.T) {
+	cases := []struct {
+		name   string
+		extra  string
+		path   string
+		reject reason.Reason
+		status int
+		proto  string
+	}{
+		{name: "no subprotocol", reject: reason.None},
+		{name: "native", extra: "Sec-WebSocket-Protocol: portcullis.v1\r\n", proto: "portcullis.v1"},
+		{name: "ours among others", extra: "Sec-WebSocket-Protocol: mqtt, portcullis.v1\r\n", proto: "portcullis.v1"},
+		{name: "only others", extra: "Sec-WebSocket-Protocol: mqtt\r\n", reject: reason.BadSubprotocol, status: 400},
+		{name: "same origin", extra: "Origin: http://gw.example:8080\r\n"},
+		{name: "cross origin", extra: "Origin: http://evil.example\r\n", reject: reason.BadOrigin, status: 403},
+		{name: "two origins", extra: "Origin: http://gw.example:8080\r\nOrigin: http://evil.example\r\n", reject: reason.BadOrigin, status: 403},
+		{name: "wrong path", path: "/other", reject: reason.BadPath, status: 404},
+	}
+	for _, c := range cases {
+		up, cn := testUpgrader(t)
+		req := goodReq + c.extra + "\r\n"
+		if c.path != "" {
+			req = strings.Replace(req, "/ws?x=1", c.path, 1)
+		}
+		res := up.upgrade(cn, []byte(req))
+		if res.reject != c.reject || (c.reject != reason.None && res.status != c.status) {
+			t.Errorf("%s: reject %v %d, want %v %d", c.name, res.reject, res.status, c.reject, c.status)
+			continue
+		}
+		if c.reject == reason.None {
+			if !bytes.HasPrefix(res.response, []byte("HTTP/1.1 101")) ||
+				!bytes.Contains(res.response, []byte("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) {
+				t.Errorf("%s: response %q", c.name, res.response)
+			}
+			if c.proto != "" && !bytes.Contains(res.response, []byte("Sec-Websocket-Protocol: "+c.proto)) &&
+				!bytes.Contains(res.response, []byte("Sec-WebSocket-Protocol: "+c.proto)) {
+				t.Errorf("%s: protocol not echoed: %q", c.name, res.response)
+			}
+		}
+	}
+}
+
+func TestHTTPRejectIsJSON(t *testing.T) {
+	b := httpReject(403, reason.BadOrigin, "origin not allowed")
+	if !bytes.HasPrefix(b, []byte("HTTP/1.1 403 Forbidden\r\n")) || !bytes.Contains(b, []byte("Connection: close")) ||
+		!bytes.HasSuffix(b, []byte(`{"error":"bad_origin","message":"origin not allowed"}`)) {
+		t.Fatalf("%q", b)
+	}
+}
+
+// FuzzUpgrade runs the handshake over arbitrary complete requests: it must
+// never panic and must either refuse with a status or answer 101.
+func FuzzUpgrade(f *testing.F) {
+	f.Add([]byte(goodReq + "\r\n"))
+	f.Add([]byte(goodReq + "Sec-WebSocket-Protocol: portcullis.v1, wamp\r\nOrigin: null\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		up, cn := testUpgrader(t)
+		res := up.upgrade(cn, append(in, "\r\n\r\n"...))
+		if res.reject == reason.None {
+			if !bytes.HasPrefix(res.response, []byte("HTTP/1.1 101")) {
+				t.Fatalf("accepted with %q", res.response)
+			}
+		} else if res.status < 400 || res.status > 599 {
+			t.Fatalf("refusal with status %d", res.status)
+		}
+	})
+}
