@@ -22,7 +22,7 @@ type Options struct {
 	RotateBytes int64         // reserved for rotation
 	Retain      time.Duration // reserved for retention
 	FailClosed  bool          // Healthy reports false while writes fail
-	QueueSize   int           // bounded queue between Emit and the file (default 65536)
+	QueueSize   int           // bounded queue between Emit and the file (default 8192 events, ~2 MiB)
 	Log         *logrus.Logger
 }
 
@@ -52,7 +52,7 @@ type Writer struct {
 // Open creates the directory and file and starts the writer goroutine.
 func Open(o Options) (*Writer, error) {
 	if o.QueueSize <= 0 {
-		o.QueueSize = 65536
+		o.QueueSize = 8192
 	}
 	if o.Fsync < 0 {
 		o.Fsync = 0

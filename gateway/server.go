@@ -230,6 +230,8 @@ type Stats struct {
 	Loops         int    `json:"loops"`
 	MaxLoopStall  string `json:"max_loop_stall"`
 	Goroutines    int    `json:"goroutines"`
+	HeapLiveBytes uint64 `json:"heap_live_bytes"` // after the last GC
+	HeapSysBytes  uint64 `json:"heap_sys_bytes"`
 }
 
 // Stats returns current counters.
@@ -254,6 +256,10 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	st.MaxLoopStall = time.Duration(stall).String()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st.HeapLiveBytes = ms.HeapAlloc
+	st.HeapSysBytes = ms.HeapSys
 	return st
 }
 

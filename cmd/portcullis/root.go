@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/portcullis-gw/portcullis/cmd/portcullis/loadgen"
 )
 
 // Exit codes of SPEC §3.
@@ -42,7 +44,7 @@ func Main(args []string) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(),
-		versionCommand())
+		versionCommand(), loadgen.Command())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

@@ -1,0 +1,288 @@
+// Package loadgen is `portcullis bench`: it starts a gateway as a child
+// process, drives it with load-generator child processes (one process holds
+// at most ~19,900 sockets here), and reports server cost read from /proc:
+// RSS per connection, CPU per delivered message, latency, set-ups per second.
+//
+// It talks to the gateway only over its public interfaces (WebSocket and the
+// admin API) and imports nothing from gateway, policy or audit.
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// perWorker is the most connections one load-generator process opens.
+const perWorker = 7000
+
+// Command returns the `bench` command.
+func Command() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "load generator for Portcullis benchmarks (loopback only)"}
+	var conns, subs, count int
+	var rate float64
+	var hold time.Duration
+	idle := &cobra.Command{
+		Use:   "idle [--conns 15000] [--hold 10s]",
+		Short: "hold idle subscribed connections; report server RSS per connection and goroutines",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runIdle(conns, hold)
+		},
+	}
+	idle.Flags().IntVar(&conns, "conns", 15000, "connections")
+	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
+	fanout := &cobra.Command{
+		Use:   "fanout [--subs 5000] [--rate 5] [--count 100]",
+		Short: "publish to many subscribers; report server CPU per delivered message and latency",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runFanout(subs, rate, count)
+		},
+	}
+	fanout.Flags().IntVar(&subs, "subs", 5000, "subscribers")
+	fanout.Flags().Float64Var(&rate, "rate", 5, "publications per second")
+	fanout.Flags().IntVar(&count, "count", 100, "publications")
+	handshake := &cobra.Command{
+		Use:   "handshake [--conns 5000]",
+		Short: "connect + token + subscribe as fast as possible; report set-ups/s and server CPU per set-up",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runHandshake(conns)
+		},
+	}
+	handshake.Flags().IntVar(&conns, "conns", 5000, "connections")
+	worker := &cobra.Command{
+		Use:    "worker",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWorker(os.Stdin, os.Stdout)
+		},
+	}
+	cmd.AddCommand(idle, fanout, handshake, worker)
+	return cmd
+}
+
+// gateway is the server child process.
+type gateway struct {
+	cmd      *exec.Cmd
+	dir      string
+	wsURL    string
+	adminURL string
+	key      string
+	client   *http.Client
+}
+
+var listenRE = regexp.MustCompile(`listening on ws://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
+
+func startGateway() (*gateway, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "portcullis-bench")
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "bench.yaml")
+	yaml := "listen: \"127.0.0.1:0\"\nadmin: {listen: \"127.0.0.1:0\"}\nlimits: {max_connections: 100000}\ntokens: {max_ttl: 1h}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		return nil, err
+	}
+	g := &gateway{dir: dir, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	g.cmd = exec.Command(exe, "serve", "--config", cfg, "--data", filepath.Join(dir, "data"), "--log-level", "warn")
+	stderr, _ := g.cmd.StderrPipe()
+	if err := g.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start gateway: %w", err)
+	}
+	found := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m
+			}
+		}
+	}()
+	select {
+	case m := <-found:
+		g.wsURL, g.adminURL = "ws://"+m[1]+m[2], m[3]
+	case <-time.After(20 * time.Second):
+		g.stop()
+		return nil, errors.New("gateway did not start")
+	}
+	k, err := os.ReadFile(filepath.Join(dir, "data", "admin.key"))
+	if err != nil {
+		g.stop()
+		return nil, err
+	}
+	g.key = strings.TrimSpace(string(k))
+	return g, nil
+}
+
+func (g *gateway) stop() {
+	if g.cmd.Process != nil {
+		_ = g.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = g.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = g.cmd.Process.Kill()
+		}
+	}
+	os.RemoveAll(g.dir)
+}
+
+func (g *gateway) post(path string, body any, out any) error {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", g.adminURL+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+g.key)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// serverStats is the part of GET /v1/stats the benchmarks report.
+type serverStats struct {
+	Goroutines    int    `json:"goroutines"`
+	HeapLiveBytes uint64 `json:"heap_live_bytes"`
+}
+
+func (g *gateway) goroutines() int { return g.stats().Goroutines }
+
+func (g *gateway) stats() serverStats {
+	req, _ := http.NewRequest("GET", g.adminURL+"/v1/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+g.key)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return serverStats{Goroutines: -1}
+	}
+	defer resp.Body.Close()
+	var st serverStats
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st
+}
+
+// mint returns n tokens for users u0…, bound to topic.
+func (g *gateway) mint(n int, topic string) ([]string, error) {
+	toks := make([]string, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				var out struct{ Token string }
+				if err := g.post("/v1/tokens", map[string]any{"userId": "u" + strconv.Itoa(i), "topics": []string{topic}, "ttl": "1h"}, &out); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					continue
+				}
+				toks[i] = out.Token
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return toks, first
+}
+
+// procStat reads VmRSS (KiB) and utime+stime (clock ticks) of pid.
+func procStat(pid int) (rssKB int64, ticks int64, err error) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	ticks, err = parseStatTicks(string(st))
+	if err != nil {
+		return 0, 0, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseRSS(string(status)), ticks, nil
+}
+
+// parseStatTicks returns utime+stime from a /proc/PID/stat line. The command
+// name may contain spaces and parentheses, so fields count from the last ')'.
+func parseStatTicks(s string) (int64, error) {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	// After ')': state(0) ppid … utime is field 14 of the line → index 11 here.
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad utime/stime")
+	}
+	return u + st, nil
+}
+
+func parseRSS(status string) int64 {
+	for _, l := range strings.Split(status, "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			n, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// ticksToMicros converts clock ticks (USER_HZ = 100 on Linux) to µs.
+func ticksToMicros(t int64) float64 { return float64(t) * 10000 }
+
+// percentile returns the p-th percentile (0–100) of sorted xs.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func progress(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "\r\033[K"+format, a...)
+}
+
+func sortFloats(xs []float64) { sort.Float64s(xs) }

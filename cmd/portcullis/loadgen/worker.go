@@ -1,0 +1,229 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// job is what the parent sends a worker on stdin.
+type job struct {
+	Mode      string   `json:"mode"` // hold | setup
+	URL       string   `json:"url"`
+	Src       string   `json:"src"` // source address prefix, e.g. "127.11.0."
+	Topic     string   `json:"topic"`
+	Tokens    []string `json:"tokens"`
+	FirstUser int      `json:"first_user"`
+	Parallel  int      `json:"parallel"`
+}
+
+// report is what a worker prints on stdout.
+type report struct {
+	Ready     int       `json:"ready,omitempty"`
+	Failed    int       `json:"failed,omitempty"`
+	FirstErr  string    `json:"first_err,omitempty"`
+	Delivered int64     `json:"delivered,omitempty"`
+	Latencies []float64 `json:"latencies_us,omitempty"`
+	Setups    int       `json:"setups,omitempty"`
+	ElapsedMS int64     `json:"elapsed_ms,omitempty"`
+}
+
+func dial(j *job, i int) (net.Conn, error) {
+	src := net.ParseIP(j.Src + strconv.Itoa(1+i%200))
+	d := ws.Dialer{
+		Protocols: []string{"portcullis.v1"},
+		Timeout:   20 * time.Second,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 20 * time.Second}
+			return nd.DialContext(ctx, network, addr)
+		},
+	}
+	c, br, _, err := d.Dial(context.Background(), j.URL)
+	if err != nil {
+		return nil, err
+	}
+	if br != nil {
+		// Frames that arrived with the handshake response (the welcome)
+		// are in br: read them before the socket.
+		buffered := make([]byte, br.Buffered())
+		_, _ = io.ReadFull(br, buffered)
+		ws.PutReader(br)
+		return &prefixedConn{Conn: c, r: io.MultiReader(bytes.NewReader(buffered), c)}, nil
+	}
+	return c, nil
+}
+
+// prefixedConn reads bytes already buffered before the socket.
+type prefixedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// subscribe reads the welcome, subscribes and waits for subscribed.
+func subscribe(c net.Conn, j *job, i int) error {
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := wsutil.ReadServerText(c); err != nil {
+		return fmt.Errorf("welcome: %w", err)
+	}
+	msg := fmt.Sprintf(`{"op":"subscribe","id":1,"topic":%q,"userId":"u%d","token":%q}`, j.Topic, j.FirstUser+i, j.Tokens[i])
+	if err := wsutil.WriteClientText(c, []byte(msg)); err != nil {
+		return err
+	}
+	b, err := wsutil.ReadServerText(c)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), `"subscribed"`) {
+		return fmt.Errorf("subscribe refused: %s", b)
+	}
+	return nil
+}
+
+func runWorker(in io.Reader, out io.Writer) error {
+	rd := bufio.NewReader(in)
+	line, err := rd.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("read job: %w", err)
+	}
+	var j job
+	if err := json.Unmarshal(line, &j); err != nil {
+		return fmt.Errorf("decode job: %w", err)
+	}
+	enc := json.NewEncoder(out)
+	if j.Parallel <= 0 {
+		j.Parallel = 64
+	}
+	if j.Mode == "setup" {
+		return runSetups(&j, enc)
+	}
+	conns := make([]net.Conn, len(j.Tokens))
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, j.Parallel)
+	var wg sync.WaitGroup
+	for i := range j.Tokens {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			c, err := dial(&j, i)
+			if err == nil {
+				err = subscribe(c, &j, i)
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				if c != nil {
+					c.Close()
+				}
+				return
+			}
+			conns[i] = c
+		}(i)
+	}
+	wg.Wait()
+	r := report{Ready: len(j.Tokens) - int(failed.Load()), Failed: int(failed.Load())}
+	if e, ok := firstErr.Load().(string); ok {
+		r.FirstErr = e
+	}
+	_ = enc.Encode(r)
+
+	// Count deliveries until the parent asks for the report.
+	var delivered atomic.Int64
+	var mu sync.Mutex
+	lat := make([]float64, 0, 1<<16)
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		go func(c net.Conn) {
+			for {
+				b, err := wsutil.ReadServerText(c)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				i := strings.Index(string(b), `"t":`)
+				if i < 0 {
+					continue
+				}
+				rest := string(b[i+4:])
+				if k := strings.IndexAny(rest, ",}"); k > 0 {
+					if t, err := strconv.ParseInt(rest[:k], 10, 64); err == nil {
+						delivered.Add(1)
+						mu.Lock()
+						if len(lat) < cap(lat) {
+							lat = append(lat, float64(now-t)/1000)
+						}
+						mu.Unlock()
+					}
+				}
+			}
+		}(c)
+	}
+	for {
+		cmd, err := rd.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if strings.TrimSpace(cmd) == "report" {
+			mu.Lock()
+			_ = enc.Encode(report{Delivered: delivered.Load(), Latencies: lat})
+			mu.Unlock()
+		}
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return nil
+}
+
+// runSetups does connect + welcome + subscribe + close for every token.
+func runSetups(j *job, enc *json.Encoder) error {
+	start := time.Now()
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, j.Parallel)
+	var wg sync.WaitGroup
+	for i := range j.Tokens {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			c, err := dial(j, i)
+			if err == nil {
+				err = subscribe(c, j, i)
+				c.Close()
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			ok.Add(1)
+		}(i)
+	}
+	wg.Wait()
+	r := report{Setups: int(ok.Load()), Failed: int(failed.Load()), ElapsedMS: time.Since(start).Milliseconds()}
+	if e, ok := firstErr.Load().(string); ok {
+		r.FirstErr = e
+	}
+	return enc.Encode(r)
+}
