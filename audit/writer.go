@@ -142,10 +142,7 @@ func (w *Writer) run() {
 		select {
 		case e, ok := <-w.q:
 			if !ok {
-				w.sync()
-				if err := w.f.Close(); err != nil {
-					w.setErr(err)
-				}
+				w.finish()
 				return
 			}
 			if d := w.dropped.Load(); d > reported {
@@ -154,22 +151,9 @@ func (w *Writer) run() {
 				reported = d
 			}
 			w.write(e)
-			// Drain what is queued before touching the disk again.
-			for n := 0; n < 1024; n++ {
-				select {
-				case e, ok := <-w.q:
-					if !ok {
-						w.sync()
-						if err := w.f.Close(); err != nil {
-							w.setErr(err)
-						}
-						return
-					}
-					w.write(e)
-					continue
-				default:
-				}
-				break
+			if !w.drain() {
+				w.finish()
+				return
 			}
 			if w.o.Fsync == 0 {
 				w.sync()
@@ -179,6 +163,31 @@ func (w *Writer) run() {
 		case <-t.C:
 			w.sync()
 		}
+	}
+}
+
+// drain writes what is already queued (up to a batch) before the disk is
+// touched again; false once the queue is closed.
+func (w *Writer) drain() bool {
+	for n := 0; n < 1024; n++ {
+		select {
+		case e, ok := <-w.q:
+			if !ok {
+				return false
+			}
+			w.write(e)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// finish makes everything written durable and closes the file.
+func (w *Writer) finish() {
+	w.sync()
+	if err := w.f.Close(); err != nil {
+		w.setErr(err)
 	}
 }
 
