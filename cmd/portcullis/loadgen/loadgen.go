@@ -37,36 +37,45 @@ func Command() *cobra.Command {
 	var conns, subs, count int
 	var rate float64
 	var hold time.Duration
+	var peer, peerBin string
+	peerFlags := func(c *cobra.Command) {
+		c.Flags().StringVar(&peer, "peer", "", "also run the scenario against this peer and print the ratio (centrifugo)")
+		c.Flags().StringVar(&peerBin, "centrifugo-bin", "", "Centrifugo v6 binary (default: installed with go install into the user cache)")
+	}
 	idle := &cobra.Command{
-		Use:   "idle [--conns 15000] [--hold 10s]",
+		Use:   "idle [--conns 15000] [--hold 5s] [--peer centrifugo]",
 		Short: "hold idle subscribed connections; report server RSS per connection and goroutines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runIdle(conns, hold)
+			return compare(fmt.Sprintf("idle: %d subscribed connections", conns), peer, peerBin, idleScenario(conns, hold))
 		},
 	}
 	idle.Flags().IntVar(&conns, "conns", 15000, "connections")
 	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
+	peerFlags(idle)
 	fanout := &cobra.Command{
-		Use:   "fanout [--subs 5000] [--rate 5] [--count 100]",
+		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--peer centrifugo]",
 		Short: "publish to many subscribers; report server CPU per delivered message and latency",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runFanout(subs, rate, count)
+			return compare(fmt.Sprintf("fanout: %d subscribers × %d messages at %.0f/s", subs, count, rate), peer, peerBin,
+				fanoutScenario(subs, rate, count))
 		},
 	}
 	fanout.Flags().IntVar(&subs, "subs", 5000, "subscribers")
 	fanout.Flags().Float64Var(&rate, "rate", 5, "publications per second")
 	fanout.Flags().IntVar(&count, "count", 100, "publications")
+	peerFlags(fanout)
 	handshake := &cobra.Command{
-		Use:   "handshake [--conns 5000]",
+		Use:   "handshake [--conns 5000] [--peer centrifugo]",
 		Short: "connect + token + subscribe as fast as possible; report set-ups/s and server CPU per set-up",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runHandshake(conns)
+			return compare(fmt.Sprintf("handshake: %d connect+token+subscribe set-ups", conns), peer, peerBin, handshakeScenario(conns))
 		},
 	}
 	handshake.Flags().IntVar(&conns, "conns", 5000, "connections")
+	peerFlags(handshake)
 	worker := &cobra.Command{
 		Use:    "worker",
 		Hidden: true,

@@ -8,8 +8,99 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
+
+// target is a server under test: Portcullis or a peer.
+type target interface {
+	name() string
+	pid() int
+	url() string
+	protocol() string // wire protocol the workers speak
+	mint(n int, topic string) ([]string, error)
+	publish(topic string, data json.RawMessage) error
+	stats() serverStats // zero where the server does not report it
+	stop()
+}
+
+func (g *gateway) name() string     { return "portcullis" }
+func (g *gateway) pid() int         { return g.cmd.Process.Pid }
+func (g *gateway) url() string      { return g.wsURL }
+func (g *gateway) protocol() string { return "portcullis" }
+func (g *gateway) publish(topic string, data json.RawMessage) error {
+	return g.post("/v1/publish", map[string]any{"topic": topic, "data": data}, nil)
+}
+
+// result is one scenario's measurements, in print order.
+type result struct {
+	keys []string
+	vals map[string]float64
+	unit map[string]string
+}
+
+func (r *result) set(key, unit string, v float64) {
+	if r.vals == nil {
+		r.vals, r.unit = map[string]float64{}, map[string]string{}
+	}
+	if _, ok := r.vals[key]; !ok {
+		r.keys = append(r.keys, key)
+	}
+	r.vals[key], r.unit[key] = v, unit
+}
+
+// printResults prints one column per target and, for two, their ratio.
+func printResults(title string, names []string, rs []result) {
+	fmt.Printf("\n%s\n", title)
+	fmt.Printf("  %-34s", "metric")
+	for _, n := range names {
+		fmt.Printf(" %14s", n)
+	}
+	if len(rs) == 2 {
+		fmt.Printf(" %10s", "ratio")
+	}
+	fmt.Println()
+	for _, k := range rs[0].keys {
+		fmt.Printf("  %-34s", k+" ("+rs[0].unit[k]+")")
+		for _, r := range rs {
+			fmt.Printf(" %14.2f", r.vals[k])
+		}
+		if len(rs) == 2 && rs[1].vals[k] != 0 {
+			fmt.Printf(" %10.3f", rs[0].vals[k]/rs[1].vals[k])
+		}
+		fmt.Println()
+	}
+}
+
+// compare runs scenario against Portcullis and, with peer set, against the
+// peer too, then prints both.
+func compare(title, peer, peerBin string, scenario func(target) (result, error)) error {
+	var names []string
+	var rs []result
+	starts := []func() (target, error){func() (target, error) { return startGateway() }}
+	if peer != "" {
+		if peer != "centrifugo" {
+			return fmt.Errorf("--peer %q: only centrifugo is supported", peer)
+		}
+		starts = append(starts, func() (target, error) { return startCentrifugo(peerBin) })
+	}
+	for _, start := range starts {
+		t, err := start()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "— %s —\n", t.name())
+		r, err := scenario(t)
+		t.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name(), err)
+		}
+		names = append(names, t.name())
+		rs = append(rs, r)
+	}
+	printResults(title, names, rs)
+	return nil
+}
 
 // workerProc is one load-generator child.
 type workerProc struct {
@@ -18,7 +109,7 @@ type workerProc struct {
 	out *bufio.Scanner
 }
 
-func startWorkers(g *gateway, mode string, toks []string, topic string, parallel int) ([]*workerProc, error) {
+func startWorkers(t target, mode string, toks []string, topic string, parallel int) ([]*workerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -37,7 +128,7 @@ func startWorkers(g *gateway, mode string, toks []string, topic string, parallel
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
 		wp := &workerProc{cmd: cmd, in: in, out: sc}
 		ws = append(ws, wp)
-		j := job{Mode: mode, URL: g.wsURL, Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
+		j := job{Mode: mode, Proto: t.protocol(), URL: t.url(), Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
 			Tokens: toks[first:last], FirstUser: first, Parallel: parallel}
 		b, _ := json.Marshal(j)
 		if _, err := in.Write(append(b, '\n')); err != nil {
@@ -71,14 +162,14 @@ func stopWorkers(ws []*workerProc) {
 }
 
 // connectAll mints tokens and opens n subscribed connections.
-func connectAll(g *gateway, n int, topic string) ([]*workerProc, int, error) {
+func connectAll(t target, n int, topic string) ([]*workerProc, int, error) {
 	progress("minting %d tokens…", n)
-	toks, err := g.mint(n, topic)
+	toks, err := t.mint(n, topic)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mint tokens: %w", err)
 	}
 	progress("connecting %d clients in %d worker process(es)…", n, (n+perWorker-1)/perWorker)
-	ws, err := startWorkers(g, "hold", toks, topic, 64)
+	ws, err := startWorkers(t, "hold", toks, topic, 64)
 	if err != nil {
 		stopWorkers(ws)
 		return nil, 0, err
@@ -100,131 +191,132 @@ func connectAll(g *gateway, n int, topic string) ([]*workerProc, int, error) {
 	return ws, ready, nil
 }
 
-func runIdle(n int, hold time.Duration) error {
-	g, err := startGateway()
-	if err != nil {
-		return err
-	}
-	defer g.stop()
-	pid := g.cmd.Process.Pid
-	time.Sleep(time.Second)
-	rss0, _, err := procStat(pid)
-	if err != nil {
-		return err
-	}
-	st0 := g.stats()
-	ws, ready, err := connectAll(g, n, "idle")
-	if err != nil {
-		return err
-	}
-	defer stopWorkers(ws)
-	time.Sleep(hold)
-	rss1, _, _ := procStat(pid)
-	st1 := g.stats()
-	fmt.Printf("idle: %d subscribed connections\n", ready)
-	fmt.Printf("  server RSS      %8d KiB before, %8d KiB after → %.2f KiB per connection\n", rss0, rss1, float64(rss1-rss0)/float64(ready))
-	fmt.Printf("  Go heap (live)  %8d KiB before, %8d KiB after → %.2f KiB per connection\n", st0.HeapLiveBytes>>10, st1.HeapLiveBytes>>10,
-		float64(int64(st1.HeapLiveBytes)-int64(st0.HeapLiveBytes))/1024/float64(ready))
-	fmt.Printf("  goroutines      %8d before, %8d after\n", st0.Goroutines, st1.Goroutines)
-	return nil
-}
-
-func runFanout(n int, rate float64, count int) error {
-	g, err := startGateway()
-	if err != nil {
-		return err
-	}
-	defer g.stop()
-	pid := g.cmd.Process.Pid
-	ws, ready, err := connectAll(g, n, "fan")
-	if err != nil {
-		return err
-	}
-	defer stopWorkers(ws)
-	time.Sleep(2 * time.Second)
-	_, t0, _ := procStat(pid)
-	start := time.Now()
-	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-	sent := 0
-	for i := 0; i < count; i++ {
-		<-tick.C
-		data := fmt.Sprintf(`{"seq":%d,"t":%d}`, i, time.Now().UnixNano())
-		if err := g.post("/v1/publish", map[string]any{"topic": "fan", "data": json.RawMessage(data)}, nil); err != nil {
-			return err
-		}
-		sent++
-		progress("published %d/%d", sent, count)
-	}
-	tick.Stop()
-	expected := int64(sent) * int64(ready)
-	var delivered int64
-	var lat []float64
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		delivered, lat = 0, lat[:0]
-		for _, w := range ws {
-			fmt.Fprintln(w.in, "report")
-			r, err := w.read()
-			if err != nil {
-				return err
-			}
-			delivered += r.Delivered
-			lat = append(lat, r.Latencies...)
-		}
-		if delivered >= expected || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	elapsed := time.Since(start)
-	_, t1, _ := procStat(pid)
-	fmt.Fprintln(os.Stderr)
-	sortFloats(lat)
-	cpu := ticksToMicros(t1 - t0)
-	fmt.Printf("fanout: %d subscribers × %d messages at %.0f/s\n", ready, sent, rate)
-	fmt.Printf("  delivered       %d/%d (%.2f %%)\n", delivered, expected, 100*float64(delivered)/float64(max(expected, 1)))
-	fmt.Printf("  server CPU      %.2f µs per delivered message (%.0f ms CPU in all)\n", cpu/float64(max(delivered, 1)), cpu/1000)
-	fmt.Printf("  deliveries/s    %.0f\n", float64(delivered)/elapsed.Seconds())
-	fmt.Printf("  latency         p50 %.0f µs  p99 %.0f µs  max %.0f µs\n", percentile(lat, 50), percentile(lat, 99), percentile(lat, 100))
-	return nil
-}
-
-func runHandshake(n int) error {
-	g, err := startGateway()
-	if err != nil {
-		return err
-	}
-	defer g.stop()
-	pid := g.cmd.Process.Pid
-	progress("minting %d tokens…", n)
-	toks, err := g.mint(n, "hs")
-	if err != nil {
-		return err
-	}
-	_, t0, _ := procStat(pid)
-	start := time.Now()
-	ws, err := startWorkers(g, "setup", toks, "hs", 32)
-	if err != nil {
-		stopWorkers(ws)
-		return err
-	}
-	setups := 0
-	for _, w := range ws {
-		r, err := w.read()
+func idleScenario(n int, hold time.Duration) func(target) (result, error) {
+	return func(t target) (result, error) {
+		var r result
+		time.Sleep(time.Second)
+		rss0, _, err := procStat(t.pid())
 		if err != nil {
-			return err
+			return r, err
 		}
-		setups += r.Setups
-		if r.Failed > 0 {
-			fmt.Fprintf(os.Stderr, "worker: %d failed (first: %s)\n", r.Failed, r.FirstErr)
+		st0 := t.stats()
+		ws, ready, err := connectAll(t, n, "idle")
+		if err != nil {
+			return r, err
 		}
+		defer stopWorkers(ws)
+		time.Sleep(hold)
+		rss1, _, _ := procStat(t.pid())
+		st1 := t.stats()
+		r.set("subscribed connections", "n", float64(ready))
+		r.set("server RSS before", "KiB", float64(rss0))
+		r.set("server RSS after", "KiB", float64(rss1))
+		r.set("server RSS per connection", "KiB", float64(rss1-rss0)/float64(max(ready, 1)))
+		if st1.HeapLiveBytes > 0 {
+			r.set("Go heap per connection", "KiB", (float64(st1.HeapLiveBytes)-float64(st0.HeapLiveBytes))/1024/float64(max(ready, 1)))
+			r.set("goroutines before", "n", float64(st0.Goroutines))
+			r.set("goroutines after", "n", float64(st1.Goroutines))
+		}
+		return r, nil
 	}
-	elapsed := time.Since(start)
-	stopWorkers(ws)
-	_, t1, _ := procStat(pid)
-	fmt.Fprintln(os.Stderr)
-	fmt.Printf("handshake: %d connect+token+subscribe set-ups\n", setups)
-	fmt.Printf("  set-ups/s       %.0f\n", float64(setups)/elapsed.Seconds())
-	fmt.Printf("  server CPU      %.1f µs per set-up\n", ticksToMicros(t1-t0)/float64(max(setups, 1)))
-	return nil
+}
+
+func fanoutScenario(n int, rate float64, count int) func(target) (result, error) {
+	return func(t target) (result, error) {
+		var r result
+		ws, ready, err := connectAll(t, n, "fan")
+		if err != nil {
+			return r, err
+		}
+		defer stopWorkers(ws)
+		time.Sleep(2 * time.Second)
+		_, t0, _ := procStat(t.pid())
+		start := time.Now()
+		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		sent := 0
+		for i := 0; i < count; i++ {
+			<-tick.C
+			data := fmt.Sprintf(`{"seq":%d,"t":%d}`, i, time.Now().UnixNano())
+			if err := t.publish("fan", json.RawMessage(data)); err != nil {
+				return r, err
+			}
+			sent++
+			progress("published %d/%d", sent, count)
+		}
+		tick.Stop()
+		expected := int64(sent) * int64(ready)
+		var delivered int64
+		var lat []float64
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			delivered, lat = 0, lat[:0]
+			for _, w := range ws {
+				fmt.Fprintln(w.in, "report")
+				rep, err := w.read()
+				if err != nil {
+					return r, err
+				}
+				delivered += rep.Delivered
+				lat = append(lat, rep.Latencies...)
+			}
+			if delivered >= expected || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		_, t1, _ := procStat(t.pid())
+		fmt.Fprintln(os.Stderr)
+		sortFloats(lat)
+		cpu := ticksToMicros(t1 - t0)
+		r.set("subscribers", "n", float64(ready))
+		r.set("delivered", "%", 100*float64(delivered)/float64(max(expected, 1)))
+		r.set("server CPU per delivered message", "µs", cpu/float64(max(delivered, 1)))
+		r.set("deliveries per second", "1/s", float64(delivered)/elapsed.Seconds())
+		r.set("publish→receive p50", "ms", percentile(lat, 50)/1000)
+		r.set("publish→receive p99", "ms", percentile(lat, 99)/1000)
+		r.set("publish→receive max", "ms", percentile(lat, 100)/1000)
+		return r, nil
+	}
+}
+
+func handshakeScenario(n int) func(target) (result, error) {
+	return func(t target) (result, error) {
+		var r result
+		progress("minting %d tokens…", n)
+		toks, err := t.mint(n, "hs")
+		if err != nil {
+			return r, err
+		}
+		_, t0, _ := procStat(t.pid())
+		start := time.Now()
+		ws, err := startWorkers(t, "setup", toks, "hs", 32)
+		if err != nil {
+			stopWorkers(ws)
+			return r, err
+		}
+		setups, failed := 0, 0
+		var firstErr string
+		for _, w := range ws {
+			rep, err := w.read()
+			if err != nil {
+				return r, err
+			}
+			setups += rep.Setups
+			failed += rep.Failed
+			if firstErr == "" {
+				firstErr = rep.FirstErr
+			}
+		}
+		elapsed := time.Since(start)
+		stopWorkers(ws)
+		_, t1, _ := procStat(t.pid())
+		if failed > 0 {
+			fmt.Fprintf(os.Stderr, "%d set-ups failed (first: %s)\n", failed, strings.TrimSpace(firstErr))
+		}
+		r.set("set-ups", "n", float64(setups))
+		r.set("set-ups per second", "1/s", float64(setups)/elapsed.Seconds())
+		r.set("server CPU per set-up", "µs", ticksToMicros(t1-t0)/float64(max(setups, 1)))
+		return r, nil
+	}
 }

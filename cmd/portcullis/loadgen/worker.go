@@ -20,7 +20,8 @@ import (
 
 // job is what the parent sends a worker on stdin.
 type job struct {
-	Mode      string   `json:"mode"` // hold | setup
+	Mode      string   `json:"mode"`  // hold | setup
+	Proto     string   `json:"proto"` // portcullis | centrifugo
 	URL       string   `json:"url"`
 	Src       string   `json:"src"` // source address prefix, e.g. "127.11.0."
 	Topic     string   `json:"topic"`
@@ -42,8 +43,12 @@ type report struct {
 
 func dial(j *job, i int) (net.Conn, error) {
 	src := net.ParseIP(j.Src + strconv.Itoa(1+i%200))
+	var protos []string
+	if j.Proto != "centrifugo" {
+		protos = []string{"portcullis.v1"}
+	}
 	d := ws.Dialer{
-		Protocols: []string{"portcullis.v1"},
+		Protocols: protos,
 		Timeout:   20 * time.Second,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 20 * time.Second}
@@ -73,10 +78,27 @@ type prefixedConn struct {
 
 func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-// subscribe reads the welcome, subscribes and waits for subscribed.
+// subscribe authenticates and subscribes one connection: for Portcullis,
+// welcome then subscribe with the token; for Centrifugo, connect with the
+// JWT then subscribe.
 func subscribe(c net.Conn, j *job, i int) error {
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	defer c.SetDeadline(time.Time{})
+	if j.Proto == "centrifugo" {
+		if err := wsutil.WriteClientText(c, []byte(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, j.Tokens[i]))); err != nil {
+			return err
+		}
+		if err := expectReply(c, `"id":1`, `"connect"`); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		if err := wsutil.WriteClientText(c, []byte(fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q}}`, j.Topic))); err != nil {
+			return err
+		}
+		if err := expectReply(c, `"id":2`, `"subscribe"`); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		return nil
+	}
 	if _, err := wsutil.ReadServerText(c); err != nil {
 		return fmt.Errorf("welcome: %w", err)
 	}
@@ -92,6 +114,28 @@ func subscribe(c net.Conn, j *job, i int) error {
 		return fmt.Errorf("subscribe refused: %s", b)
 	}
 	return nil
+}
+
+// expectReply reads frames until one holds every marker; an error reply
+// fails.
+func expectReply(c net.Conn, markers ...string) error {
+	for {
+		b, err := wsutil.ReadServerText(c)
+		if err != nil {
+			return err
+		}
+		s := string(b)
+		if strings.Contains(s, `"error"`) {
+			return fmt.Errorf("refused: %s", s)
+		}
+		ok := true
+		for _, m := range markers {
+			ok = ok && strings.Contains(s, m)
+		}
+		if ok {
+			return nil
+		}
+	}
 }
 
 func runWorker(in io.Reader, out io.Writer) error {
@@ -158,12 +202,22 @@ func runWorker(in io.Reader, out io.Writer) error {
 					return
 				}
 				now := time.Now().UnixNano()
-				i := strings.Index(string(b), `"t":`)
-				if i < 0 {
-					continue
+				if j.Proto == "centrifugo" && hasPing(b) {
+					_ = wsutil.WriteClientText(c, []byte("{}")) // answer Centrifugo's ping
 				}
-				rest := string(b[i+4:])
-				if k := strings.IndexAny(rest, ",}"); k > 0 {
+				// A frame may carry several messages (Centrifugo batches
+				// them, one JSON per line): count every timestamp.
+				rest := string(b)
+				for {
+					i := strings.Index(rest, `"t":`)
+					if i < 0 {
+						break
+					}
+					rest = rest[i+4:]
+					k := strings.IndexAny(rest, ",}")
+					if k <= 0 {
+						break
+					}
 					if t, err := strconv.ParseInt(rest[:k], 10, 64); err == nil {
 						delivered.Add(1)
 						mu.Lock()
@@ -226,4 +280,15 @@ func runSetups(j *job, enc *json.Encoder) error {
 		r.FirstErr = e
 	}
 	return enc.Encode(r)
+}
+
+// hasPing reports whether a Centrifugo frame carries a ping: an empty JSON
+// object on a line of its own.
+func hasPing(b []byte) bool {
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(l) == "{}" {
+			return true
+		}
+	}
+	return false
 }
