@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +30,7 @@ import (
 )
 
 func serveCommand() *cobra.Command {
-	var cfgPath, dataDir, logLevel string
+	var cfgPath, dataDir, logLevel, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve [--config FILE] [--data DIR]",
 		Short: "run the gateway (with no config: safe embedded defaults)",
@@ -42,12 +43,23 @@ func serveCommand() *cobra.Command {
 			if dataDir != "" {
 				cfg.DataDir = dataDir
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return failf("--cpuprofile: %v", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return failf("--cpuprofile: %v", err)
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
 			return serve(cfg, logLevel)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "YAML config file (see `portcullis config default`)")
 	cmd.Flags().StringVar(&dataDir, "data", "", "data directory (overrides data_dir)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "operational log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile to FILE until shutdown (for benchmarks)")
 	return cmd
 }
 

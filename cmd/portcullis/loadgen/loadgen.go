@@ -114,7 +114,11 @@ func startGateway() (*gateway, error) {
 		return nil, err
 	}
 	g := &gateway{dir: dir, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	g.cmd = exec.Command(exe, "serve", "--config", cfg, "--data", filepath.Join(dir, "data"), "--log-level", "warn")
+	args := []string{"serve", "--config", cfg, "--data", filepath.Join(dir, "data"), "--log-level", "warn"}
+	if p := os.Getenv("PORTCULLIS_BENCH_CPUPROFILE"); p != "" {
+		args = append(args, "--cpuprofile", p)
+	}
+	g.cmd = exec.Command(exe, args...)
 	stderr, _ := g.cmd.StderrPipe()
 	if err := g.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)

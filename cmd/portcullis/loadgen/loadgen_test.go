@@ -28,7 +28,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestHasPing(t *testing.T) {
-	if !hasPing([]byte("{}")) || !hasPing([]byte(`{"push":{}}` + "\n{}")) || hasPing([]byte(`{"push":{"pub":{}}}`)) {
+	if !hasPing([]byte("{}")) || !hasPing([]byte(`{"push":{}}`+"\n{}")) || hasPing([]byte(`{"push":{"pub":{}}}`)) {
 		t.Fatal("ping detection")
 	}
 }
