@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
 type connState uint8
@@ -56,18 +57,18 @@ type conn struct {
 	parser frame.Parser
 
 	out      [][]byte // queued frames; out[0][outOff:] goes next
-	outOff   int
-	outBytes int
+	outOff   int32
+	outBytes int32
 	progress int64 // last write progress, unix nanoseconds
+	// nextPing is when the next ping is due; while closing, when to stop
+	// waiting for the peer.
 	nextPing int64
-	closeBy  int64 // closing: give up waiting for the peer at
 
 	subs   []subscription
-	grants []grant // tokens redeemed on this connection
+	grants []*tokens.Grant // tokens redeemed on this connection, newest last
 
 	closeCode   uint16
 	closeReason reason.Reason
-	userID      string // last authenticated user, for audit
 }
 
 var hsPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -111,11 +112,11 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 		}
 		c.rescheduleOpen(ls)
 	case stateClosing:
-		if ns >= c.closeBy {
+		if ns >= c.nextPing {
 			c.finish(ls, c.closeReason, c.closeCode, true)
 			return
 		}
-		c.schedule(ls, time.Unix(0, c.closeBy))
+		c.schedule(ls, time.Unix(0, c.nextPing))
 	}
 }
 
@@ -270,7 +271,7 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 	// The cap bounds the backlog: one frame larger than the cap still goes
 	// out to a client that keeps up (SPEC's defaults let a 1 MiB message
 	// through a 256 KiB queue).
-	if c.outBytes > 0 && c.outBytes+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
+	if c.outBytes > 0 && int(c.outBytes)+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
 		c.slowConsumer(ls, "write queue full")
 		return false
 	}
@@ -278,7 +279,7 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 		c.progress = ls.loop.Now.UnixNano()
 	}
 	c.out = append(c.out, f)
-	c.outBytes += len(f)
+	c.outBytes += int32(len(f))
 	ls.markDirty(c)
 	return true
 }
@@ -329,11 +330,11 @@ func (c *conn) rescheduleOpenOrClosing(ls *loopState) {
 
 // consume drops n written bytes from the head of the queue.
 func (c *conn) consume(n int) {
-	c.outBytes -= n
+	c.outBytes -= int32(n)
 	for n > 0 && len(c.out) > 0 {
-		rest := len(c.out[0]) - c.outOff
+		rest := len(c.out[0]) - int(c.outOff)
 		if n < rest {
-			c.outOff += n
+			c.outOff += int32(n)
 			return
 		}
 		n -= rest
@@ -390,11 +391,11 @@ func (c *conn) closeWith(ls *loopState, code uint16, r reason.Reason, text strin
 	}
 	f := frame.AppendClose(nil, ws.StatusCode(code), text)
 	c.out = append(c.out, f)
-	c.outBytes += len(f)
+	c.outBytes += int32(len(f))
 	c.state = stateClosing
 	c.sent = true
-	c.closeBy = ls.loop.Now.Add(grace).UnixNano()
-	c.schedule(ls, time.Unix(0, c.closeBy))
+	c.nextPing = ls.loop.Now.Add(grace).UnixNano()
+	c.schedule(ls, time.Unix(0, c.nextPing))
 	ls.markDirty(c)
 }
 
@@ -441,7 +442,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 			code = c.closeCode
 		}
 		c.emit(ls, audit.Event{Event: "conn_close", Severity: audit.Info, Stage: audit.StageClose,
-			Reason: r.String(), Code: int(code), UserID: c.userID,
+			Reason: r.String(), Code: int(code), UserID: c.userID(),
 			DurationMS: (ls.loop.Now.UnixNano() - c.opened) / int64(time.Millisecond)})
 	}
 }
@@ -523,7 +524,7 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 	c.client = res.client
 	ls.srv.upgraded.Add(1)
 	c.out = append(c.out, res.response)
-	c.outBytes += len(res.response)
+	c.outBytes += int32(len(res.response))
 	c.progress = ls.loop.Now.UnixNano()
 	ls.markDirty(c)
 	c.emit(ls, audit.Event{Event: "conn_open", Severity: audit.Info, Stage: audit.StageHandshake})

@@ -147,8 +147,7 @@ func (ls *loopState) open(fd int, peer netip.AddrPort) {
 		opened: now.UnixNano(),
 		state:  stateHandshake,
 	}
-	c.parser.Limits.MaxFrame = s.opts.Limits.MaxFrameBytes
-	c.parser.Limits.MaxMessage = s.opts.Limits.MaxMessageBytes
+	c.parser.Limits = &s.frameLimits
 	ls.conns[fd] = c
 	ls.nconns++
 	s.conns.Add(1)

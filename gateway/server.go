@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/origin"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
@@ -86,11 +87,12 @@ type Options struct {
 
 // Server is a running gateway. Create with Start.
 type Server struct {
-	opts   Options
-	loops  []*loopState
-	bootID string
-	nextID atomic.Uint64
-	addr   netip.AddrPort
+	opts        Options
+	frameLimits frame.Limits // shared by every connection's parser
+	loops       []*loopState
+	bootID      string
+	nextID      atomic.Uint64
+	addr        netip.AddrPort
 
 	conns         atomic.Int64 // open (upgraded or handshaking) connections
 	upgraded      atomic.Int64
@@ -125,7 +127,8 @@ func Start(o Options) (*Server, error) {
 	}
 	var boot [4]byte
 	_, _ = rand.Read(boot[:])
-	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:])}
+	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:]),
+		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes}}
 
 	listen := o.Listen
 	for i := 0; i < o.Loops; i++ {
@@ -232,6 +235,9 @@ type Stats struct {
 	Goroutines    int    `json:"goroutines"`
 	HeapLiveBytes uint64 `json:"heap_live_bytes"` // after the last GC
 	HeapSysBytes  uint64 `json:"heap_sys_bytes"`
+	HeapInuse     uint64 `json:"heap_inuse_bytes"`
+	HeapReleased  uint64 `json:"heap_released_bytes"`
+	RuntimeSys    uint64 `json:"runtime_sys_bytes"` // all memory the Go runtime obtained
 }
 
 // Stats returns current counters.
@@ -260,6 +266,9 @@ func (s *Server) Stats() Stats {
 	runtime.ReadMemStats(&ms)
 	st.HeapLiveBytes = ms.HeapAlloc
 	st.HeapSysBytes = ms.HeapSys
+	st.HeapInuse = ms.HeapInuse
+	st.HeapReleased = ms.HeapReleased
+	st.RuntimeSys = ms.Sys
 	return st
 }
 

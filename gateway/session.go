@@ -9,17 +9,9 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
-
-// grant is a token redeemed on this connection: it stays valid here, and
-// only here, for further subscriptions and publishes.
-type grant struct {
-	userID  string
-	topics  []string
-	expires int64
-	fp      string
-}
 
 // sendText queues one text frame built by build into a fresh buffer.
 func (c *conn) sendText(ls *loopState, payload []byte) {
@@ -95,10 +87,10 @@ func (c *conn) authorize(ls *loopState, m *native.Message) (fp string, r reason.
 		return "", reason.TokenMissing
 	}
 	g, tr := s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now)
-	fp = g.FP
 	if tr != reason.None {
 		return audit.TokenFP(m.Token), tr
 	}
+	fp = g.FP
 	if g.UserID != m.UserID {
 		return fp, reason.TokenUserMismatch
 	}
@@ -108,13 +100,18 @@ func (c *conn) authorize(ls *loopState, m *native.Message) (fp string, r reason.
 	if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
 		return fp, reason.TopicOtherUser
 	}
-	c.addGrant(g.UserID, g.Topics, g.Expires.UnixNano(), fp)
+	c.addGrant(g)
 	return fp, reason.None
 }
 
-func (c *conn) addGrant(user string, tps []string, exp int64, fp string) {
-	for _, g := range c.grants {
-		if g.fp == fp {
+// addGrant remembers a token redeemed on this connection: it stays valid
+// here, and only here, for further subscriptions and publishes. The newest
+// grant is last; at most eight are kept.
+func (c *conn) addGrant(g *tokens.Grant) {
+	for i, h := range c.grants {
+		if h == g {
+			copy(c.grants[i:], c.grants[i+1:])
+			c.grants[len(c.grants)-1] = g
 			return
 		}
 	}
@@ -122,8 +119,15 @@ func (c *conn) addGrant(user string, tps []string, exp int64, fp string) {
 		copy(c.grants, c.grants[1:])
 		c.grants = c.grants[:7]
 	}
-	c.grants = append(c.grants, grant{userID: user, topics: tps, expires: exp, fp: fp})
-	c.userID = user
+	c.grants = append(c.grants, g)
+}
+
+// userID is the user of the newest token redeemed here, for audit events.
+func (c *conn) userID() string {
+	if len(c.grants) == 0 {
+		return ""
+	}
+	return c.grants[len(c.grants)-1].UserID
 }
 
 func (c *conn) onSubscribe(ls *loopState, m *native.Message) {
@@ -170,7 +174,7 @@ func (c *conn) onUnsubscribe(ls *loopState, m *native.Message) {
 	}
 	ls.unsubscribe(c, i)
 	c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: c.userID})
+		Topic: m.Topic, UserID: c.userID()})
 	ls.scratch = native.AppendUnsubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 	c.sendText(ls, ls.scratch)
 }
@@ -182,10 +186,10 @@ func (c *conn) onPublish(ls *loopState, m *native.Message) {
 	rule := s.opts.Topics.Match(m.Topic)
 	r := reason.PublishDenied
 	if rule != nil && rule.Publish == topics.Token {
-		now := ls.loop.Now.UnixNano()
+		now := ls.loop.Now
 		for _, g := range c.grants {
-			if g.expires > now && (len(g.topics) == 0 || topics.TokenAllows(g.topics, m.Topic, g.userID)) &&
-				topics.RuleAllowsUser(rule, m.Topic, g.userID) {
+			if g.Expires.After(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, m.Topic, g.UserID)) &&
+				topics.RuleAllowsUser(rule, m.Topic, g.UserID) {
 				r = reason.None
 				break
 			}
@@ -200,14 +204,14 @@ func (c *conn) onPublish(ls *loopState, m *native.Message) {
 			ev = "auth_failed"
 		}
 		c.emit(ls, audit.Event{Event: ev, Severity: audit.Warning, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: c.userID, Reason: r.String()})
+			Topic: m.Topic, UserID: c.userID(), Reason: r.String()})
 		c.sendError(ls, m, r, "")
 		return
 	}
 	data := append([]byte(nil), m.Data...)
 	topic := m.Topic
 	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: topic, UserID: c.userID})
+		Topic: topic, UserID: c.userID()})
 	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, topic)
 	c.sendText(ls, ls.scratch)
 	// Posted, not delivered inline: other loops must get it too, and this

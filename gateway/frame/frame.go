@@ -1,431 +1,417 @@
-// Package frame is the incremental, non-blocking RFC 6455 frame parser for
-// the server side of a connection, and the encoder of server frames.
+// Package frame is the incremental, non-blocking RFC 6455 frame parser for the
+// server side of a WebSocket connection, and the encoder of server frames.
 //
-// The parser never reads from a socket: the event loop hands it whatever
-// bytes arrived and it dispatches every complete frame. An idle parser holds
-// no buffer; partial input is copied into pooled memory only until it
-// completes. It imports nothing from the project.
+// It owns the wire rules a server enforces on client frames: masking, RSV
+// bits, opcodes, control frame shape, fragmentation order, frame and message
+// size limits, UTF-8 of text messages (across fragments) and close frame
+// payloads. The parser never reads from a socket: the event loop hands it the
+// bytes that arrived and it dispatches every complete message and control
+// frame to a Handler. An idle parser holds no buffer; partial input is copied
+// into pooled memory only until it completes.
+//
+// It must never import other project packages (it sits below everything in
+// gateway/), and must never call the blocking readers of gobwas/ws
+// (ws.ReadFrame, ws.ReadHeader, wsutil.ReadClientData, wsutil.ControlHandler).
 package frame
 
 import (
 	"encoding/binary"
-	"sync"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
 
-// Limits in bytes. A zero field means the default (64 KiB frame, 1 MiB
-// message), never unlimited.
+// Default limits, in bytes, used when a Limits field is zero or negative.
+const (
+	DefaultMaxFrame   = 64 << 10 // 64 KiB payload per data frame
+	DefaultMaxMessage = 1 << 20  // 1 MiB per reassembled data message
+)
+
+// maxHeader is the longest client frame header: 2 bytes, a 64-bit extended
+// length and the 4-byte masking key.
+const maxHeader = 2 + 8 + 4
+
+// maxControl is the largest control frame payload (RFC 6455 §5.5).
+const maxControl = 125
+
+// Limits bounds what a client may send, in bytes. A zero (or negative) field
+// means the default (DefaultMaxFrame, DefaultMaxMessage), never unlimited.
 type Limits struct {
-	MaxFrame   int
+	// MaxFrame is the largest payload of one text, binary or continuation
+	// frame, in bytes. It is decided from the frame header, before the
+	// payload arrives.
+	MaxFrame int
+	// MaxMessage is the largest data message after reassembly of its
+	// fragments, in bytes. It is decided from each fragment's header.
 	MaxMessage int
 }
 
+func (l Limits) maxFrame() int {
+	if l.MaxFrame > 0 {
+		return l.MaxFrame
+	}
+	return DefaultMaxFrame
+}
+
+func (l Limits) maxMessage() int {
+	if l.MaxMessage > 0 {
+		return l.MaxMessage
+	}
+	return DefaultMaxMessage
+}
+
+// Reasons carried by CloseError, one per rule; they are stable snake_case
+// strings for audit events and metrics.
+const (
+	ReasonUnmasked               = "unmasked_frame"          // 1002: client frame without mask
+	ReasonRSV                    = "rsv_set"                 // 1002: RSV1/2/3 set, no extension negotiated
+	ReasonBadOpcode              = "bad_opcode"              // 1002: reserved opcode 3–7 or 0xB–0xF
+	ReasonControlTooLong         = "control_too_long"        // 1002: control payload over 125 bytes
+	ReasonControlFragmented      = "control_fragmented"      // 1002: control frame without FIN
+	ReasonUnexpectedContinuation = "unexpected_continuation" // 1002: continuation with no open message
+	ReasonExpectedContinuation   = "expected_continuation"   // 1002: text/binary while a message is open
+	ReasonBadLength              = "bad_length"              // 1002: 64-bit length with its MSB set
+	ReasonFrameTooLarge          = "frame_too_large"         // 1009: frame payload over MaxFrame
+	ReasonMessageTooLarge        = "message_too_large"       // 1009: message over MaxMessage
+	ReasonInvalidUTF8            = "invalid_utf8"            // 1007: text or close reason not UTF-8
+	ReasonBadCloseCode           = "bad_close_code"          // 1002: close code not allowed on the wire
+	ReasonBadClosePayload        = "bad_close_payload"       // 1002: close payload of exactly 1 byte
+)
+
 // CloseError is a protocol violation: the connection must be closed with
-// Code. Reason is a precise snake_case cause for the audit trail.
+// Code. Reason is one of the Reason constants.
 type CloseError struct {
 	Code   ws.StatusCode
 	Reason string
 }
 
-func (e *CloseError) Error() string { return "websocket: " + e.Reason }
+// Error returns "websocket: <reason> (close <code>)".
+func (e *CloseError) Error() string {
+	return "websocket: " + e.Reason + " (close " + strconv.Itoa(int(e.Code)) + ")"
+}
 
-// Handler receives complete data messages (reassembled) and control frames.
-// payload is valid only until the call returns. A non-nil error stops Feed
-// and is returned as is.
+// violation builds a CloseError; it allocates only on the error path.
+func violation(code ws.StatusCode, reason string) error {
+	return &CloseError{Code: code, Reason: reason}
+}
+
+// Handler receives complete data messages (reassembled from fragments) and
+// control frames, in the order they arrived. payload is valid only until the
+// call returns: copy what you keep. A non-nil error stops Feed, which returns
+// it as is.
 type Handler interface {
+	// OnMessage receives a whole ws.OpText (valid UTF-8) or ws.OpBinary
+	// message.
 	OnMessage(op ws.OpCode, payload []byte) error
+	// OnControl receives a ws.OpPing, ws.OpPong or ws.OpClose frame; a close
+	// payload is empty or a valid code followed by a UTF-8 reason.
 	OnControl(op ws.OpCode, payload []byte) error
 }
 
-// Parser is one connection's incremental state; the zero value (plus
-// Limits) is ready. Not safe for concurrent use.
+// Parser is one connection's incremental frame state. The zero value (plus
+// Limits) is ready. A Parser is not safe for concurrent use: the event loop
+// that owns the connection owns its parser.
+//
+// An idle parser (no partial frame, no open fragmented message) holds no
+// buffer. A frame split across reads is kept in a pooled buffer that grows
+// with the bytes actually received (not with the length announced by the
+// header), and is returned to the pool as soon as the frame completes.
 type Parser struct {
+	// Limits bounds frame and message sizes; set it before the first Feed.
 	Limits Limits
 
-	partial *[]byte // incomplete frame carried to the next Feed
-	msg     *[]byte // fragmented message being reassembled
-	msgOp   ws.OpCode
-	inMsg   bool
-	// utf8 carry: bytes of an incomplete code point at the end of the
-	// fragments validated so far (text messages only).
-	carry  [4]byte
-	ncarry uint8
+	frame *[]byte // pooled: payload received so far of a control frame or single-frame message split across Feeds
+	msg   *[]byte // pooled: payload received so far of the open fragmented message
+
+	need int // payload bytes of the current frame still to come; > 0 means "reading a payload"
+	pos  int // payload bytes of the current frame already seen (the masking offset)
+
+	hdr   [maxHeader]byte // header bytes received so far when a header is split across Feeds
+	nhdr  uint8
+	mask  [4]byte
+	op    ws.OpCode // current frame's opcode
+	fin   bool      // current frame's FIN bit
+	msgOp ws.OpCode // opcode of the open fragmented message; 0 (OpContinuation) when none
+	u8    utf8Carry // incomplete code point at the end of the text validated so far
 }
 
-func (p *Parser) maxFrame() int {
-	if p.Limits.MaxFrame > 0 {
-		return p.Limits.MaxFrame
-	}
-	return 64 << 10
-}
-
-func (p *Parser) maxMessage() int {
-	if p.Limits.MaxMessage > 0 {
-		return p.Limits.MaxMessage
-	}
-	return 1 << 20
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
-
-func putBuf(b *[]byte) {
-	if cap(*b) > 256<<10 {
-		return // let an unusually large buffer go
-	}
-	*b = (*b)[:0]
-	bufPool.Put(b)
-}
-
-// Buffered reports how many bytes the parser holds.
-func (p *Parser) Buffered() int {
-	n := 0
-	if p.partial != nil {
-		n += len(*p.partial)
-	}
-	if p.msg != nil {
-		n += len(*p.msg)
-	}
-	return n
-}
-
-// Release returns pooled memory; call when the connection closes.
-func (p *Parser) Release() {
-	if p.partial != nil {
-		putBuf(p.partial)
-		p.partial = nil
-	}
-	if p.msg != nil {
-		putBuf(p.msg)
-		p.msg = nil
-	}
-	p.inMsg = false
-	p.ncarry = 0
-}
-
-// Feed parses data just read from the socket. data may be a slice of a
-// shared read buffer: Feed unmasks it in place and copies what it must keep.
-// Complete frames go to h in order. It returns a *CloseError on a violation.
+// Feed parses data just read from the socket. data may be a slice of a shared
+// per-loop read buffer: Feed unmasks it in place and copies whatever it must
+// keep, so data may be reused as soon as Feed returns. Complete messages and
+// control frames are dispatched to h in order.
+//
+// Feed returns a *CloseError on a protocol violation (stop reading and close
+// with its Code), or the first error h returned. After an error the parser
+// must not be fed again; call Release.
 func (p *Parser) Feed(data []byte, h Handler) error {
-	if p.partial != nil {
-		// Complete the carried frame first; append only what it needs, so
-		// the carry stays bounded by one frame.
-		buf := append(*p.partial, data...)
-		*p.partial = buf
-		n, err := p.parse(buf, h)
-		if err != nil {
+	for len(data) > 0 {
+		if p.need == 0 {
+			n, err := p.takeHeader(data)
+			if err != nil || n == 0 {
+				return err // a violation, or the header needs more bytes
+			}
+			data = data[n:]
+			if p.need == 0 { // empty payload: the frame is complete
+				if err := p.finish(h); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		take := min(p.need, len(data))
+		chunk := data[:take]
+		data = data[take:]
+		ws.Cipher(chunk, p.mask, p.pos)
+		if p.pos == 0 && take == p.need && !p.fragment() {
+			// The whole payload is here: dispatch it without copying.
+			p.need = 0
+			if err := p.whole(chunk, h); err != nil {
+				return err
+			}
+			continue
+		}
+		p.pos += take
+		p.need -= take
+		if err := p.absorb(chunk); err != nil {
 			return err
 		}
-		rest := buf[n:]
-		if len(rest) == 0 {
-			putBuf(p.partial)
-			p.partial = nil
-			return nil
+		if p.need == 0 {
+			if err := p.finish(h); err != nil {
+				return err
+			}
 		}
-		copy(buf, rest)
-		*p.partial = buf[:len(rest)]
-		return nil
-	}
-	n, err := p.parse(data, h)
-	if err != nil {
-		return err
-	}
-	if rest := data[n:]; len(rest) > 0 {
-		b := getBuf()
-		*b = append((*b)[:0], rest...)
-		p.partial = b
 	}
 	return nil
 }
 
-// parse dispatches the complete frames at the start of b and returns how
-// many bytes they took.
-func (p *Parser) parse(b []byte, h Handler) (int, error) {
-	off := 0
-	for {
-		hdr, hlen, err := p.header(b[off:])
+// takeHeader consumes the current frame's header from data (completing a
+// header carried from an earlier Feed if any). It returns how many bytes of
+// data it consumed once the header is complete and loaded, or 0 when all of
+// data was kept and more is needed.
+func (p *Parser) takeHeader(data []byte) (int, error) {
+	if p.nhdr == 0 {
+		n, err := p.header(data)
 		if err != nil {
-			return off, err
+			return 0, err
 		}
-		if hlen == 0 {
-			return off, nil // header incomplete
+		if n == 0 {
+			// Incomplete, hence shorter than maxHeader: keep it in place.
+			p.nhdr = uint8(copy(p.hdr[:], data))
 		}
-		end := off + hlen + int(hdr.Length)
-		if end > len(b) {
-			return off, nil // payload incomplete
-		}
-		payload := b[off+hlen : end]
-		ws.Cipher(payload, hdr.Mask, 0)
-		if err := p.dispatch(hdr, payload, h); err != nil {
-			return off, err
-		}
-		off = end
+		return n, nil
 	}
+	have := int(p.nhdr)
+	k := copy(p.hdr[have:], data)
+	n, err := p.header(p.hdr[:have+k])
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		// Still incomplete: then all of data fitted and is header.
+		p.nhdr += uint8(k)
+		return 0, nil
+	}
+	p.nhdr = 0
+	return n - have, nil
 }
 
-// header decodes and checks a frame header. hlen is 0 when b does not yet
-// hold all of it. Size limits are enforced from the header alone.
-func (p *Parser) header(b []byte) (ws.Header, int, error) {
-	var h ws.Header
-	if len(b) < 2 {
-		return h, 0, nil
+// header checks the header prefix b, however much of it has arrived, and
+// once b holds the whole header loads it into p and returns its length; it
+// returns 0 while more bytes are needed. Each check runs as soon as the bytes
+// it needs are present, in byte order, so the verdict never depends on how
+// the input was split. p changes only when the header is complete.
+func (p *Parser) header(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
 	}
-	h.Fin = b[0]&0x80 != 0
-	h.Rsv = (b[0] & 0x70) >> 4
-	h.OpCode = ws.OpCode(b[0] & 0x0f)
-	masked := b[1]&0x80 != 0
-	n := int64(b[1] & 0x7f)
-	hlen := 2
-	switch n {
-	case 126:
-		hlen += 2
-	case 127:
-		hlen += 8
+	b0 := b[0]
+	if b0&0x70 != 0 {
+		return 0, violation(ws.StatusProtocolError, ReasonRSV)
 	}
-	hlen += 4 // mask key; checked below
-	if h.Rsv != 0 {
-		return h, 0, &CloseError{ws.StatusProtocolError, "rsv_set"}
-	}
-	if !masked {
-		return h, 0, &CloseError{ws.StatusProtocolError, "unmasked_frame"}
-	}
-	switch h.OpCode {
-	case ws.OpContinuation, ws.OpText, ws.OpBinary:
-	case ws.OpClose, ws.OpPing, ws.OpPong:
-		if !h.Fin {
-			return h, 0, &CloseError{ws.StatusProtocolError, "control_fragmented"}
+	fin := b0&0x80 != 0
+	op := ws.OpCode(b0 & 0x0f)
+	switch op {
+	case ws.OpText, ws.OpBinary:
+		if p.msgOp != 0 {
+			return 0, violation(ws.StatusProtocolError, ReasonExpectedContinuation)
 		}
-		if n > 125 {
-			return h, 0, &CloseError{ws.StatusProtocolError, "control_too_long"}
+	case ws.OpContinuation:
+		if p.msgOp == 0 {
+			return 0, violation(ws.StatusProtocolError, ReasonUnexpectedContinuation)
+		}
+	case ws.OpClose, ws.OpPing, ws.OpPong:
+		if !fin {
+			return 0, violation(ws.StatusProtocolError, ReasonControlFragmented)
 		}
 	default:
-		return h, 0, &CloseError{ws.StatusProtocolError, "bad_opcode"}
+		return 0, violation(ws.StatusProtocolError, ReasonBadOpcode)
 	}
-	switch h.OpCode {
-	case ws.OpContinuation:
-		if !p.inMsg {
-			return h, 0, &CloseError{ws.StatusProtocolError, "unexpected_continuation"}
-		}
-	case ws.OpText, ws.OpBinary:
-		if p.inMsg {
-			return h, 0, &CloseError{ws.StatusProtocolError, "expected_continuation"}
-		}
+	if len(b) < 2 {
+		return 0, nil
 	}
-	if len(b) < hlen {
-		// The extended length may already be here: check the limits as early
-		// as possible.
-		if n == 126 && len(b) >= 4 {
-			n = int64(binary.BigEndian.Uint16(b[2:4]))
-		} else if n == 127 && len(b) >= 10 {
-			n = int64(binary.BigEndian.Uint64(b[2:10]))
-		} else if n >= 126 {
-			return h, 0, nil
-		}
-		if err := p.checkSize(h, n); err != nil {
-			return h, 0, err
-		}
-		return h, 0, nil
+	b1 := b[1]
+	if b1&0x80 == 0 {
+		return 0, violation(ws.StatusProtocolError, ReasonUnmasked)
 	}
-	switch n {
+	n7 := b1 & 0x7f
+	control := op.IsControl()
+	if control && n7 > maxControl {
+		return 0, violation(ws.StatusProtocolError, ReasonControlTooLong)
+	}
+	ext := 0
+	switch n7 {
 	case 126:
-		n = int64(binary.BigEndian.Uint16(b[2:4]))
+		ext = 2
 	case 127:
-		u := binary.BigEndian.Uint64(b[2:10])
-		if u>>63 != 0 {
-			return h, 0, &CloseError{ws.StatusProtocolError, "bad_length"}
+		ext = 8
+	}
+	if len(b) < 2+ext {
+		return 0, nil
+	}
+	var length uint64
+	switch ext {
+	case 0:
+		length = uint64(n7)
+	case 2:
+		length = uint64(binary.BigEndian.Uint16(b[2:4]))
+	default:
+		length = binary.BigEndian.Uint64(b[2:10])
+		if length>>63 != 0 {
+			return 0, violation(ws.StatusProtocolError, ReasonBadLength)
 		}
-		n = int64(u)
 	}
-	if err := p.checkSize(h, n); err != nil {
-		return h, 0, err
+	if !control {
+		if length > uint64(p.Limits.maxFrame()) {
+			return 0, violation(ws.StatusMessageTooBig, ReasonFrameTooLarge)
+		}
+		if uint64(p.msgLen())+length > uint64(p.Limits.maxMessage()) {
+			return 0, violation(ws.StatusMessageTooBig, ReasonMessageTooLarge)
+		}
 	}
-	h.Length = n
-	h.Masked = true
-	copy(h.Mask[:], b[hlen-4:hlen])
-	return h, hlen, nil
+	hlen := 2 + ext + 4
+	if len(b) < hlen {
+		return 0, nil
+	}
+	p.op, p.fin = op, fin
+	copy(p.mask[:], b[hlen-4:hlen])
+	p.need, p.pos = int(length), 0
+	if op == ws.OpText || op == ws.OpBinary {
+		p.u8 = utf8Carry{}
+		if !fin {
+			p.msgOp = op // a fragmented message opens
+		}
+	}
+	return hlen, nil
 }
 
-func (p *Parser) checkSize(h ws.Header, n int64) error {
-	if n < 0 {
-		return &CloseError{ws.StatusProtocolError, "bad_length"}
+// fragment reports whether the current frame belongs to a fragmented
+// message (its first fragment or a continuation).
+func (p *Parser) fragment() bool { return p.msgOp != 0 && !p.op.IsControl() }
+
+func (p *Parser) msgLen() int {
+	if p.msg == nil {
+		return 0
 	}
-	if h.OpCode.IsControl() {
+	return len(*p.msg)
+}
+
+// whole dispatches a control frame or single-frame message whose payload
+// arrived in one piece (already unmasked).
+func (p *Parser) whole(payload []byte, h Handler) error {
+	if p.op.IsControl() {
+		return control(p.op, payload, h)
+	}
+	if p.op == ws.OpText && !utf8.Valid(payload) {
+		return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
+	}
+	return h.OnMessage(p.op, payload)
+}
+
+// absorb keeps an unmasked chunk of the current frame's payload, validating
+// text as it arrives so that invalid UTF-8 fails at the first byte that
+// makes it certain.
+func (p *Parser) absorb(chunk []byte) error {
+	if p.fragment() {
+		if p.msgOp == ws.OpText && !p.u8.feed(chunk) {
+			return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
+		}
+		p.msg = appendBuf(p.msg, chunk)
 		return nil
 	}
-	if n > int64(p.maxFrame()) {
-		return &CloseError{ws.StatusMessageTooBig, "frame_too_large"}
+	if p.op == ws.OpText && !p.u8.feed(chunk) {
+		return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
 	}
-	have := 0
-	if p.msg != nil {
-		have = len(*p.msg)
-	}
-	if int64(have)+n > int64(p.maxMessage()) {
-		return &CloseError{ws.StatusMessageTooBig, "message_too_large"}
-	}
+	p.frame = appendBuf(p.frame, chunk)
 	return nil
 }
 
-func (p *Parser) dispatch(h ws.Header, payload []byte, hd Handler) error {
-	switch h.OpCode {
-	case ws.OpClose:
+// finish completes the current frame once its whole payload was absorbed.
+func (p *Parser) finish(h Handler) error {
+	if p.fragment() {
+		if !p.fin {
+			return nil
+		}
+		if p.msgOp == ws.OpText && !p.u8.complete() {
+			return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
+		}
+		op, buf := p.msgOp, p.msg
+		p.msgOp, p.msg = 0, nil
+		err := h.OnMessage(op, bytesOf(buf))
+		putBuf(buf)
+		return err
+	}
+	var err error
+	payload := bytesOf(p.frame)
+	switch {
+	case p.op.IsControl():
+		err = control(p.op, payload, h)
+	case p.op == ws.OpText && !p.u8.complete():
+		return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
+	default:
+		err = h.OnMessage(p.op, payload)
+	}
+	putBuf(p.frame)
+	p.frame = nil
+	return err
+}
+
+// control validates a close payload and dispatches a control frame.
+func control(op ws.OpCode, payload []byte, h Handler) error {
+	if op == ws.OpClose {
 		if err := checkClose(payload); err != nil {
 			return err
 		}
-		return hd.OnControl(h.OpCode, payload)
-	case ws.OpPing, ws.OpPong:
-		return hd.OnControl(h.OpCode, payload)
-	case ws.OpText, ws.OpBinary:
-		if h.Fin {
-			if h.OpCode == ws.OpText && !utf8.Valid(payload) {
-				return &CloseError{ws.StatusInvalidFramePayloadData, "invalid_utf8"}
-			}
-			return hd.OnMessage(h.OpCode, payload)
-		}
-		p.inMsg = true
-		p.msgOp = h.OpCode
-		p.ncarry = 0
-		p.msg = getBuf()
-		return p.appendFragment(payload, false)
-	default: // continuation
-		if err := p.appendFragment(payload, h.Fin); err != nil {
-			return err
-		}
-		if !h.Fin {
-			return nil
-		}
-		msg := p.msg
-		p.msg = nil
-		p.inMsg = false
-		err := hd.OnMessage(p.msgOp, *msg)
-		putBuf(msg)
-		return err
 	}
-}
-
-// appendFragment adds a fragment to the message, validating UTF-8 of text
-// messages incrementally: an invalid sequence fails at the fragment where
-// it becomes certain.
-func (p *Parser) appendFragment(payload []byte, fin bool) error {
-	if p.msgOp == ws.OpText {
-		if err := p.validate(payload, fin); err != nil {
-			return err
-		}
-	}
-	*p.msg = append(*p.msg, payload...)
-	return nil
-}
-
-func (p *Parser) validate(b []byte, fin bool) error {
-	bad := &CloseError{ws.StatusInvalidFramePayloadData, "invalid_utf8"}
-	// Finish a code point carried from the previous fragment.
-	for p.ncarry > 0 && len(b) > 0 {
-		p.carry[p.ncarry] = b[0]
-		p.ncarry++
-		b = b[1:]
-		if !validPrefix(p.carry[:p.ncarry]) {
-			return bad
-		}
-		if utf8.FullRune(p.carry[:p.ncarry]) {
-			if r, size := utf8.DecodeRune(p.carry[:p.ncarry]); r == utf8.RuneError && size <= 1 {
-				return bad
-			}
-			p.ncarry = 0
-		}
-	}
-	if p.ncarry > 0 {
-		if fin {
-			return bad
-		}
-		return nil
-	}
-	// Validate all but a possibly incomplete last code point.
-	tail := 0
-	for i := len(b) - 1; i >= 0 && i >= len(b)-3; i-- {
-		c := b[i]
-		if c < 0x80 {
-			break
-		}
-		if c >= 0xC0 { // lead byte
-			if !utf8.FullRune(b[i:]) {
-				tail = len(b) - i
-			}
-			break
-		}
-	}
-	if !utf8.Valid(b[:len(b)-tail]) {
-		return bad
-	}
-	if tail > 0 {
-		if fin {
-			return bad
-		}
-		// The carried prefix must itself be a possible start of a code point.
-		if !validPrefix(b[len(b)-tail:]) {
-			return bad
-		}
-		copy(p.carry[:], b[len(b)-tail:])
-		p.ncarry = uint8(tail)
-	}
-	return nil
-}
-
-// validPrefix reports whether b (1–3 bytes, starting with a lead byte) can
-// begin a valid UTF-8 sequence.
-func validPrefix(b []byte) bool {
-	c := b[0]
-	switch {
-	case c < 0xC2 || c > 0xF4:
-		return false
-	case len(b) == 1:
-		return true
-	}
-	lo, hi := byte(0x80), byte(0xBF)
-	switch c {
-	case 0xE0:
-		lo = 0xA0
-	case 0xED:
-		hi = 0x9F
-	case 0xF0:
-		lo = 0x90
-	case 0xF4:
-		hi = 0x8F
-	}
-	if b[1] < lo || b[1] > hi {
-		return false
-	}
-	for _, x := range b[2:] {
-		if x < 0x80 || x > 0xBF {
-			return false
-		}
-	}
-	return true
+	return h.OnControl(op, payload)
 }
 
 // checkClose validates a close frame payload (RFC 6455 §5.5.1, §7.4).
-func checkClose(p []byte) error {
-	switch {
-	case len(p) == 0:
+func checkClose(b []byte) error {
+	switch len(b) {
+	case 0:
 		return nil
-	case len(p) == 1:
-		return &CloseError{ws.StatusProtocolError, "bad_close_payload"}
+	case 1:
+		return violation(ws.StatusProtocolError, ReasonBadClosePayload)
 	}
-	code := binary.BigEndian.Uint16(p)
-	if !ValidCloseCode(code) {
-		return &CloseError{ws.StatusProtocolError, "bad_close_code"}
+	if !ValidCloseCode(ws.StatusCode(binary.BigEndian.Uint16(b))) {
+		return violation(ws.StatusProtocolError, ReasonBadCloseCode)
 	}
-	if !utf8.Valid(p[2:]) {
-		return &CloseError{ws.StatusInvalidFramePayloadData, "invalid_utf8"}
+	if !utf8.Valid(b[2:]) {
+		return violation(ws.StatusInvalidFramePayloadData, ReasonInvalidUTF8)
 	}
 	return nil
 }
 
-// ValidCloseCode reports whether a peer may send code in a close frame.
-func ValidCloseCode(code uint16) bool {
+// ValidCloseCode reports whether a peer may put code in a close frame
+// (RFC 6455 §7.4 and the IANA registry): 1000–1003, 1007–1014 and
+// 3000–4999. 1004, 1005, 1006 and 1015 are reserved and never sent; codes
+// below 1000 and 1016–2999 are not assigned.
+func ValidCloseCode(code ws.StatusCode) bool {
 	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+	case code >= 1000 && code <= 1003:
+		return true
+	case code >= 1007 && code <= 1014:
 		return true
 	case code >= 3000 && code <= 4999:
 		return true
@@ -433,34 +419,33 @@ func ValidCloseCode(code uint16) bool {
 	return false
 }
 
-// AppendFrame appends a server frame (unmasked, FIN set).
-func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
-	n := len(payload)
-	dst = append(dst, 0x80|byte(op))
-	switch {
-	case n <= 125:
-		dst = append(dst, byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
-	return append(dst, payload...)
+// Buffered reports how many bytes the parser currently holds: the part of a
+// frame received so far (header bytes and, for a frame split across reads,
+// its payload) plus the fragments of an unfinished message.
+func (p *Parser) Buffered() int {
+	return int(p.nhdr) + len(bytesOf(p.frame)) + len(bytesOf(p.msg))
 }
 
-// AppendClose appends a close frame with code and reason (cut to fit the
-// 125-byte control payload on a UTF-8 boundary).
-func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
-	if len(reason) > 123 {
-		cut := 123
-		for cut > 0 && reason[cut]&0xC0 == 0x80 {
-			cut--
-		}
-		reason = reason[:cut]
+// Idle reports whether the parser is between messages: no partial frame and
+// no open fragmented message. An idle parser holds no pooled memory.
+// Buffered may be 0 without the parser being idle (a header was read but
+// none of its payload, or a message opened with empty fragments).
+func (p *Parser) Idle() bool {
+	return p.nhdr == 0 && p.need == 0 && p.msgOp == 0
+}
+
+// Release returns pooled memory and resets the parser to its zero state
+// (keeping Limits). Call it when the connection closes or after Feed returned
+// an error; calling it in the middle of a message drops that message.
+func (p *Parser) Release() {
+	putBuf(p.frame)
+	putBuf(p.msg)
+	*p = Parser{Limits: p.Limits}
+}
+
+func bytesOf(b *[]byte) []byte {
+	if b == nil {
+		return nil
 	}
-	var p [125]byte
-	binary.BigEndian.PutUint16(p[:2], uint16(code))
-	n := copy(p[2:], reason)
-	return AppendFrame(dst, ws.OpClose, p[:2+n])
+	return *b
 }

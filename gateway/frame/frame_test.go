@@ -63,7 +63,7 @@ func (r *record) OnControl(op ws.OpCode, p []byte) error {
 
 func run(t *testing.T, in []byte, chunk int, lim Limits) ([]string, error) {
 	t.Helper()
-	p := Parser{Limits: lim}
+	p := Parser{Limits: &lim}
 	var r record
 	data := append([]byte(nil), in...)
 	var err error

@@ -25,7 +25,8 @@ const TokenBytes = 24
 // ErrFull is returned by Mint when the table holds MaxEntries live tokens.
 var ErrFull = errors.New("token table full")
 
-// Grant is what a redeemed token proves.
+// Grant is what a redeemed token proves. Grants are created at Mint and
+// shared: callers must treat them as read-only.
 type Grant struct {
 	UserID  string
 	Topics  []string // topics or patterns the token is limited to; empty: any
@@ -35,9 +36,7 @@ type Grant struct {
 
 type entry struct {
 	digest     [sha256.Size]byte
-	userID     string
-	topics     []string
-	expires    time.Time
+	grant      *Grant
 	redeemedBy uint64 // connection id; 0 while unredeemed
 }
 
@@ -86,12 +85,13 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 		return "", time.Time{}, fmt.Errorf("mint token: %w", err)
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
-	e := &entry{
-		digest:  sha256.Sum256([]byte(tok)),
-		userID:  userID,
-		topics:  append([]string(nil), topics...),
-		expires: now.Add(ttl),
-	}
+	d := sha256.Sum256([]byte(tok))
+	e := &entry{digest: d, grant: &Grant{
+		UserID:  userID,
+		Topics:  append([]string(nil), topics...),
+		Expires: now.Add(ttl),
+		FP:      fingerprint(d),
+	}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.entries) >= s.opts.MaxEntries {
@@ -101,7 +101,7 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 		}
 	}
 	s.entries[e.digest] = e
-	return tok, e.expires, nil
+	return tok, e.grant.Expires, nil
 }
 
 // Redeem checks token for connection conn (a non-zero id). The first
@@ -109,9 +109,9 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 // the same connection succeed again; any other connection gets
 // reason.TokenReplayed. Other failures: TokenMissing, TokenUnknown,
 // TokenExpired.
-func (s *Store) Redeem(token string, conn uint64, now time.Time) (Grant, reason.Reason) {
+func (s *Store) Redeem(token string, conn uint64, now time.Time) (*Grant, reason.Reason) {
 	if token == "" {
-		return Grant{}, reason.TokenMissing
+		return nil, reason.TokenMissing
 	}
 	d := sha256.Sum256([]byte(token))
 	s.mu.Lock()
@@ -120,20 +120,20 @@ func (s *Store) Redeem(token string, conn uint64, now time.Time) (Grant, reason.
 	// The map is keyed by digest, so the lookup leaks nothing about the
 	// token; the constant-time comparison of digests guards the match itself.
 	if !ok || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
-		return Grant{}, reason.TokenUnknown
+		return nil, reason.TokenUnknown
 	}
-	if !now.Before(e.expires) {
+	if !now.Before(e.grant.Expires) {
 		delete(s.entries, d)
-		return Grant{}, reason.TokenExpired
+		return nil, reason.TokenExpired
 	}
 	switch e.redeemedBy {
 	case 0:
 		e.redeemedBy = conn
 	case conn:
 	default:
-		return Grant{}, reason.TokenReplayed
+		return nil, reason.TokenReplayed
 	}
-	return Grant{UserID: e.userID, Topics: e.topics, Expires: e.expires, FP: fingerprint(d)}, reason.None
+	return e.grant, reason.None
 }
 
 // Sweep drops expired tokens and returns how many it dropped.
@@ -147,7 +147,7 @@ func (s *Store) Sweep(now time.Time) int {
 func (s *Store) sweepLocked(now time.Time) int {
 	n := 0
 	for d, e := range s.entries {
-		if !now.Before(e.expires) {
+		if !now.Before(e.grant.Expires) {
 			delete(s.entries, d)
 			n++
 		}

@@ -185,6 +185,10 @@ func (g *gateway) post(path string, body any, out any) error {
 type serverStats struct {
 	Goroutines    int    `json:"goroutines"`
 	HeapLiveBytes uint64 `json:"heap_live_bytes"`
+	HeapInuse     uint64 `json:"heap_inuse_bytes"`
+	HeapSys       uint64 `json:"heap_sys_bytes"`
+	HeapReleased  uint64 `json:"heap_released_bytes"`
+	RuntimeSys    uint64 `json:"runtime_sys_bytes"`
 }
 
 func (g *gateway) goroutines() int { return g.stats().Goroutines }

@@ -214,6 +214,10 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 		r.set("server RSS per connection", "KiB", float64(rss1-rss0)/float64(max(ready, 1)))
 		if st1.HeapLiveBytes > 0 {
 			r.set("Go heap per connection", "KiB", (float64(st1.HeapLiveBytes)-float64(st0.HeapLiveBytes))/1024/float64(max(ready, 1)))
+			per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / 1024 / float64(max(ready, 1)) }
+			r.set("Go heap in use per connection", "KiB", per(st0.HeapInuse, st1.HeapInuse))
+			r.set("Go heap resident per connection", "KiB", per(st0.HeapSys-st0.HeapReleased, st1.HeapSys-st1.HeapReleased))
+			r.set("Go runtime total per connection", "KiB", per(st0.RuntimeSys, st1.RuntimeSys))
 			r.set("goroutines before", "n", float64(st0.Goroutines))
 			r.set("goroutines after", "n", float64(st1.Goroutines))
 		}
