@@ -46,11 +46,14 @@ type conn struct {
 	missed uint8 // pings sent without a pong since
 	sent   bool  // close frame sent
 
+	closeReason reason.Reason // why it closed, once known
+	closeCode   uint16        // close code sent or received
+
 	id      uint64
 	peer    netip.AddrPort
-	client  netip.Addr
-	opened  int64 // unix nanoseconds
-	timerAt int64 // the live timer, 0 if none
+	proxied *netip.Addr // client address from a trusted proxy; nil: the peer
+	opened  int64       // unix nanoseconds
+	timerAt int64       // the live timer, 0 if none
 
 	hs *[]byte // pooled partial handshake; nil when none
 
@@ -67,11 +70,18 @@ type conn struct {
 	subs   []subscription
 	grants []*tokens.Grant // tokens redeemed on this connection, newest last
 
-	closeCode   uint16
-	closeReason reason.Reason
 }
 
 var hsPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// client is the connection's client address: the peer, or the address a
+// trusted proxy vouched for.
+func (c *conn) client() netip.Addr {
+	if c.proxied != nil {
+		return *c.proxied
+	}
+	return c.peer.Addr()
+}
 
 // schedule asks for onTimer at t unless an earlier timer is already set.
 func (c *conn) schedule(ls *loopState, t time.Time) {
@@ -193,7 +203,7 @@ func (c *conn) feed(ls *loopState, b []byte) {
 				r = reason.InvalidUTF8
 			case ws.StatusMessageTooBig:
 				r = reason.FrameTooLarge
-				if ce.Reason == "message_too_large" {
+				if ce.Reason == frame.ReasonMessageTooLarge {
 					r = reason.MessageTooLarge
 				}
 			}
@@ -203,9 +213,6 @@ func (c *conn) feed(ls *loopState, b []byte) {
 			return
 		}
 		// A handler error has already closed the connection.
-	}
-	if c.parser.Buffered() == 0 && c.state == stateOpen {
-		c.parser.Release()
 	}
 }
 
@@ -451,7 +458,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 func (c *conn) emit(ls *loopState, e audit.Event) {
 	e.Conn = c.id
 	if e.IP == "" {
-		e.IP = c.client.String()
+		e.IP = c.client().String()
 	}
 	e.PeerIP = c.peer.Addr().String()
 	if c.state != stateHandshake {
@@ -521,7 +528,10 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 	// The response goes first, then the welcome frame, in one write.
 	c.state = stateOpen
 	c.proto = res.proto
-	c.client = res.client
+	if res.client.IsValid() && res.client != c.peer.Addr() {
+		a := res.client
+		c.proxied = &a
+	}
 	ls.srv.upgraded.Add(1)
 	c.out = append(c.out, res.response)
 	c.outBytes += int32(len(res.response))

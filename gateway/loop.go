@@ -143,7 +143,6 @@ func (ls *loopState) open(fd int, peer netip.AddrPort) {
 		gen:    gen,
 		id:     s.nextID.Add(1),
 		peer:   peer,
-		client: peer.Addr(),
 		opened: now.UnixNano(),
 		state:  stateHandshake,
 	}
@@ -201,7 +200,7 @@ func (ls *loopState) deliver(p *publication) int {
 func (ls *loopState) disconnectPrefix(p netip.Prefix, why string) int {
 	n := 0
 	for _, c := range ls.conns {
-		if c != nil && c.fd >= 0 && p.Contains(c.client) {
+		if c != nil && c.fd >= 0 && p.Contains(c.client()) {
 			c.fail(ls, 1008, reason.Banned, why)
 			n++
 		}

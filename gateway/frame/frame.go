@@ -47,15 +47,17 @@ type Limits struct {
 	MaxMessage int
 }
 
-func (l Limits) maxFrame() int {
-	if l.MaxFrame > 0 {
+// maxFrame is the frame limit in force; a nil *Limits means the defaults.
+func (l *Limits) maxFrame() int {
+	if l != nil && l.MaxFrame > 0 {
 		return l.MaxFrame
 	}
 	return DefaultMaxFrame
 }
 
-func (l Limits) maxMessage() int {
-	if l.MaxMessage > 0 {
+// maxMessage is the message limit in force; a nil *Limits means the defaults.
+func (l *Limits) maxMessage() int {
+	if l != nil && l.MaxMessage > 0 {
 		return l.MaxMessage
 	}
 	return DefaultMaxMessage
@@ -109,23 +111,26 @@ type Handler interface {
 	OnControl(op ws.OpCode, payload []byte) error
 }
 
-// Parser is one connection's incremental frame state. The zero value (plus
-// Limits) is ready. A Parser is not safe for concurrent use: the event loop
-// that owns the connection owns its parser.
+// Parser is one connection's incremental frame state. The zero value is
+// ready and applies the default limits. A Parser is not safe for concurrent
+// use: the event loop that owns the connection owns its parser.
 //
 // An idle parser (no partial frame, no open fragmented message) holds no
 // buffer. A frame split across reads is kept in a pooled buffer that grows
 // with the bytes actually received (not with the length announced by the
 // header), and is returned to the pool as soon as the frame completes.
 type Parser struct {
-	// Limits bounds frame and message sizes; set it before the first Feed.
-	Limits Limits
+	// Limits bounds frame and message sizes; nil means the defaults. It is
+	// a pointer so that every connection of a server shares one value: it
+	// must not change while the parser is in use. Set it before the first
+	// Feed.
+	Limits *Limits
 
 	frame *[]byte // pooled: payload received so far of a control frame or single-frame message split across Feeds
 	msg   *[]byte // pooled: payload received so far of the open fragmented message
 
 	need int // payload bytes of the current frame still to come; > 0 means "reading a payload"
-	pos  int // payload bytes of the current frame already seen (the masking offset)
+	pos  int   // payload bytes of the current frame already seen (the masking offset)
 
 	hdr   [maxHeader]byte // header bytes received so far when a header is split across Feeds
 	nhdr  uint8
