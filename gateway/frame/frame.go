@@ -130,7 +130,7 @@ type Parser struct {
 	msg   *[]byte // pooled: payload received so far of the open fragmented message
 
 	need int // payload bytes of the current frame still to come; > 0 means "reading a payload"
-	pos  int   // payload bytes of the current frame already seen (the masking offset)
+	pos  int // payload bytes of the current frame already seen (the masking offset)
 
 	hdr   [maxHeader]byte // header bytes received so far when a header is split across Feeds
 	nhdr  uint8
