@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -28,7 +29,11 @@ func startTestServer(t testing.TB) (*Server, *tokens.Store) {
 		t.Fatal(err)
 	}
 	store := tokens.NewStore(tokens.Options{})
-	s, err := Start(Options{Listen: "127.0.0.1:0", Origins: chk, Topics: set, Tokens: store, Version: "test"})
+	val, err := schema.New(schema.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Listen: "127.0.0.1:0", Origins: chk, Topics: set, Tokens: store, Schema: val, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

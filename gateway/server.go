@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -78,9 +79,10 @@ type Options struct {
 	Loops   int    // event loops; 0 means GOMAXPROCS
 	Limits  Limits
 
-	Origins *origin.Checker // Origin policy
-	Topics  *topics.Set     // topic rules
-	Tokens  *tokens.Store   // token source
+	Origins *origin.Checker   // Origin policy
+	Topics  *topics.Set       // topic rules
+	Tokens  *tokens.Store     // token source
+	Schema  *schema.Validator // client message validation (JSON Schema)
 	Audit   audit.Sink
 	Log     *logrus.Logger
 }
@@ -122,8 +124,8 @@ func Start(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
-	if o.Tokens == nil || o.Topics == nil || o.Origins == nil {
-		return nil, errors.New("gateway: Tokens, Topics and Origins are required")
+	if o.Tokens == nil || o.Topics == nil || o.Origins == nil || o.Schema == nil {
+		return nil, errors.New("gateway: Tokens, Topics, Schema and Origins are required")
 	}
 	var boot [4]byte
 	_, _ = rand.Read(boot[:])

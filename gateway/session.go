@@ -9,6 +9,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -24,7 +25,7 @@ func (c *conn) sendWelcome(ls *loopState) {
 	c.sendText(ls, ls.scratch)
 }
 
-func (c *conn) sendError(ls *loopState, m *native.Message, r reason.Reason, msg string) {
+func (c *conn) sendError(ls *loopState, m *schema.Message, r reason.Reason, msg string) {
 	var id int64
 	var has bool
 	if m != nil {
@@ -37,10 +38,10 @@ func (c *conn) sendError(ls *loopState, m *native.Message, r reason.Reason, msg 
 // onNativeMessage handles one complete text message of portcullis.v1:
 // size/depth → schema → token → topic rule, cheapest first (SPEC §8).
 func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
-	m, v := native.Decode(payload)
+	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
 		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: v.Reason.String(), Detail: capString("at "+v.Pointer+": "+v.Message, 200)})
+			Reason: v.Reason.String(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)})
 		msg := v.Message
 		if v.Reason == reason.UnknownOp {
 			msg = ""
@@ -67,7 +68,7 @@ func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 
 // authorize decides whether this connection may subscribe to m.Topic,
 // redeeming m.Token where the rule needs one.
-func (c *conn) authorize(ls *loopState, m *native.Message) (fp string, r reason.Reason) {
+func (c *conn) authorize(ls *loopState, m *schema.Message) (fp string, r reason.Reason) {
 	s := ls.srv
 	rule := s.opts.Topics.Match(m.Topic)
 	access := s.opts.Topics.Default()
@@ -130,7 +131,7 @@ func (c *conn) userID() string {
 	return c.grants[len(c.grants)-1].UserID
 }
 
-func (c *conn) onSubscribe(ls *loopState, m *native.Message) {
+func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 	if c.findSub(m.Topic) >= 0 {
 		ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 		c.sendText(ls, ls.scratch)
@@ -164,7 +165,7 @@ func (c *conn) onSubscribe(ls *loopState, m *native.Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-func (c *conn) onUnsubscribe(ls *loopState, m *native.Message) {
+func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
 	i := c.findSub(m.Topic)
 	if i < 0 {
 		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
@@ -181,7 +182,7 @@ func (c *conn) onUnsubscribe(ls *loopState, m *native.Message) {
 
 // onPublish lets a client publish where the topic rule says `publish: token`
 // and a token redeemed on this connection covers the topic.
-func (c *conn) onPublish(ls *loopState, m *native.Message) {
+func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 	s := ls.srv
 	rule := s.opts.Topics.Match(m.Topic)
 	r := reason.PublishDenied

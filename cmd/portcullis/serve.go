@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/admin"
 	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -161,6 +162,10 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("topics: %v", err)
 	}
+	val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes})
+	if err != nil {
+		return failf("schemas: %v", err)
+	}
 	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
 
 	srv, err := gateway.Start(gateway.Options{
@@ -180,6 +185,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		Origins: orig,
 		Topics:  rules,
 		Tokens:  store,
+		Schema:  val,
 		Audit:   aw,
 		Log:     log,
 	})
