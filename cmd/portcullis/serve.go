@@ -121,7 +121,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	if os.Getenv("GOGC") == "" {
 		// Idle connections are the bulk of the heap and barely change: a
 		// tighter GC target keeps RSS near the live heap for little CPU.
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(20)
 	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
