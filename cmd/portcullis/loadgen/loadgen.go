@@ -239,41 +239,51 @@ func (g *gateway) mint(n int, topic string) ([]string, error) {
 	return toks, first
 }
 
-// procStat reads VmRSS (KiB) and utime+stime (clock ticks) of pid.
-func procStat(pid int) (rssKB int64, ticks int64, err error) {
+// cpuTicks is a process's CPU time in clock ticks, split as the kernel
+// accounts it: user space, and system calls (which on loopback include the
+// receiving side's TCP work and wake-ups).
+type cpuTicks struct{ user, sys int64 }
+
+func (c cpuTicks) total() int64 { return c.user + c.sys }
+
+func (c cpuTicks) sub(d cpuTicks) cpuTicks { return cpuTicks{c.user - d.user, c.sys - d.sys} }
+
+// procStat reads VmRSS (KiB) and CPU time of pid.
+func procStat(pid int) (rssKB int64, cpu cpuTicks, err error) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, cpu, err
 	}
-	ticks, err = parseStatTicks(string(st))
+	cpu, err = parseStatTicks(string(st))
 	if err != nil {
-		return 0, 0, err
+		return 0, cpu, err
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, cpu, err
 	}
-	return parseRSS(string(status)), ticks, nil
+	return parseRSS(string(status)), cpu, nil
 }
 
-// parseStatTicks returns utime+stime from a /proc/PID/stat line. The command
-// name may contain spaces and parentheses, so fields count from the last ')'.
-func parseStatTicks(s string) (int64, error) {
+// parseStatTicks returns utime and stime from a /proc/PID/stat line. The
+// command name may contain spaces and parentheses, so fields count from the
+// last ')'.
+func parseStatTicks(s string) (cpuTicks, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
+		return cpuTicks{}, errors.New("malformed /proc stat")
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
+		return cpuTicks{}, errors.New("short /proc stat")
 	}
 	// After ')': state(0) ppid … utime is field 14 of the line → index 11 here.
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, errors.New("bad utime/stime")
+		return cpuTicks{}, errors.New("bad utime/stime")
 	}
-	return u + st, nil
+	return cpuTicks{u, st}, nil
 }
 
 func parseRSS(status string) int64 {

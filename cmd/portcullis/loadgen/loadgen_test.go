@@ -6,7 +6,7 @@ func TestParseStatTicks(t *testing.T) {
 	// The command name may hold spaces and parentheses.
 	line := "4242 (port cullis (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 269 0 0 20 0 9 0 100 0 0"
 	got, err := parseStatTicks(line)
-	if err != nil || got != 1000 {
+	if err != nil || got.user != 731 || got.sys != 269 || got.total() != 1000 {
 		t.Fatalf("ticks %d err %v, want 731+269", got, err)
 	}
 	if _, err := parseStatTicks("garbage"); err == nil {

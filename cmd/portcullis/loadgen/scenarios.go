@@ -290,10 +290,13 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 		_, t1, _ := procStat(t.pid())
 		fmt.Fprintln(os.Stderr)
 		sortFloats(lat)
-		cpu := ticksToMicros(t1 - t0)
+		d := t1.sub(t0)
+		cpu := ticksToMicros(d.total())
 		r.set("subscribers", "n", float64(ready))
 		r.set("delivered", "%", 100*float64(delivered)/float64(max(expected, 1)))
 		r.set("server CPU per delivered message", "µs", cpu/float64(max(delivered, 1)))
+		r.set("  of which user space", "µs", ticksToMicros(d.user)/float64(max(delivered, 1)))
+		r.set("  of which in the kernel", "µs", ticksToMicros(d.sys)/float64(max(delivered, 1)))
 		r.set("deliveries per second", "1/s", float64(delivered)/elapsed.Seconds())
 		r.set("publish→receive p50", "ms", percentile(lat, 50)/1000)
 		r.set("publish→receive p99", "ms", percentile(lat, 99)/1000)
@@ -338,7 +341,9 @@ func handshakeScenario(n int) func(target) (result, error) {
 		}
 		r.set("set-ups", "n", float64(setups))
 		r.set("set-ups per second", "1/s", float64(setups)/elapsed.Seconds())
-		r.set("server CPU per set-up", "µs", ticksToMicros(t1-t0)/float64(max(setups, 1)))
+		d := t1.sub(t0)
+		r.set("server CPU per set-up", "µs", ticksToMicros(d.total())/float64(max(setups, 1)))
+		r.set("  of which user space", "µs", ticksToMicros(d.user)/float64(max(setups, 1)))
 		return r, nil
 	}
 }
