@@ -27,11 +27,17 @@ type Config struct {
 	DataDir string   `yaml:"data_dir"`
 	Admin   Admin    `yaml:"admin"`
 	Origins []string `yaml:"origins"`
-	Limits  Limits   `yaml:"limits"`
-	Tokens  Tokens   `yaml:"tokens"`
-	Topics  []Topic  `yaml:"topics"`
-	Default string   `yaml:"default"`
-	Audit   Audit    `yaml:"audit"`
+
+	TrustedProxies []string `yaml:"trusted_proxies"`  // CIDRs whose forwarding headers are believed
+	ClientIPHeader string   `yaml:"client_ip_header"` // X-Forwarded-For, X-Real-IP or CF-Connecting-IP
+	ProxyProtocol  bool     `yaml:"proxy_protocol"`   // require a PROXY v1/v2 header from trusted proxies
+
+	Limits  Limits  `yaml:"limits"`
+	Tokens  Tokens  `yaml:"tokens"`
+	Topics  []Topic `yaml:"topics"`
+	Default string  `yaml:"default"`
+	Bans    Bans    `yaml:"bans"`
+	Audit   Audit   `yaml:"audit"`
 
 	keys []KeyPos
 }
@@ -52,14 +58,49 @@ type Limits struct {
 	WriteQueueBytes         int           `yaml:"write_queue_bytes"`          // queued for one client
 	WriteStallTimeout       time.Duration `yaml:"write_stall_timeout"`        // without write progress
 	MaxSubscriptionsPerConn int           `yaml:"max_subscriptions_per_conn"` // topics per connection
+
+	PerIPConnections  int  `yaml:"per_ip_connections"`  // open connections per counted address
+	ConnRate          Rate `yaml:"conn_rate"`           // connection attempts per counted address
+	HandshakeFailRate Rate `yaml:"handshake_fail_rate"` // failed handshakes per counted address
+	MsgRate           Rate `yaml:"msg_rate"`            // messages per connection
+	IPv6Prefix        int  `yaml:"ipv6_prefix"`         // bits of an IPv6 address that count as one client
+}
+
+// Rate is a token bucket with nginx limit_req semantics: Rate events per
+// second on average, Burst more at once without delay.
+type Rate struct {
+	Rate  float64 `yaml:"rate"`  // events per second
+	Burst int     `yaml:"burst"` // events above the rate allowed at once
+}
+
+// Bans configure the blocklist and fail2ban-style automatic bans.
+type Bans struct {
+	FindTime   time.Duration `yaml:"findtime"`    // window in which strikes count
+	MaxRetry   int           `yaml:"maxretry"`    // strikes within findtime that ban
+	BanTime    time.Duration `yaml:"bantime"`     // first ban's length
+	Factor     float64       `yaml:"factor"`      // each repeat ban lasts this much longer
+	MaxTime    time.Duration `yaml:"maxtime"`     // longest ban
+	Allow      []string      `yaml:"allow"`       // CIDRs never counted, limited or banned
+	Block      []string      `yaml:"block"`       // CIDRs always refused at accept
+	BlockFiles []string      `yaml:"block_files"` // files of CIDRs, one per line, # comments
+	DryRun     bool          `yaml:"dry_run"`     // count and audit, do not enforce
 }
 
 // Tokens configure the token source.
 type Tokens struct {
-	Source     string        `yaml:"source"`      // store
+	Source     string        `yaml:"source"`      // store | jwt
 	TTL        time.Duration `yaml:"ttl"`         // default lifetime
 	MaxTTL     time.Duration `yaml:"max_ttl"`     // longest lifetime a caller may ask for
-	MaxEntries int           `yaml:"max_entries"` // live tokens held at most
+	MaxEntries int           `yaml:"max_entries"` // live tokens (or redeemed jtis) held at most
+	JWT        JWT           `yaml:"jwt"`
+}
+
+// JWT configures the jwt token source. Secrets never live in the YAML.
+type JWT struct {
+	Algorithms    []string `yaml:"algorithms"`      // HS256 and/or EdDSA
+	SecretEnv     string   `yaml:"secret_env"`      // environment variable holding the HS256 secret
+	SecretFile    string   `yaml:"secret_file"`     // file holding the HS256 secret (0600)
+	PublicKeyFile string   `yaml:"public_key_file"` // PEM Ed25519 public key for EdDSA
 }
 
 // Topic is one topic rule (SPEC §7).
@@ -229,6 +270,13 @@ func (d *decoder) value(n *yaml.Node, f reflect.Value, key string) {
 		}
 		f.Set(s)
 	default:
+		if n.Kind == yaml.SequenceNode {
+			// Remember where each element is, so that value checks can
+			// name the line of a bad CIDR in a long list.
+			for i, item := range n.Content {
+				d.pos[fmt.Sprintf("%s[%d]", key, i)] = Pos{d.file, item.Line, item.Column}
+			}
+		}
 		p := reflect.New(f.Type())
 		if err := n.Decode(p.Interface()); err != nil {
 			d.errf(n, key, "want %s: %s", kindName(f.Type()), strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
@@ -306,12 +354,15 @@ func (d *decoder) validate() {
 	posd("limits.handshake_timeout", l.HandshakeTimeout)
 	posd("limits.ping_interval", l.PingInterval)
 	posd("limits.write_stall_timeout", l.WriteStallTimeout)
+	if l.MaxMessageBytes > 1<<30 {
+		d.bad("limits.max_message_bytes", "%d is above 1 GiB", l.MaxMessageBytes)
+	}
 	if l.MaxFrameBytes > l.MaxMessageBytes {
 		d.bad("limits.max_frame_bytes", "%d is above limits.max_message_bytes %d (at %s)", l.MaxFrameBytes, l.MaxMessageBytes, d.at("limits.max_message_bytes"))
 	}
-	if c.Tokens.Source != "store" {
-		d.bad("tokens.source", "%q: this build supports \"store\"", c.Tokens.Source)
-	}
+	d.validateTokens()
+	d.validateLimits()
+	d.validateBans()
 	posd("tokens.ttl", c.Tokens.TTL)
 	posd("tokens.max_ttl", c.Tokens.MaxTTL)
 	pos("tokens.max_entries", c.Tokens.MaxEntries)

@@ -67,6 +67,18 @@ func TestErrors(t *testing.T) {
 			[]string{"origins[0]: \"https://*.example.com\"", "origins[1]: \"https://a.example.com/x\""}},
 		{"cross-field", "limits:\n  max_frame_bytes: 2000000\n", []string{":2:3: limits.max_frame_bytes: 2000000 is above limits.max_message_bytes"}},
 		{"several at once", "a: 1\nb: 2\n", []string{"1:1: a: unknown key", "2:1: b: unknown key"}},
+		{"bad trusted proxy", "trusted_proxies: [\"10.0.0.0/33\"]\n", []string{":1:19: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR"}},
+		{"bad block CIDR", "bans:\n  block: [\"1.2.3\"]\n", []string{":2:11: bans.block[0]: \"1.2.3\" is not a CIDR"}},
+		{"proxy protocol needs trusted proxies", "proxy_protocol: true\n", []string{":1:1: proxy_protocol: needs trusted_proxies"}},
+		{"bad header", "client_ip_header: X-Client\n", []string{"client_ip_header: \"X-Client\""}},
+		{"rate must be positive", "limits:\n  conn_rate: {rate: 0, burst: 3}\n", []string{"limits.conn_rate.rate: must be a positive number"}},
+		{"unknown rate key", "limits:\n  msg_rate: {rate: 1, brust: 3}\n", []string{":2:23: limits.msg_rate.brust: unknown key"}},
+		{"ipv6 prefix", "limits:\n  ipv6_prefix: 200\n", []string{":2:3: limits.ipv6_prefix: 200 must be between 32 and 128"}},
+		{"ban factor", "bans:\n  factor: 0.5\n", []string{":2:3: bans.factor: 0.5 must be at least 1"}},
+		{"ban maxtime below bantime", "bans:\n  bantime: 2h\n  maxtime: 1h\n", []string{":3:3: bans.maxtime: 1h0m0s is below bans.bantime 2h0m0s (at "}},
+		{"jwt none", "tokens:\n  source: jwt\n  jwt:\n    algorithms: [none]\n", []string{"tokens.jwt.algorithms[0]: \"none\": supported are HS256 and EdDSA"}},
+		{"jwt secret in yaml", "tokens:\n  source: jwt\n  jwt:\n    secret: abc\n", []string{":4:5: tokens.jwt.secret: unknown key"}},
+		{"jwt without secret", "tokens:\n  source: jwt\n", []string{"tokens.jwt: HS256 needs exactly one of secret_env or secret_file"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -50,15 +50,19 @@ type Limits struct {
 // maxFrame is the frame limit in force; a nil *Limits means the defaults.
 func (l *Limits) maxFrame() int {
 	if l != nil && l.MaxFrame > 0 {
-		return l.MaxFrame
+		return min(l.MaxFrame, MaxLimit)
 	}
 	return DefaultMaxFrame
 }
 
+// MaxLimit is the largest frame or message limit a Parser honours (1 GiB);
+// larger Limits are treated as MaxLimit.
+const MaxLimit = 1 << 30
+
 // maxMessage is the message limit in force; a nil *Limits means the defaults.
 func (l *Limits) maxMessage() int {
 	if l != nil && l.MaxMessage > 0 {
-		return l.MaxMessage
+		return min(l.MaxMessage, MaxLimit)
 	}
 	return DefaultMaxMessage
 }
@@ -129,8 +133,10 @@ type Parser struct {
 	frame *[]byte // pooled: payload received so far of a control frame or single-frame message split across Feeds
 	msg   *[]byte // pooled: payload received so far of the open fragmented message
 
-	need int // payload bytes of the current frame still to come; > 0 means "reading a payload"
-	pos  int // payload bytes of the current frame already seen (the masking offset)
+	// int32 keeps an idle parser small; frames are capped far below 2 GiB
+	// (config refuses max_message_bytes above 1 GiB).
+	need int32 // payload bytes of the current frame still to come; > 0 means "reading a payload"
+	pos  int32 // payload bytes of the current frame already seen (the masking offset)
 
 	hdr   [maxHeader]byte // header bytes received so far when a header is split across Feeds
 	nhdr  uint8
@@ -164,11 +170,11 @@ func (p *Parser) Feed(data []byte, h Handler) error {
 				continue
 			}
 		}
-		take := min(p.need, len(data))
+		take := min(int(p.need), len(data))
 		chunk := data[:take]
 		data = data[take:]
-		ws.Cipher(chunk, p.mask, p.pos)
-		if p.pos == 0 && take == p.need && !p.fragment() {
+		ws.Cipher(chunk, p.mask, int(p.pos))
+		if p.pos == 0 && take == int(p.need) && !p.fragment() {
 			// The whole payload is here: dispatch it without copying.
 			p.need = 0
 			if err := p.whole(chunk, h); err != nil {
@@ -176,8 +182,8 @@ func (p *Parser) Feed(data []byte, h Handler) error {
 			}
 			continue
 		}
-		p.pos += take
-		p.need -= take
+		p.pos += int32(take)
+		p.need -= int32(take)
 		if err := p.absorb(chunk); err != nil {
 			return err
 		}
@@ -300,7 +306,7 @@ func (p *Parser) header(b []byte) (int, error) {
 	}
 	p.op, p.fin = op, fin
 	copy(p.mask[:], b[hlen-4:hlen])
-	p.need, p.pos = int(length), 0
+	p.need, p.pos = int32(length), 0
 	if op == ws.OpText || op == ws.OpBinary {
 		p.u8 = utf8Carry{}
 		if !fin {
