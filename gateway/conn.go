@@ -3,16 +3,19 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
@@ -43,8 +46,8 @@ type conn struct {
 	state  connState
 	proto  proto
 	dirty  bool
-	missed uint8 // pings sent without a pong since
-	sent   bool  // close frame sent
+	missed uint8     // pings sent without a pong since
+	flags  connFlags // close frame sent, slot held, rate-limit denials
 
 	closeReason reason.Reason // why it closed, once known
 	closeCode   uint16        // close code sent or received
@@ -70,6 +73,28 @@ type conn struct {
 	subs   []subscription
 	grants []*tokens.Grant // tokens redeemed on this connection, newest last
 
+	// msgLim is the message-rate bucket; nil while full (an idle
+	// connection carries none).
+	msgLim *rate.Limiter
+}
+
+// connFlags packs small per-connection state into one byte.
+type connFlags uint8
+
+const (
+	flagSent      connFlags = 1 << iota // close frame sent
+	flagSlot                            // holds a per-address slot of the Guard for client()
+	flagProxyDone                       // the PROXY protocol header has been read
+	// the high nibble counts messages refused for rate since the last
+	// accepted one
+	deniedShift = 4
+)
+
+// denials is how many messages in a row were refused for rate.
+func (f connFlags) denials() int { return int(f >> deniedShift) }
+
+func (f *connFlags) setDenials(n int) {
+	*f = *f&0x0f | connFlags(min(n, 15))<<deniedShift
 }
 
 var hsPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -100,7 +125,7 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 	case stateHandshake:
 		if ns-c.opened >= int64(lim.HandshakeTimeout) {
 			ls.srv.rejected.Add(1)
-			writeRaw(int(c.fd), httpReject(408, reason.HandshakeTimeout, "upgrade request not complete in time"))
+			writeRaw(int(c.fd), httpReject(408, reason.HandshakeTimeout, "upgrade request not complete in time", 0))
 			c.emitReject(ls, reason.HandshakeTimeout, 408, "")
 			c.finish(ls, reason.HandshakeTimeout, 0, false)
 			return
@@ -118,6 +143,9 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 			}
 			c.missed++
 			c.enqueue(ls, pingFrame, false)
+			if ls.srv.opts.Limits.MsgRate.idle(c.msgLim, now) {
+				c.msgLim = nil // full again: an idle connection keeps no limiter
+			}
 			c.nextPing = ns + int64(lim.PingInterval)
 		}
 		c.rescheduleOpen(ls)
@@ -231,6 +259,14 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	if c.state != stateOpen {
 		return errStop
 	}
+	if !ls.srv.opts.Limits.MsgRate.allow(&c.msgLim, ls.loop.Now) {
+		c.rateLimited(ls)
+		if c.state != stateOpen {
+			return errStop
+		}
+		return nil
+	}
+	c.flags.setDenials(0)
 	if op != ws.OpText {
 		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
 			Reason: reason.Unsupported.String(), Detail: "binary frame", Code: 1003})
@@ -242,6 +278,26 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 		return errStop
 	}
 	return nil
+}
+
+// maxDenials is how many messages in a row a client may send over its
+// rate, each answered rate_limited, before it is closed with 1008.
+const maxDenials = 10
+
+// rateLimited answers a message over the connection's message rate: an
+// error the first few times, then close 1008 if the client keeps going.
+func (c *conn) rateLimited(ls *loopState) {
+	n := c.flags.denials() + 1
+	c.flags.setDenials(n)
+	if n > maxDenials {
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+			Reason: reason.MsgRate.String(), Detail: "kept sending over the message rate", Code: 1008})
+		c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
+		return
+	}
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: reason.MsgRate.String()})
+	c.sendError(ls, nil, reason.MsgRate, "")
 }
 
 func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
@@ -324,7 +380,7 @@ func (c *conn) write(ls *loopState) {
 	if wantOut {
 		_ = ls.loop.Modify(fd, c.gen, reactor.Readable|reactor.Writable|reactor.Events(unix.EPOLLRDHUP))
 		c.rescheduleOpenOrClosing(ls)
-	} else if c.state == stateClosing && c.sent {
+	} else if c.state == stateClosing && c.flags&flagSent != 0 {
 		c.afterCloseSent(ls)
 	}
 }
@@ -377,7 +433,7 @@ func (c *conn) fail(ls *loopState, code uint16, r reason.Reason, text string) {
 		return
 	}
 	if c.state == stateOpen || c.state == stateClosing {
-		if !c.sent {
+		if c.flags&flagSent == 0 {
 			writeRaw(int(c.fd), frame.AppendClose(nil, ws.StatusCode(code), text))
 		}
 	}
@@ -400,7 +456,7 @@ func (c *conn) closeWith(ls *loopState, code uint16, r reason.Reason, text strin
 	c.out = append(c.out, f)
 	c.outBytes += int32(len(f))
 	c.state = stateClosing
-	c.sent = true
+	c.flags |= flagSent
 	c.nextPing = ls.loop.Now.Add(grace).UnixNano()
 	c.schedule(ls, time.Unix(0, c.nextPing))
 	ls.markDirty(c)
@@ -440,6 +496,10 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 		c.hs = nil
 	}
 	s.conns.Add(-1)
+	if c.flags&flagSlot != 0 {
+		c.flags &^= flagSlot
+		s.opts.Guard.Release(c.client())
+	}
 	if wasOpen {
 		s.upgraded.Add(-1)
 		if c.closeReason != reason.None {
@@ -454,17 +514,38 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	}
 }
 
-// emit sends an audit event stamped with this connection's identity.
+// emit sends an audit event stamped with this connection's identity. A
+// refusal (Warning or above, with a reason) is also a strike against the
+// client address: SPEC §8 step 5 happens here, once, for every path.
 func (c *conn) emit(ls *loopState, e audit.Event) {
 	e.Conn = c.id
+	client := c.client()
 	if e.IP == "" {
-		e.IP = c.client().String()
+		e.IP = client.String()
 	}
 	e.PeerIP = c.peer.Addr().String()
+	g := ls.srv.opts.Guard
+	e.CountedPrefix = g.Counted(client).String()
+	if e.Reason != "" && isRefusal(e.Event) {
+		if r, ok := reason.Parse(e.Reason); ok && r != reason.BadClientIP {
+			g.Strike(client, r, ls.loop.Now)
+		}
+	}
 	if c.state != stateHandshake {
 		e.Proto = protoNames[c.proto]
 	}
 	ls.srv.emit(e)
+}
+
+// isRefusal reports whether event records a refusal, which counts as a
+// strike (weighted by reason in policy/bans: a slow consumer weighs
+// nothing, a replayed token a lot).
+func isRefusal(event string) bool {
+	switch event {
+	case "conn_rejected", "message_rejected", "auth_failed", "subscribe_denied":
+		return true
+	}
+	return false
 }
 
 func (c *conn) emitReject(ls *loopState, r reason.Reason, status int, detail string) {
@@ -479,6 +560,64 @@ func (s *Server) emit(e audit.Event) {
 	s.opts.Audit.Emit(e)
 }
 
+// proxyHeader consumes the PROXY protocol header at the start of b and
+// returns the bytes after it. ok is false when more bytes are needed (b
+// has been kept) or the connection was refused.
+func (c *conn) proxyHeader(ls *loopState, b []byte) (rest []byte, ok bool) {
+	s := ls.srv
+	h, n, err := clientip.ParseProxyHeader(b)
+	if errors.Is(err, clientip.ErrNeedMore) {
+		c.keepPartial(ls, b)
+		return nil, false
+	}
+	var client netip.Addr
+	why := reason.None
+	if err == nil {
+		client, why = s.opts.ClientIP.FromProxyHeader(c.peer.Addr(), h)
+	}
+	if err != nil || why != reason.None {
+		detail := "missing or malformed PROXY protocol header"
+		if err != nil {
+			detail = capString(err.Error(), 200)
+		}
+		s.rejected.Add(1)
+		writeRaw(int(c.fd), httpReject(http.StatusBadRequest, reason.ProxyHeader, "PROXY protocol header required", 0))
+		c.emitReject(ls, reason.ProxyHeader, http.StatusBadRequest, detail)
+		c.finish(ls, reason.ProxyHeader, 0, false)
+		return nil, false
+	}
+	c.flags |= flagProxyDone
+	if client != c.peer.Addr() {
+		c.proxied = &client
+	}
+	rest = b[n:]
+	if c.hs != nil {
+		// Keep only what follows the header in the pooled buffer.
+		*c.hs = (*c.hs)[:copy(*c.hs, rest)]
+		rest = *c.hs
+	}
+	if len(rest) == 0 {
+		return nil, false
+	}
+	return rest, true
+}
+
+// keepPartial keeps an incomplete request (or PROXY header) until more
+// bytes arrive. b is either the pooled buffer itself or a slice of the
+// loop's shared read buffer, which must be copied.
+func (c *conn) keepPartial(ls *loopState, b []byte) {
+	if c.hs != nil {
+		return // b is *c.hs, already kept
+	}
+	lim := ls.srv.opts.Limits.HandshakeBytes
+	hs := hsPool.Get().(*[]byte)
+	if cap(*hs) < lim {
+		*hs = make([]byte, 0, lim)
+	}
+	*hs = append((*hs)[:0], b...)
+	c.hs = hs
+}
+
 // writeRaw writes b once, best effort, on a non-blocking socket: used for
 // rejections and resets where nothing further is owed to the peer.
 func writeRaw(fd int, b []byte) {
@@ -489,37 +628,50 @@ var crlfcrlf = []byte("\r\n\r\n")
 
 func (c *conn) handshake(ls *loopState, b []byte) {
 	lim := &ls.srv.opts.Limits
+	if ls.srv.opts.ProxyProtocol && c.flags&flagProxyDone == 0 {
+		var ok bool
+		if b, ok = c.proxyHeader(ls, b); !ok {
+			return
+		}
+	}
 	end := bytes.Index(b, crlfcrlf)
 	if end < 0 {
 		if len(b) >= lim.HandshakeBytes {
 			ls.srv.rejected.Add(1)
-			writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large"))
+			writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large", 0))
 			c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
 			c.finish(ls, reason.HandshakeTooLarge, 0, false)
 			return
 		}
-		if c.hs == nil {
-			hs := hsPool.Get().(*[]byte)
-			if cap(*hs) < lim.HandshakeBytes {
-				*hs = make([]byte, 0, lim.HandshakeBytes)
-			}
-			*hs = append((*hs)[:0], b...)
-			c.hs = hs
-		}
+		c.keepPartial(ls, b)
 		return
 	}
 	end += len(crlfcrlf)
 	if end > lim.HandshakeBytes {
 		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large"))
+		writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large", 0))
 		c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
 		c.finish(ls, reason.HandshakeTooLarge, 0, false)
 		return
 	}
-	res := ls.upgrader.upgrade(c, b[:end])
-	if res.reject != reason.None {
+	if r := c.closeReason; r != reason.None {
+		// Refused at accept for a rate or cap: the request is in, so the
+		// answer will be read rather than lost to a reset.
+		retry := time.Duration(c.nextPing)
 		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(res.status, res.reject, res.message))
+		writeRaw(int(c.fd), httpReject(http.StatusTooManyRequests, r, "too many requests from this address", retry))
+		c.emitReject(ls, r, http.StatusTooManyRequests, "")
+		c.finish(ls, r, 0, false)
+		return
+	}
+	res := ls.upgrader.upgrade(c, b[:end], ls.loop.Now)
+	if res.reject != reason.None {
+		if res.client.IsValid() && res.client != c.client() {
+			a := res.client // audit the derived client, not the proxy
+			c.proxied = &a
+		}
+		ls.srv.rejected.Add(1)
+		writeRaw(int(c.fd), httpReject(res.status, res.reject, res.message, res.retry))
 		c.emitReject(ls, res.reject, res.status, res.detail)
 		c.finish(ls, res.reject, 0, false)
 		return
@@ -528,9 +680,16 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 	// The response goes first, then the welcome frame, in one write.
 	c.state = stateOpen
 	c.proto = res.proto
-	if res.client.IsValid() && res.client != c.peer.Addr() {
+	if res.client.IsValid() && res.client != c.client() {
 		a := res.client
 		c.proxied = &a
+	}
+	if res.slot {
+		c.flags |= flagSlot
+	}
+	if res.badFwd {
+		c.emit(ls, audit.Event{Event: "conn_rejected", Severity: audit.Warning, Stage: audit.StageHandshake,
+			Reason: reason.BadClientIP.String(), Detail: "garbage forwarding header from a trusted proxy; its own address is used"})
 	}
 	ls.srv.upgraded.Add(1)
 	c.out = append(c.out, res.response)

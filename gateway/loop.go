@@ -113,24 +113,71 @@ func (ls *loopState) accept() {
 			unix.Close(fd)
 			continue
 		}
-		if s.conns.Load() >= int64(s.opts.Limits.MaxConnections) {
-			s.rejected.Add(1)
-			writeRaw(fd, httpReject(503, reason.GlobalConnections, "server at its connection limit"))
-			unix.Close(fd)
-			s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: peer.Addr().String(),
-				PeerIP: peer.Addr().String(), Stage: audit.StageAccept, Reason: reason.GlobalConnections.String(), Code: 503})
-			continue
-		}
-		ls.open(fd, peer)
+		ls.admit(fd, peer)
 	}
 }
 
-func (ls *loopState) open(fd int, peer netip.AddrPort) {
+// admit runs the accept stage of the pipeline (SPEC §8 step 1) for a new
+// socket: blocked and banned addresses are reset before a byte is read;
+// over a rate or connection cap the request is read and answered 429.
+func (ls *loopState) admit(fd int, peer netip.AddrPort) {
+	s := ls.srv
+	addr := peer.Addr()
+	proxy := s.opts.ClientIP.Trusted(addr)
+	if s.opts.ProxyProtocol && !proxy {
+		s.refuse(fd, peer, reason.ProxyHeader, "PROXY protocol required; peer is not a trusted proxy")
+		return
+	}
+	v := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
+	switch v.Reason {
+	case reason.None:
+	case reason.Blocked, reason.Banned:
+		s.refuse(fd, peer, v.Reason, "")
+		return
+	default:
+		// A rate or cap: answer 429 once the request is in, so the
+		// client reads why instead of a reset.
+		ls.open(fd, peer, false, v)
+		return
+	}
+	if s.conns.Load() >= int64(s.opts.Limits.MaxConnections) {
+		if !proxy {
+			s.opts.Guard.Release(addr)
+		}
+		s.rejected.Add(1)
+		writeRaw(fd, httpReject(503, reason.GlobalConnections, "server at its connection limit", 0))
+		unix.Close(fd)
+		s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: addr.String(), PeerIP: addr.String(),
+			CountedPrefix: s.opts.Guard.Counted(addr).String(), Stage: audit.StageAccept,
+			Reason: reason.GlobalConnections.String(), Code: 503})
+		return
+	}
+	ls.open(fd, peer, !proxy, Verdict{})
+}
+
+// refuse resets a socket at accept without reading from it: SO_LINGER 0
+// sends RST and leaves no TIME_WAIT behind, which matters under a flood.
+func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, detail string) {
+	s.rejected.Add(1)
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	unix.Close(fd)
+	addr := peer.Addr()
+	s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: addr.String(), PeerIP: addr.String(),
+		CountedPrefix: s.opts.Guard.Counted(addr).String(), Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
+}
+
+// open registers an accepted socket in the handshake state. slot says it
+// holds a Guard slot for the peer; a non-zero pending verdict is answered
+// (429) as soon as the request is complete.
+func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdict) {
 	s := ls.srv
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.opts.Limits.SendBufferBytes)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	if err != nil {
+		if slot {
+			s.opts.Guard.Release(peer.Addr())
+		}
 		unix.Close(fd)
 		return
 	}
@@ -147,6 +194,13 @@ func (ls *loopState) open(fd int, peer netip.AddrPort) {
 		state:  stateHandshake,
 	}
 	c.parser.Limits = &s.frameLimits
+	if slot {
+		c.flags |= flagSlot
+	}
+	if pending.Reason != reason.None {
+		c.closeReason = pending.Reason
+		c.nextPing = int64(pending.RetryAfter)
+	}
 	ls.conns[fd] = c
 	ls.nconns++
 	s.conns.Add(1)

@@ -27,7 +27,9 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
@@ -46,6 +48,7 @@ type Limits struct {
 	WriteStallTimeout    time.Duration // time without write progress before it is a slow consumer (10 s)
 	MaxSubscriptionsConn int           // subscriptions per connection (100)
 	SendBufferBytes      int           // SO_SNDBUF per connection (64 KiB)
+	MsgRate              Rate          // messages per connection; zero PerSecond: unlimited
 }
 
 func (l *Limits) setDefaults() {
@@ -79,12 +82,23 @@ type Options struct {
 	Loops   int    // event loops; 0 means GOMAXPROCS
 	Limits  Limits
 
+	Guard         Guard              // blocklist, bans, per-address limits; nil admits everyone
+	ClientIP      *clientip.Resolver // trusted proxies and the forwarding header; nil trusts none
+	ProxyProtocol bool               // require a PROXY v1/v2 header from trusted proxies
+
 	Origins *origin.Checker   // Origin policy
 	Topics  *topics.Set       // topic rules
-	Tokens  *tokens.Store     // token source
+	Tokens  TokenSource       // token source: policy/tokens (store) or policy/jwt
 	Schema  *schema.Validator // client message validation (JSON Schema)
 	Audit   audit.Sink
 	Log     *logrus.Logger
+}
+
+// TokenSource redeems client tokens (SPEC §6): the first connection that
+// presents a valid token redeems it, any other gets reason.TokenReplayed.
+// Grants are shared and read-only. Safe for concurrent use.
+type TokenSource interface {
+	Redeem(token string, conn uint64, now time.Time) (*tokens.Grant, reason.Reason)
 }
 
 // Server is a running gateway. Create with Start.
@@ -109,8 +123,8 @@ type Server struct {
 	closing      atomic.Bool
 }
 
-// Start opens the listeners and runs the event loops.
-func Start(o Options) (*Server, error) {
+// setDefaults fills zero options with their defaults and checks the rest.
+func (o *Options) setDefaults() error {
 	o.Limits.setDefaults()
 	if o.Loops <= 0 {
 		o.Loops = runtime.GOMAXPROCS(0)
@@ -124,8 +138,29 @@ func Start(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
+	if o.Guard == nil {
+		o.Guard = openGuard{}
+	}
+	if o.ClientIP == nil {
+		r, err := clientip.NewResolver(nil, "")
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		o.ClientIP = r
+	}
+	if o.ProxyProtocol && !o.ClientIP.HasTrusted() {
+		return errors.New("gateway: ProxyProtocol needs trusted proxies")
+	}
 	if o.Tokens == nil || o.Topics == nil || o.Origins == nil || o.Schema == nil {
-		return nil, errors.New("gateway: Tokens, Topics, Schema and Origins are required")
+		return errors.New("gateway: Tokens, Topics, Schema and Origins are required")
+	}
+	return nil
+}
+
+// Start opens the listeners and runs the event loops.
+func Start(o Options) (*Server, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
 	}
 	var boot [4]byte
 	_, _ = rand.Read(boot[:])

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -38,6 +39,15 @@ type upgrader struct {
 	rejectR   reason.Reason
 	rejectS   int
 	rejectM   string
+	retry     time.Duration // Retry-After of a 429
+
+	c      *conn    // the connection being upgraded
+	fwdOn  bool     // the sender is a trusted proxy: read its forwarding header
+	fwd    []string // every line of the forwarding header, in order
+	client netip.Addr
+	badFwd bool // the forwarding header was garbage (the sender's address is used)
+	slot   bool // a Guard slot was taken for client
+	now    time.Time
 
 	in  bytes.Reader
 	out bytes.Buffer
@@ -46,10 +56,13 @@ type upgrader struct {
 type upgradeResult struct {
 	reject   reason.Reason // None on success
 	status   int
-	message  string // for the client
-	detail   string // for the audit trail
+	message  string        // for the client
+	detail   string        // for the audit trail
+	retry    time.Duration // Retry-After of a 429
 	proto    proto
-	client   netip.Addr
+	client   netip.Addr // derived client address
+	badFwd   bool       // a trusted proxy sent a garbage forwarding header
+	slot     bool       // a Guard slot was taken for client
 	response []byte
 }
 
@@ -73,6 +86,12 @@ func (up *upgrader) init(ls *loopState) {
 			return nil
 		},
 		OnHeader: func(key, value []byte) error {
+			if up.fwdOn && ls.srv.opts.ClientIP.IsHeader(key) {
+				if len(up.fwd) >= maxForwardLines {
+					return up.reject(reason.BadClientIP, http.StatusBadRequest, "too many forwarding header lines")
+				}
+				up.fwd = append(up.fwd, string(value))
+			}
 			if bytes.EqualFold(key, []byte("Origin")) {
 				if up.hasOrigin {
 					return up.reject(reason.BadOrigin, http.StatusForbidden, "more than one Origin header")
@@ -107,8 +126,41 @@ func (up *upgrader) init(ls *loopState) {
 			if r := ls.srv.opts.Origins.Check(string(up.origin), up.hasOrigin, string(up.host), false); r != reason.None {
 				return nil, up.reject(r, http.StatusForbidden, "origin not allowed")
 			}
-			return nil, nil
+			return nil, up.admitClient()
 		},
+	}
+}
+
+// maxForwardLines bounds the forwarding header lines read from a proxy.
+const maxForwardLines = 16
+
+// admitClient derives the client address (SPEC §8 step 2) and, when a
+// trusted proxy sent the request, runs the accept checks again for it.
+func (up *upgrader) admitClient() error {
+	s := up.ls.srv
+	c := up.c
+	sender := c.client() // the peer, or the address a PROXY header gave
+	up.client = sender
+	if up.fwdOn {
+		client, why := s.opts.ClientIP.FromHeaders(sender, up.fwd)
+		up.client = client
+		up.badFwd = why == reason.BadClientIP
+	}
+	if c.flags&flagSlot != 0 {
+		// A direct client: it was admitted at accept, and a forwarding
+		// header from it is not believed.
+		return nil
+	}
+	v := s.opts.Guard.Admit(up.client, true, up.now)
+	switch v.Reason {
+	case reason.None:
+		up.slot = true
+		return nil
+	case reason.Blocked, reason.Banned:
+		return up.reject(v.Reason, http.StatusForbidden, "address refused")
+	default:
+		up.retry = v.RetryAfter
+		return up.reject(v.Reason, http.StatusTooManyRequests, "too many requests from this address")
 	}
 }
 
@@ -121,11 +173,15 @@ func (up *upgrader) reject(r reason.Reason, status int, msg string) error {
 
 // upgrade validates the request in req (complete, ending in a blank line)
 // for c and returns the response to send or why it was refused.
-func (up *upgrader) upgrade(c *conn, req []byte) upgradeResult {
+func (up *upgrader) upgrade(c *conn, req []byte, now time.Time) upgradeResult {
+	up.now = now
 	up.path, up.host, up.origin = up.path[:0], up.host[:0], up.origin[:0]
 	up.hasOrigin, up.offered, up.chosen = false, false, false
 	up.proto = protoNative
-	up.rejectR, up.rejectS, up.rejectM = reason.None, 0, ""
+	up.rejectR, up.rejectS, up.rejectM, up.retry = reason.None, 0, "", 0
+	up.c, up.fwd, up.client, up.badFwd, up.slot = c, up.fwd[:0], netip.Addr{}, false, false
+	r := up.ls.srv.opts.ClientIP
+	up.fwdOn = r.HasTrusted() && r.Trusted(c.client())
 	up.in.Reset(req)
 	up.out.Reset()
 
@@ -135,7 +191,14 @@ func (up *upgrader) upgrade(c *conn, req []byte) upgradeResult {
 		if up.rejectR == reason.BadOrigin && up.hasOrigin {
 			detail = "origin " + strconv.Quote(capString(string(up.origin), 200))
 		}
-		return upgradeResult{reject: up.rejectR, status: up.rejectS, message: up.rejectM, detail: detail}
+		res := upgradeResult{reject: up.rejectR, status: up.rejectS, message: up.rejectM, detail: detail,
+			retry: up.retry, client: up.client, badFwd: up.badFwd}
+		if up.slot {
+			// Refused after the client was admitted (cannot happen today:
+			// admission is the last check); give the slot back.
+			up.ls.srv.opts.Guard.Release(up.client)
+		}
+		return res
 	}
 	if err != nil {
 		status := http.StatusBadRequest
@@ -146,7 +209,8 @@ func (up *upgrader) upgrade(c *conn, req []byte) upgradeResult {
 			message: "not a valid WebSocket upgrade request", detail: capString(err.Error(), 200)}
 	}
 	resp := append([]byte(nil), up.out.Bytes()...)
-	return upgradeResult{proto: up.proto, client: c.peer.Addr(), response: resp}
+	up.c = nil
+	return upgradeResult{proto: up.proto, client: up.client, badFwd: up.badFwd, slot: up.slot, response: resp}
 }
 
 func capString(s string, n int) string {
@@ -157,10 +221,15 @@ func capString(s string, n int) string {
 }
 
 // httpReject renders a refusal: a JSON error body and Connection: close.
-func httpReject(status int, r reason.Reason, msg string) []byte {
+// A non-zero retry adds Retry-After (whole seconds, at least 1).
+func httpReject(status int, r reason.Reason, msg string, retry time.Duration) []byte {
 	body := fmt.Sprintf(`{"error":%q,"message":%q}`, r.String(), msg)
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
+	extra := ""
+	if retry > 0 {
+		extra = fmt.Sprintf("Retry-After: %d\r\n", int64(max(1, (retry+time.Second-1)/time.Second)))
+	}
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), extra, body)
 }
 
 // memConn is the in-memory "connection" the Upgrader reads the complete

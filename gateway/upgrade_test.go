@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
@@ -15,7 +17,11 @@ func testUpgrader(t testing.TB) (*upgrader, *conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls := &loopState{srv: &Server{opts: Options{Path: "/ws", Origins: chk}}}
+	o := Options{Path: "/ws", Origins: chk}
+	o.Limits.setDefaults()
+	o.Guard = openGuard{}
+	o.ClientIP, _ = clientip.NewResolver(nil, "")
+	ls := &loopState{srv: &Server{opts: o}}
 	ls.upgrader.init(ls)
 	return &ls.upgrader, &conn{peer: netip.MustParseAddrPort("127.0.0.1:5000")}
 }
@@ -47,7 +53,7 @@ func TestUpgrade(t *testing.T) {
 		if c.path != "" {
 			req = strings.Replace(req, "/ws?x=1", c.path, 1)
 		}
-		res := up.upgrade(cn, []byte(req))
+		res := up.upgrade(cn, []byte(req), time.Now())
 		if res.reject != c.reject || (c.reject != reason.None && res.status != c.status) {
 			t.Errorf("%s: reject %v %d, want %v %d", c.name, res.reject, res.status, c.reject, c.status)
 			continue
@@ -66,7 +72,7 @@ func TestUpgrade(t *testing.T) {
 }
 
 func TestHTTPRejectIsJSON(t *testing.T) {
-	b := httpReject(403, reason.BadOrigin, "origin not allowed")
+	b := httpReject(403, reason.BadOrigin, "origin not allowed", 0)
 	if !bytes.HasPrefix(b, []byte("HTTP/1.1 403 Forbidden\r\n")) || !bytes.Contains(b, []byte("Connection: close")) ||
 		!bytes.HasSuffix(b, []byte(`{"error":"bad_origin","message":"origin not allowed"}`)) {
 		t.Fatalf("%q", b)
@@ -81,7 +87,7 @@ func FuzzUpgrade(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		up, cn := testUpgrader(t)
-		res := up.upgrade(cn, append(in, "\r\n\r\n"...))
+		res := up.upgrade(cn, append(in, "\r\n\r\n"...), time.Now())
 		if res.reject == reason.None {
 			if !bytes.HasPrefix(res.response, []byte("HTTP/1.1 101")) {
 				t.Fatalf("accepted with %q", res.response)
