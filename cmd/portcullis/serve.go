@@ -24,6 +24,8 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway"
 	"github.com/portcullis-gw/portcullis/gateway/admin"
 	"github.com/portcullis-gw/portcullis/gateway/config"
+	"github.com/portcullis-gw/portcullis/policy/clientip"
+	jwttoken "github.com/portcullis-gw/portcullis/policy/jwt"
 	"github.com/portcullis-gw/portcullis/policy/origin"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
@@ -166,7 +168,14 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("schemas: %v", err)
 	}
-	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
+	src, err := tokenSource(cfg)
+	if err != nil {
+		return failf("%v", err)
+	}
+	resolver, err := clientip.NewResolver(cfg.TrustedProxies, cfg.ClientIPHeader)
+	if err != nil {
+		return failf("%v", err)
+	}
 
 	srv, err := gateway.Start(gateway.Options{
 		Listen:  cfg.Listen,
@@ -181,13 +190,16 @@ func serve(cfg *config.Config, logLevel string) error {
 			WriteQueueBytes:      cfg.Limits.WriteQueueBytes,
 			WriteStallTimeout:    cfg.Limits.WriteStallTimeout,
 			MaxSubscriptionsConn: cfg.Limits.MaxSubscriptionsPerConn,
+			MsgRate:              gateway.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
 		},
-		Origins: orig,
-		Topics:  rules,
-		Tokens:  store,
-		Schema:  val,
-		Audit:   aw,
-		Log:     log,
+		ClientIP:      resolver,
+		ProxyProtocol: cfg.ProxyProtocol,
+		Origins:       orig,
+		Topics:        rules,
+		Tokens:        src.redeemer,
+		Schema:        val,
+		Audit:         aw,
+		Log:           log,
 	})
 	if err != nil {
 		return failf("%v", err)
@@ -196,7 +208,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	api := admin.New(admin.Options{
 		Key:       adminKey,
 		Publisher: srv,
-		Tokens:    store,
+		Tokens:    src.minter,
 		Stats:     func() any { return srv.Stats() },
 		Ready: func() error {
 			if !aw.Healthy() {
@@ -236,7 +248,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		for {
 			select {
 			case now := <-t.C:
-				store.Sweep(now)
+				src.sweep(now)
 			case <-stopSweep:
 				return
 			}
@@ -262,6 +274,31 @@ func serve(cfg *config.Config, logLevel string) error {
 		return failf("close audit trail: %v", err)
 	}
 	return nil
+}
+
+// tokens is the configured token source seen from its three users.
+type tokenSrc struct {
+	redeemer gateway.TokenSource
+	minter   admin.Minter // nil for jwt: the site mints
+	sweep    func(now time.Time) int
+}
+
+// tokenSource builds the store or jwt source of tokens.source.
+func tokenSource(cfg *config.Config) (tokenSrc, error) {
+	if cfg.Tokens.Source == "jwt" {
+		j := cfg.Tokens.JWT
+		src, err := jwttoken.Load(jwttoken.Config{
+			Options:    jwttoken.Options{Algorithms: j.Algorithms, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries},
+			SecretEnv:  j.SecretEnv,
+			SecretFile: j.SecretFile, PublicKeyFile: j.PublicKeyFile,
+		}, os.Getenv)
+		if err != nil {
+			return tokenSrc{}, fmt.Errorf("tokens.jwt: %w", err)
+		}
+		return tokenSrc{redeemer: src, sweep: src.Sweep}, nil
+	}
+	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
+	return tokenSrc{redeemer: store, minter: store, sweep: store.Sweep}, nil
 }
 
 // topicRules compiles the config's topic rules.

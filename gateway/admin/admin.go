@@ -38,7 +38,7 @@ type Minter interface {
 type Options struct {
 	Key       string // bearer key
 	Publisher Publisher
-	Tokens    Minter
+	Tokens    Minter // nil when tokens come from elsewhere (tokens.source: jwt)
 	Stats     func() any       // body of GET /v1/stats
 	Ready     func() error     // nil when ready to serve
 	Audit     audit.Sink       // admin actions and refusals
@@ -192,6 +192,11 @@ func validUserID(s string) bool {
 }
 
 func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
+	if a.o.Tokens == nil {
+		a.refuse(w, r, http.StatusConflict, "tokens_from_site",
+			"this gateway verifies JWTs the site signs (tokens.source: jwt); it does not mint tokens")
+		return
+	}
 	var req tokenRequest
 	if err := decode(r, &req); err != nil {
 		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())

@@ -22,6 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
@@ -150,13 +151,9 @@ func loadSecret(cfg Config, getenv func(string) string) ([]byte, error) {
 	return secret, nil
 }
 
-// Grant is what a redeemed token proves.
-type Grant struct {
-	UserID  string    // the sub claim
-	Topics  []string  // topics or patterns the token is limited to; empty: any
-	Expires time.Time // the exp claim
-	FP      string    // token fingerprint for logs: first 8 hex of SHA-256
-}
+// Grant is what a redeemed token proves: the same type as the store
+// source's, so the gateway treats both sources alike.
+type Grant = tokens.Grant
 
 // claims are the JWT claims this source reads.
 type claims struct {
@@ -231,19 +228,19 @@ func (s *Source) keyFor(t *jwt.Token) (any, error) {
 // TokenInvalid (malformed, algorithm not allowed, bad signature, a claim
 // missing or out of bounds, nbf or iat in the future), Internal (conn is
 // zero, or the replay cache is full — see replayCache).
-func (s *Source) Redeem(token string, conn uint64, now time.Time) (Grant, reason.Reason) {
+func (s *Source) Redeem(token string, conn uint64, now time.Time) (*Grant, reason.Reason) {
 	if token == "" {
-		return Grant{}, reason.TokenMissing
+		return nil, reason.TokenMissing
 	}
 	if conn == 0 {
-		return Grant{}, reason.Internal
+		return nil, reason.Internal
 	}
 	if len(token) > MaxTokenLen {
-		return Grant{}, reason.TokenInvalid
+		return nil, reason.TokenInvalid
 	}
 	var c claims
 	if _, err := s.parser.ParseWithClaims(token, &c, s.keyFor); err != nil {
-		return Grant{}, reason.TokenInvalid
+		return nil, reason.TokenInvalid
 	}
 	v := jwt.NewValidator(
 		jwt.WithLeeway(s.opts.Leeway),
@@ -253,22 +250,22 @@ func (s *Source) Redeem(token string, conn uint64, now time.Time) (Grant, reason
 	)
 	if err := v.Validate(&c); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return Grant{}, reason.TokenExpired
+			return nil, reason.TokenExpired
 		}
-		return Grant{}, reason.TokenInvalid
+		return nil, reason.TokenInvalid
 	}
 	exp := c.ExpiresAt.Time
 	if exp.After(now.Add(s.opts.MaxTTL + s.opts.Leeway)) {
-		return Grant{}, reason.TokenInvalid
+		return nil, reason.TokenInvalid
 	}
 	if !validUserID(c.Subject) || c.ID == "" || len(c.ID) > MaxJTILen || !validTopics(c.Topics) {
-		return Grant{}, reason.TokenInvalid
+		return nil, reason.TokenInvalid
 	}
 	digest := sha256.Sum256([]byte(token))
 	if r := s.cache.redeem(sha256.Sum256([]byte(c.ID)), digest, conn, exp.Add(s.opts.Leeway), now); r != reason.None {
-		return Grant{}, r
+		return nil, r
 	}
-	return Grant{UserID: c.Subject, Topics: c.Topics, Expires: exp, FP: fingerprint(digest)}, reason.None
+	return &Grant{UserID: c.Subject, Topics: c.Topics, Expires: exp, FP: fingerprint(digest)}, reason.None
 }
 
 // Sweep drops the jtis whose tokens can no longer be valid and returns how
