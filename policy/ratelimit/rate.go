@@ -1,0 +1,143 @@
+// Package ratelimit owns Portcullis's per-address and per-connection rate
+// limits (SPEC §8 steps 1 and 3): the connection-attempt token bucket, the
+// handshake-failure token bucket and the concurrent connection count of
+// every counted address prefix, held in a bounded table (LRU eviction, TTL
+// sweep), and the lazily allocated per-connection message limiter.
+//
+// Buckets follow nginx `limit_req rate=r burst=B nodelay`: r events per
+// second on average and B more at once, i.e. rate.NewLimiter(r, B+1) asked
+// with AllowN(now, 1). Nothing here ever waits: a refused event is refused.
+// Time is always a parameter (now), so tests drive a fake clock.
+//
+// Keys are the counted prefixes of clientip.Key (IPv4 /32, IPv6 /64 by
+// default, ::ffff: forms unified); this package does not compute them.
+// It imports only the standard library, golang.org/x/time/rate and
+// policy/reason, and never imports gateway, audit or alerting: callers turn
+// a Verdict into a close, an audit event and a strike.
+package ratelimit
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// MaxBurst is the largest Rate.Burst accepted (events).
+const MaxBurst = 1 << 30
+
+// Defaults of SPEC §12 (`limits:`), for callers that build a Config without
+// the config package (tests, tools). The config package supplies its own.
+var (
+	DefaultConnRate          = Rate{PerSecond: 10, Burst: 20} // connection attempts per address
+	DefaultHandshakeFailRate = Rate{PerSecond: 1, Burst: 10}  // failed handshakes per address
+	DefaultMsgRate           = Rate{PerSecond: 20, Burst: 40} // messages per connection
+)
+
+// Rate is a token bucket with nginx limit_req ... nodelay semantics:
+// PerSecond events per second on average, and Burst events above that
+// rate allowed at once (so Burst+1 events pass at once from a full bucket).
+//
+// A Rate whose PerSecond is zero or negative disables its check: every
+// event is allowed. This package applies no default to a Rate — the
+// config layer supplies the defaults of SPEC §12 and rejects a
+// non-positive rate there, so "disabled" is only reachable on purpose.
+type Rate struct {
+	PerSecond float64 // events per second; <= 0 disables the check
+	Burst     int     // events above the rate allowed at once; >= 0
+}
+
+// Enabled reports whether r limits anything (PerSecond > 0).
+func (r Rate) Enabled() bool { return r.PerSecond > 0 }
+
+// Validate reports a Rate that cannot be used: a NaN or infinite
+// PerSecond, or a Burst outside 0..MaxBurst.
+func (r Rate) Validate() error {
+	switch {
+	case math.IsNaN(r.PerSecond) || math.IsInf(r.PerSecond, 0):
+		return fmt.Errorf("ratelimit: rate %v per second: must be a finite number", r.PerSecond)
+	case r.Burst < 0 || r.Burst > MaxBurst:
+		return fmt.Errorf("ratelimit: burst %d: must be between 0 and %d", r.Burst, MaxBurst)
+	}
+	return nil
+}
+
+// String formats r as "10/s burst 20", or "off" when disabled.
+func (r Rate) String() string {
+	if !r.Enabled() {
+		return "off"
+	}
+	return fmt.Sprintf("%g/s burst %d", r.PerSecond, r.Burst)
+}
+
+// NewLimiter returns a full bucket for r: rate.NewLimiter(PerSecond,
+// Burst+1). Ask it with AllowN(now, 1), never Wait. A disabled r gives a
+// limiter that allows every event.
+func (r Rate) NewLimiter() *rate.Limiter {
+	if !r.Enabled() {
+		return rate.NewLimiter(rate.Inf, 1)
+	}
+	return rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst+1)
+}
+
+// refill is the time an empty bucket of r takes to be full again; zero
+// when r is disabled.
+func (r Rate) refill() time.Duration {
+	if !r.Enabled() {
+		return 0
+	}
+	d := float64(r.Burst+1) / r.PerSecond * float64(time.Second)
+	if d >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(math.Ceil(d))
+}
+
+// Idle reports whether l is a full bucket at now, so that dropping it and
+// later starting over with r.NewLimiter() changes nothing. A nil l is a
+// full bucket; a limiter of a disabled Rate is always idle.
+func Idle(l *rate.Limiter, now time.Time) bool {
+	if l == nil || l.Limit() == rate.Inf {
+		return true
+	}
+	return l.TokensAt(now) >= float64(l.Burst())
+}
+
+// ConnLimiter is the per-connection message rate limit (`limits.msg_rate`)
+// at the cost of one pointer per connection: it holds a *rate.Limiter
+// (~80 B) only while the connection's bucket is not full. The zero value
+// is a full bucket and ready to use.
+//
+// The pattern: call Allow for every message; call Trim now and then (the
+// ping tick is a good moment) so an idle connection gives its limiter back.
+// Pass the same Rate every time: a changed Rate takes effect once the
+// bucket was trimmed.
+//
+// A ConnLimiter is not safe for concurrent use; it belongs to the
+// goroutine that reads the connection.
+type ConnLimiter struct {
+	l *rate.Limiter // nil: full bucket
+}
+
+// Allow reports whether one more message may pass at now under r,
+// allocating the bucket if the connection was idle. A disabled r allows
+// every message and allocates nothing.
+func (c *ConnLimiter) Allow(r Rate, now time.Time) bool {
+	if !r.Enabled() {
+		return true
+	}
+	if c.l == nil {
+		c.l = r.NewLimiter()
+	}
+	return c.l.AllowN(now, 1)
+}
+
+// Trim drops the bucket if it is full at now and reports whether the
+// ConnLimiter now holds nothing.
+func (c *ConnLimiter) Trim(now time.Time) bool {
+	if Idle(c.l, now) {
+		c.l = nil
+	}
+	return c.l == nil
+}
