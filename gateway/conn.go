@@ -658,9 +658,13 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 		// Refused at accept for a rate or cap: the request is in, so the
 		// answer will be read rather than lost to a reset.
 		retry := time.Duration(c.nextPing)
+		status, msg := http.StatusTooManyRequests, "too many requests from this address"
+		if r == reason.GlobalConnections {
+			status, msg = http.StatusServiceUnavailable, "server at its connection limit"
+		}
 		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(http.StatusTooManyRequests, r, "too many requests from this address", retry))
-		c.emitReject(ls, r, http.StatusTooManyRequests, "")
+		writeRaw(int(c.fd), httpReject(status, r, msg, retry))
+		c.emitReject(ls, r, status, "")
 		c.finish(ls, r, 0, false)
 		return
 	}

@@ -20,8 +20,11 @@ type Guard interface {
 	// handshake has revealed it. With limit false (the peer is a trusted
 	// proxy whose clients are limited one by one later) only the
 	// blocklist and bans apply. On success with limit true the connection
-	// holds one of addr's slots until Release.
-	Admit(addr netip.Addr, limit bool, now time.Time) Verdict
+	// holds one of addr's slots until Release. A refusal returns its
+	// reason, for rate limits when to try again, and the prefix it is
+	// audited under (a ban's whole prefix: a flood from a banned /16
+	// folds into a few summary lines instead of one line per address).
+	Admit(addr netip.Addr, limit bool, now time.Time) (refused reason.Reason, retryAfter time.Duration, counted netip.Prefix)
 	// Release gives back the slot Admit took for addr.
 	Release(addr netip.Addr)
 	// Strike counts failure r against addr; it may ban addr (the ban is
@@ -32,7 +35,7 @@ type Guard interface {
 	Counted(addr netip.Addr) netip.Prefix
 }
 
-// Verdict is Admit's decision. The zero value admits.
+// Verdict is an admission decision. The zero value admits.
 type Verdict struct {
 	Reason     reason.Reason // None: admitted
 	RetryAfter time.Duration // for rate limits: when to try again
@@ -42,7 +45,9 @@ type Verdict struct {
 // carries no Guard (tests of the core, benchmarks of the bare reactor).
 type openGuard struct{}
 
-func (openGuard) Admit(netip.Addr, bool, time.Time) Verdict   { return Verdict{} }
+func (openGuard) Admit(netip.Addr, bool, time.Time) (reason.Reason, time.Duration, netip.Prefix) {
+	return 0, 0, netip.Prefix{}
+}
 func (openGuard) Release(netip.Addr)                          {}
 func (openGuard) Strike(netip.Addr, reason.Reason, time.Time) {}
 func (openGuard) Counted(a netip.Addr) netip.Prefix {

@@ -125,14 +125,15 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 	addr := peer.Addr()
 	proxy := s.opts.ClientIP.Trusted(addr)
 	if s.opts.ProxyProtocol && !proxy {
-		s.refuse(fd, peer, reason.ProxyHeader, "PROXY protocol required; peer is not a trusted proxy")
+		s.refuse(fd, peer, reason.ProxyHeader, s.opts.Guard.Counted(addr), "PROXY protocol required; peer is not a trusted proxy")
 		return
 	}
-	v := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
+	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
+	v := Verdict{Reason: r, RetryAfter: retry}
 	switch v.Reason {
 	case reason.None:
 	case reason.Blocked, reason.Banned:
-		s.refuse(fd, peer, v.Reason, "")
+		s.refuse(fd, peer, v.Reason, counted, "")
 		return
 	default:
 		// A rate or cap: answer 429 once the request is in, so the
@@ -157,13 +158,16 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 
 // refuse resets a socket at accept without reading from it: SO_LINGER 0
 // sends RST and leaves no TIME_WAIT behind, which matters under a flood.
-func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, detail string) {
+func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, counted netip.Prefix, detail string) {
 	s.rejected.Add(1)
 	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	unix.Close(fd)
 	addr := peer.Addr()
+	if !counted.IsValid() {
+		counted = s.opts.Guard.Counted(addr)
+	}
 	s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: addr.String(), PeerIP: addr.String(),
-		CountedPrefix: s.opts.Guard.Counted(addr).String(), Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
+		CountedPrefix: counted.String(), Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
 }
 
 // open registers an accepted socket in the handshake state. slot says it

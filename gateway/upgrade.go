@@ -151,16 +151,16 @@ func (up *upgrader) admitClient() error {
 		// header from it is not believed.
 		return nil
 	}
-	v := s.opts.Guard.Admit(up.client, true, up.now)
-	switch v.Reason {
+	r, retry, _ := s.opts.Guard.Admit(up.client, true, up.now)
+	switch r {
 	case reason.None:
 		up.slot = true
 		return nil
 	case reason.Blocked, reason.Banned:
-		return up.reject(v.Reason, http.StatusForbidden, "address refused")
+		return up.reject(r, http.StatusForbidden, "address refused")
 	default:
-		up.retry = v.RetryAfter
-		return up.reject(v.Reason, http.StatusTooManyRequests, "too many requests from this address")
+		up.retry = retry
+		return up.reject(r, http.StatusTooManyRequests, "too many requests from this address")
 	}
 }
 

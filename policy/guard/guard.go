@@ -1,0 +1,249 @@
+// Package guard is the address-keyed part of the validation pipeline (SPEC
+// §8 steps 1 and 5) seen from the gateway: allow-list, blocklist, bans,
+// per-address rate and connection caps, and strikes that turn into bans.
+// It composes policy/blocklist, policy/ratelimit and policy/bans, audits
+// every ban and unban with its actor, and tells the gateway to close the
+// live connections of a newly banned prefix.
+//
+// guard imports audit (it emits events) but never gateway or alerting.
+package guard
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/policy/bans"
+	"github.com/portcullis-gw/portcullis/policy/clientip"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+// Lists are the static allow and deny lists (policy/blocklist.Set).
+type Lists interface {
+	Blocked(a netip.Addr) bool
+	Allowed(a netip.Addr) bool
+}
+
+// Options wire a Guard.
+type Options struct {
+	Lists      Lists            // allow and deny lists; nil: none
+	Limits     *ratelimit.Table // per-address rates and caps; required
+	Bans       *bans.Manager    // strikes and bans; required
+	IPv6Prefix int              // bits that count as one IPv6 client (64)
+	Audit      audit.Sink
+	Log        *logrus.Logger
+	// Disconnect closes (1008) every live connection inside p, without
+	// waiting: it is called from event loops.
+	Disconnect func(p netip.Prefix)
+}
+
+// Guard answers the gateway's accept-stage questions. It is safe for
+// simultaneous use by multiple goroutines.
+type Guard struct {
+	o Options
+}
+
+type noLists struct{}
+
+func (noLists) Blocked(netip.Addr) bool { return false }
+func (noLists) Allowed(netip.Addr) bool { return false }
+
+// New returns a Guard.
+func New(o Options) (*Guard, error) {
+	if o.Limits == nil || o.Bans == nil {
+		return nil, fmt.Errorf("guard: Limits and Bans are required")
+	}
+	if o.Lists == nil {
+		o.Lists = noLists{}
+	}
+	if o.Audit == nil {
+		o.Audit = audit.Discard{}
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	if o.Disconnect == nil {
+		o.Disconnect = func(netip.Prefix) {}
+	}
+	return &Guard{o: o}, nil
+}
+
+// Counted is the prefix addr is limited and banned under.
+func (g *Guard) Counted(addr netip.Addr) netip.Prefix { return clientip.Key(addr, g.o.IPv6Prefix) }
+
+// IPv6Prefix is the configured IPv6 client prefix length.
+func (g *Guard) IPv6Prefix() int {
+	if g.o.IPv6Prefix == 0 {
+		return clientip.DefaultIPv6Prefix
+	}
+	return g.o.IPv6Prefix
+}
+
+// Admit decides for a new connection from addr (SPEC §8 step 1): an
+// allow-listed address always passes and is never counted; a blocked or
+// banned one is refused; with limit, the address's connection rate and
+// open-connection cap apply and a success holds a slot until Release.
+//
+// counted is the prefix a refusal is audited under: the whole banned
+// prefix for a ban, else the address's counted key.
+func (g *Guard) Admit(addr netip.Addr, limit bool, now time.Time) (refused reason.Reason, retry time.Duration, counted netip.Prefix) {
+	if g.o.Lists.Allowed(addr) {
+		return reason.None, 0, netip.Prefix{}
+	}
+	if g.o.Lists.Blocked(addr) {
+		return reason.Blocked, 0, g.Counted(addr)
+	}
+	if b, banned := g.o.Bans.Banned(addr, now); banned {
+		return reason.Banned, 0, b.Prefix
+	}
+	if !limit {
+		return reason.None, 0, netip.Prefix{}
+	}
+	key := g.Counted(addr)
+	v := g.o.Limits.Admit(key, now)
+	if v.OK() {
+		return reason.None, 0, netip.Prefix{}
+	}
+	return v.Reason(), g.o.Limits.RetryAfter(key, now), key
+}
+
+// Release gives back the slot Admit took for addr.
+func (g *Guard) Release(addr netip.Addr) {
+	if g.o.Lists.Allowed(addr) {
+		return
+	}
+	g.o.Limits.Release(g.Counted(addr))
+}
+
+// handshakeReasons are the failures that count against an address's
+// handshake failure rate.
+func isHandshakeFailure(r reason.Reason) bool {
+	switch r {
+	case reason.HandshakeTimeout, reason.HandshakeTooLarge, reason.BadHandshake, reason.BadOrigin,
+		reason.BadSubprotocol, reason.BadPath, reason.ProxyHeader:
+		return true
+	}
+	return false
+}
+
+// Strike counts failure r against addr (SPEC §8 step 5). Allow-listed
+// addresses are never counted. A strike that bans is audited (critical)
+// and the prefix's live connections are closed.
+func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) {
+	if !addr.IsValid() || g.o.Lists.Allowed(addr) {
+		return
+	}
+	if isHandshakeFailure(r) {
+		g.o.Limits.HandshakeFailed(g.Counted(addr), now)
+	}
+	b, banned := g.o.Bans.Strike(addr, r, now)
+	if !banned {
+		return
+	}
+	g.banned(b, addr.String(), now)
+}
+
+// banned audits a new ban and, unless it is a dry run, closes the live
+// connections inside it.
+func (g *Guard) banned(b bans.Ban, ip string, now time.Time) {
+	detail := fmt.Sprintf("banned for %s until %s (repeat %d)", b.Until.Sub(now).Round(time.Second),
+		b.Until.UTC().Format(time.RFC3339), b.Repeat)
+	if b.DryRun {
+		detail = "dry run, not enforced: would be " + detail
+	}
+	g.o.Audit.Emit(audit.Event{Time: now, Event: "ban", Severity: audit.Critical, Stage: audit.StageSystem,
+		IP: ip, CountedPrefix: b.Prefix.String(), Reason: b.Reason, Detail: detail, Actor: b.Actor, Count: int64(b.Strikes)})
+	g.o.Log.WithFields(logrus.Fields{"prefix": b.Prefix.String(), "until": b.Until.UTC().Format(time.RFC3339),
+		"reason": b.Reason, "actor": b.Actor, "dry_run": b.DryRun}).Warn("address banned")
+	if !b.DryRun {
+		g.o.Disconnect(b.Prefix)
+	}
+}
+
+// Ban bans prefix p for d (0: bantime) on behalf of actor: the admin API
+// and `portcullis ban add`.
+func (g *Guard) Ban(p netip.Prefix, d time.Duration, why, actor string, now time.Time) (bans.Ban, error) {
+	if g.o.Lists.Allowed(p.Addr()) {
+		return bans.Ban{}, fmt.Errorf("ban %s: %w", p, bans.ErrAllowed)
+	}
+	b, err := g.o.Bans.Add(p, d, why, actor, now)
+	if err != nil && b.Prefix.IsValid() {
+		// Enforced but not saved: audit it and say so.
+		g.banned(b, "", now)
+		return b, err
+	}
+	if err != nil {
+		return b, err
+	}
+	g.banned(b, "", now)
+	return b, nil
+}
+
+// Unban lifts the ban of exactly p on behalf of actor.
+func (g *Guard) Unban(p netip.Prefix, actor string, now time.Time) (bool, error) {
+	removed, err := g.o.Bans.Remove(p, actor, now)
+	if removed {
+		g.o.Audit.Emit(audit.Event{Time: now, Event: "unban", Severity: audit.Notice, Stage: audit.StageAdmin,
+			CountedPrefix: p.String(), Actor: actor, Detail: "ban lifted"})
+	}
+	return removed, err
+}
+
+// Bans lists the bans in force.
+func (g *Guard) Bans(now time.Time) []bans.Ban { return g.o.Bans.List(now) }
+
+// Sweep forgets expired bans (each audited as `unban` by "expiry") and
+// idle limiter entries.
+func (g *Guard) Sweep(now time.Time) {
+	for _, b := range g.o.Bans.Sweep(now) {
+		g.o.Audit.Emit(audit.Event{Time: now, Event: "unban", Severity: audit.Notice, Stage: audit.StageSystem,
+			CountedPrefix: b.Prefix.String(), Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
+	}
+	g.o.Limits.Sweep(now)
+}
+
+// Run sweeps every interval until ctx is done.
+func (g *Guard) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.Sweep(now)
+		}
+	}
+}
+
+// Stats is the guard's part of /v1/stats.
+type Stats struct {
+	Bans           int    `json:"bans"`             // in force
+	BansCreated    uint64 `json:"bans_created"`     // automatic bans since start
+	Strikes        uint64 `json:"strikes"`          // strikes counted since start
+	StrikeEntries  int    `json:"strike_entries"`   // addresses with strikes in the window
+	StrikeEvicted  uint64 `json:"strike_evictions"` // strike entries evicted by the table bound
+	PersistErrors  uint64 `json:"ban_persist_errors"`
+	LimitEntries   int    `json:"limit_entries"`   // addresses in the limiter table
+	LimitEvicted   uint64 `json:"limit_evictions"` // idle limiter entries evicted by the bound
+	RefusedRate    uint64 `json:"refused_conn_rate"`
+	RefusedPerIP   uint64 `json:"refused_per_ip_connections"`
+	RefusedFailing uint64 `json:"refused_handshake_fail_rate"`
+}
+
+// Stats returns current counters.
+func (g *Guard) Stats() Stats {
+	b, l := g.o.Bans.Stats(), g.o.Limits.Stats()
+	return Stats{
+		Bans: b.Bans, BansCreated: b.BansCreated, Strikes: b.Strikes, StrikeEntries: b.StrikeEntries,
+		StrikeEvicted: b.Evictions, PersistErrors: b.PersistErrors,
+		LimitEntries: l.Entries, LimitEvicted: l.Evictions,
+		RefusedRate: l.Refused[ratelimit.ConnRate], RefusedPerIP: l.Refused[ratelimit.PerIPConns],
+		RefusedFailing: l.Refused[ratelimit.HandshakeFails],
+	}
+}

@@ -1,0 +1,171 @@
+package guard
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/policy/bans"
+	"github.com/portcullis-gw/portcullis/policy/blocklist"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+)
+
+type recorder struct {
+	mu sync.Mutex
+	ev []audit.Event
+}
+
+func (r *recorder) Emit(e audit.Event) { r.mu.Lock(); r.ev = append(r.ev, e); r.mu.Unlock() }
+
+func (r *recorder) events(name string) []audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []audit.Event
+	for _, e := range r.ev {
+		if e.Event == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+func newGuard(t *testing.T, dryRun bool) (*Guard, *recorder, *[]netip.Prefix) {
+	t.Helper()
+	lists, err := blocklist.NewSet([]string{"198.51.100.0/24"}, []string{"192.0.2.1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := ratelimit.NewTable(ratelimit.Config{
+		ConnRate:          ratelimit.Rate{PerSecond: 1, Burst: 2},
+		HandshakeFailRate: ratelimit.Rate{PerSecond: 0.1, Burst: 1},
+		PerIPConnections:  2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := bans.Open("", bans.Config{FindTime: 10 * time.Minute, MaxRetry: 5, BanTime: 10 * time.Minute,
+		Factor: 2, MaxTime: 24 * time.Hour, DryRun: dryRun, Allowed: lists.Allowed}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mgr.Close() })
+	rec := &recorder{}
+	var closed []netip.Prefix
+	g, err := New(Options{Lists: lists, Limits: table, Bans: mgr, Audit: rec,
+		Disconnect: func(p netip.Prefix) { closed = append(closed, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, rec, &closed
+}
+
+func TestAdmit(t *testing.T) {
+	g, _, _ := newGuard(t, false)
+	a := netip.MustParseAddr("203.0.113.5")
+	for i, want := range []reason.Reason{reason.None, reason.None, reason.PerIPConnections} {
+		if r, _, _ := g.Admit(a, true, t0); r != want {
+			t.Fatalf("attempt %d: %v, want %v", i, r, want)
+		}
+	}
+	g.Release(a)
+	if r, retry, _ := g.Admit(a, true, t0); r != reason.ConnRate || retry <= 0 {
+		t.Fatalf("over the burst: %v retry %v, want conn_rate with a Retry-After", r, retry)
+	}
+	if r, _, _ := g.Admit(a, false, t0); r != reason.None {
+		t.Fatalf("unlimited (trusted proxy) admission: %v", r)
+	}
+	if r, _, _ := g.Admit(netip.MustParseAddr("198.51.100.7"), true, t0); r != reason.Blocked {
+		t.Fatalf("blocked address: %v", r)
+	}
+	allowed := netip.MustParseAddr("192.0.2.1")
+	for i := 0; i < 10; i++ {
+		if r, _, _ := g.Admit(allowed, true, t0); r != reason.None {
+			t.Fatalf("allow-listed address limited: %v", r)
+		}
+	}
+	if got := g.Counted(netip.MustParseAddr("2001:db8:1:2:3::9")).String(); got != "2001:db8:1:2::/64" {
+		t.Fatalf("counted prefix %s", got)
+	}
+}
+
+func TestStrikesBanAndDisconnect(t *testing.T) {
+	g, rec, closed := newGuard(t, false)
+	a := netip.MustParseAddr("203.0.113.9")
+	for i := 0; i < 5; i++ {
+		g.Strike(a, reason.TokenUnknown, t0.Add(time.Duration(i)*time.Second))
+	}
+	if r, _, _ := g.Admit(a, true, t0.Add(time.Minute)); r != reason.Banned {
+		t.Fatalf("after 5 strikes: %v, want banned", r)
+	}
+	bs := rec.events("ban")
+	if len(bs) != 1 || bs[0].Severity != audit.Critical || bs[0].CountedPrefix != "203.0.113.9/32" || bs[0].Actor != bans.ActorAuto {
+		t.Fatalf("ban events %+v", bs)
+	}
+	if len(*closed) != 1 || (*closed)[0].String() != "203.0.113.9/32" {
+		t.Fatalf("disconnected %v", *closed)
+	}
+	ok, err := g.Unban(netip.MustParsePrefix("203.0.113.9/32"), "test", t0.Add(2*time.Minute))
+	if !ok || err != nil {
+		t.Fatalf("unban: %v %v", ok, err)
+	}
+	if u := rec.events("unban"); len(u) != 1 || u[0].Actor != "test" {
+		t.Fatalf("unban events %+v", u)
+	}
+	if r, _, _ := g.Admit(a, true, t0.Add(3*time.Minute)); r == reason.Banned {
+		t.Fatal("still banned after unban")
+	}
+	// The allow-listed address is never struck.
+	for i := 0; i < 20; i++ {
+		g.Strike(netip.MustParseAddr("192.0.2.1"), reason.TokenReplayed, t0)
+	}
+	if len(rec.events("ban")) != 1 {
+		t.Fatal("allow-listed address banned")
+	}
+}
+
+func TestHandshakeFailuresRefuseAtAccept(t *testing.T) {
+	g, _, _ := newGuard(t, false)
+	a := netip.MustParseAddr("203.0.113.20")
+	g.Strike(a, reason.BadOrigin, t0)
+	g.Strike(a, reason.BadOrigin, t0)
+	if r, _, _ := g.Admit(a, true, t0); r != reason.HandshakeFailRate {
+		t.Fatalf("after failed handshakes: %v, want handshake_fail_rate", r)
+	}
+}
+
+func TestDryRunAuditsButDoesNotEnforce(t *testing.T) {
+	g, rec, closed := newGuard(t, true)
+	a := netip.MustParseAddr("203.0.113.30")
+	for i := 0; i < 5; i++ {
+		g.Strike(a, reason.TokenUnknown, t0)
+	}
+	if r, _, _ := g.Admit(a, true, t0); r == reason.Banned {
+		t.Fatal("dry run enforced a ban")
+	}
+	bs := rec.events("ban")
+	if len(bs) != 1 || len(*closed) != 0 {
+		t.Fatalf("dry run: %d ban events, %d disconnects", len(bs), len(*closed))
+	}
+	if want := "dry run, not enforced"; len(bs[0].Detail) < len(want) || bs[0].Detail[:len(want)] != want {
+		t.Fatalf("detail %q", bs[0].Detail)
+	}
+}
+
+func TestManualBanOfAllowListed(t *testing.T) {
+	g, _, _ := newGuard(t, false)
+	if _, err := g.Ban(netip.MustParsePrefix("192.0.2.1/32"), time.Hour, "x", "test", t0); err == nil {
+		t.Fatal("allow-listed address banned manually")
+	}
+	b, err := g.Ban(netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "x", "test", t0)
+	if err != nil || b.Until != t0.Add(time.Hour) {
+		t.Fatalf("manual ban: %+v %v", b, err)
+	}
+	if r, _, p := g.Admit(netip.MustParseAddr("203.0.113.77"), true, t0); r != reason.Banned || p.String() != "203.0.113.0/24" {
+		t.Fatalf("address inside a banned CIDR: %v under %s", r, p)
+	}
+}
