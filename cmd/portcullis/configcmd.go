@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-gw/portcullis/gateway/config"
+	"github.com/portcullis-gw/portcullis/policy/blocklist"
 )
 
 func configCommand() *cobra.Command {
@@ -23,8 +24,17 @@ func configCommand() *cobra.Command {
 		Short: "validate a config file; errors name the file, line, column and key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := loadConfig(args[0]); err != nil {
+			cfg, err := loadConfig(args[0])
+			if err != nil {
 				return &exitError{code: exitFailure, err: err}
+			}
+			// What serve reads next from other files: block lists and
+			// token keys, through the same constructors.
+			if _, err := blocklist.NewSet(cfg.Bans.Block, cfg.Bans.Allow, cfg.Bans.BlockFiles); err != nil {
+				return failf("%s: bans: %v", args[0], err)
+			}
+			if _, err := tokenSource(cfg); err != nil {
+				return failf("%s: %v", args[0], err)
 			}
 			fmt.Printf("%s: ok\n", args[0])
 			return nil

@@ -43,7 +43,7 @@ func Main(args []string) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(),
+	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
 		versionCommand(), loadgen.Command())
 	root.SetArgs(args)
 	err := root.Execute()

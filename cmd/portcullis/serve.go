@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -176,6 +177,12 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("%v", err)
 	}
+	var disconnect func(netip.Prefix)
+	pipe, err := buildPipeline(cfg, aw, log, &disconnect)
+	if err != nil {
+		return failf("%v", err)
+	}
+	defer pipe.close()
 
 	srv, err := gateway.Start(gateway.Options{
 		Listen:  cfg.Listen,
@@ -192,6 +199,7 @@ func serve(cfg *config.Config, logLevel string) error {
 			MaxSubscriptionsConn: cfg.Limits.MaxSubscriptionsPerConn,
 			MsgRate:              gateway.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
 		},
+		Guard:         pipe.guard,
 		ClientIP:      resolver,
 		ProxyProtocol: cfg.ProxyProtocol,
 		Origins:       orig,
@@ -205,11 +213,25 @@ func serve(cfg *config.Config, logLevel string) error {
 		return failf("%v", err)
 	}
 
+	disconnect = func(p netip.Prefix) {
+		// Called from event loops: never wait for them here.
+		go srv.DisconnectPrefix(p, "banned")
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	pipe.run(runCtx, aw, log)
+
 	api := admin.New(admin.Options{
 		Key:       adminKey,
 		Publisher: srv,
 		Tokens:    src.minter,
-		Stats:     func() any { return srv.Stats() },
+		Bans:      pipe.guard,
+		Stats: func() any {
+			return struct {
+				gateway.Stats
+				Pipeline any `json:"pipeline"`
+			}{srv.Stats(), pipe.guard.Stats()}
+		},
 		Ready: func() error {
 			if !aw.Healthy() {
 				return errors.New("audit trail failing")
@@ -256,8 +278,12 @@ func serve(cfg *config.Config, logLevel string) error {
 	}()
 
 	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	s := <-sig
+	for s == syscall.SIGHUP {
+		pipe.reload(aw, log)
+		s = <-sig
+	}
 	log.WithField("signal", s.String()).Info("shutting down: closing connections with 1001")
 	close(stopSweep)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)

@@ -38,7 +38,8 @@ type Minter interface {
 type Options struct {
 	Key       string // bearer key
 	Publisher Publisher
-	Tokens    Minter // nil when tokens come from elsewhere (tokens.source: jwt)
+	Tokens    Minter           // nil when tokens come from elsewhere (tokens.source: jwt)
+	Bans      Banner           // /v1/bans; nil leaves them out
 	Stats     func() any       // body of GET /v1/stats
 	Ready     func() error     // nil when ready to serve
 	Audit     audit.Sink       // admin actions and refusals
@@ -71,6 +72,11 @@ func New(o Options) *API {
 	a.mux.Handle("POST /v1/tokens", a.auth(http.HandlerFunc(a.tokens)))
 	a.mux.Handle("POST /v1/publish", a.auth(http.HandlerFunc(a.publish)))
 	a.mux.Handle("GET /v1/stats", a.auth(http.HandlerFunc(a.stats)))
+	if b := o.Bans; b != nil {
+		a.mux.Handle("GET /v1/bans", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.listBans(w, r, b) })))
+		a.mux.Handle("POST /v1/bans", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.addBan(w, r, b) })))
+		a.mux.Handle("DELETE /v1/bans/{addr...}", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.removeBan(w, r, b) })))
+	}
 	for pattern, h := range o.Routes {
 		a.mux.Handle(pattern, a.auth(h))
 	}
