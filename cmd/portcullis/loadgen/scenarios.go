@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // target is a server under test: Portcullis or a peer.
@@ -52,7 +53,11 @@ func (r *result) set(key, unit string, v float64) {
 // printResults prints one column per target and, for two, their ratio.
 func printResults(title string, names []string, rs []result) {
 	fmt.Printf("\n%s\n", title)
-	fmt.Printf("  %-34s", "metric")
+	w := 34
+	for _, k := range rs[0].keys {
+		w = max(w, utf8.RuneCountInString(k+" ("+rs[0].unit[k]+")"))
+	}
+	fmt.Printf("  %-*s", w, "metric")
 	for _, n := range names {
 		fmt.Printf(" %14s", n)
 	}
@@ -61,7 +66,8 @@ func printResults(title string, names []string, rs []result) {
 	}
 	fmt.Println()
 	for _, k := range rs[0].keys {
-		fmt.Printf("  %-34s", k+" ("+rs[0].unit[k]+")")
+		label := k + " (" + rs[0].unit[k] + ")"
+		fmt.Printf("  %s%s", label, strings.Repeat(" ", w-utf8.RuneCountInString(label)))
 		for _, r := range rs {
 			fmt.Printf(" %14.2f", r.vals[k])
 		}
@@ -253,43 +259,12 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 		defer stopWorkers(ws)
 		time.Sleep(2 * time.Second)
 		_, t0, _ := procStat(t.pid())
-		start := time.Now()
-		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-		sent := 0
-		for i := 0; i < count; i++ {
-			<-tick.C
-			data := fmt.Sprintf(`{"seq":%d,"t":%d}`, i, time.Now().UnixNano())
-			if err := t.publish("fan", json.RawMessage(data)); err != nil {
-				return r, err
-			}
-			sent++
-			progress("published %d/%d", sent, count)
+		p, err := publishPhase(t, ws, ready, "fan", rate, count)
+		if err != nil {
+			return r, err
 		}
-		tick.Stop()
-		expected := int64(sent) * int64(ready)
-		var delivered int64
-		var lat []float64
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			delivered, lat = 0, lat[:0]
-			for _, w := range ws {
-				fmt.Fprintln(w.in, "report")
-				rep, err := w.read()
-				if err != nil {
-					return r, err
-				}
-				delivered += rep.Delivered
-				lat = append(lat, rep.Latencies...)
-			}
-			if delivered >= expected || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		elapsed := time.Since(start)
 		_, t1, _ := procStat(t.pid())
-		fmt.Fprintln(os.Stderr)
-		sortFloats(lat)
+		delivered, expected, lat, elapsed := p.delivered, p.expected, p.lat, p.elapsed
 		d := t1.sub(t0)
 		cpu := ticksToMicros(d.total())
 		r.set("subscribers", "n", float64(ready))

@@ -20,26 +20,62 @@ import (
 
 // job is what the parent sends a worker on stdin.
 type job struct {
-	Mode      string   `json:"mode"`  // hold | setup
-	Proto     string   `json:"proto"` // portcullis | centrifugo
-	URL       string   `json:"url"`
-	Src       string   `json:"src"` // source address prefix, e.g. "127.11.0."
-	Topic     string   `json:"topic"`
-	Tokens    []string `json:"tokens"`
-	FirstUser int      `json:"first_user"`
-	Parallel  int      `json:"parallel"`
+	Mode      string    `json:"mode"`  // hold | setup
+	Proto     string    `json:"proto"` // portcullis | centrifugo
+	URL       string    `json:"url"`
+	Src       string    `json:"src"` // source address prefix, e.g. "127.11.0."
+	Topic     string    `json:"topic"`
+	Tokens    []string  `json:"tokens"`
+	FirstUser int       `json:"first_user"`
+	Parallel  int       `json:"parallel"`
+	Flood     *floodJob `json:"flood,omitempty"`
 }
 
 // report is what a worker prints on stdout.
 type report struct {
-	Ready     int       `json:"ready,omitempty"`
-	Failed    int       `json:"failed,omitempty"`
-	FirstErr  string    `json:"first_err,omitempty"`
-	Delivered int64     `json:"delivered,omitempty"`
-	Latencies []float64 `json:"latencies_us,omitempty"`
-	Setups    int       `json:"setups,omitempty"`
-	ElapsedMS int64     `json:"elapsed_ms,omitempty"`
+	Ready     int          `json:"ready,omitempty"`
+	Failed    int          `json:"failed,omitempty"`
+	FirstErr  string       `json:"first_err,omitempty"`
+	Delivered int64        `json:"delivered,omitempty"`
+	Latencies []float64    `json:"latencies_us,omitempty"`
+	Setups    int          `json:"setups,omitempty"`
+	ElapsedMS int64        `json:"elapsed_ms,omitempty"`
+	Flood     *floodCounts `json:"flood,omitempty"`
 }
+
+// latencySamples is how many latencies a worker keeps per phase: a uniform
+// sample of all of them once there are more.
+const latencySamples = 1 << 16
+
+// reservoir keeps a uniform random sample of at most cap(xs) values out of
+// every value added (Vitter's algorithm R), so a long phase's percentiles
+// are not those of its first messages only.
+type reservoir struct {
+	xs   []float64
+	seen int64
+	rng  uint64
+}
+
+func newReservoir(n int, seed int64) *reservoir {
+	return &reservoir{xs: make([]float64, 0, n), rng: uint64(seed) | 1}
+}
+
+func (r *reservoir) add(x float64) {
+	r.seen++
+	if len(r.xs) < cap(r.xs) {
+		r.xs = append(r.xs, x)
+		return
+	}
+	// xorshift64: cheap, and plenty for picking sample slots.
+	r.rng ^= r.rng << 13
+	r.rng ^= r.rng >> 7
+	r.rng ^= r.rng << 17
+	if i := r.rng % uint64(r.seen); i < uint64(len(r.xs)) {
+		r.xs[i] = x
+	}
+}
+
+func (r *reservoir) reset() { r.xs, r.seen = r.xs[:0], 0 }
 
 func dial(j *job, i int) (net.Conn, error) {
 	src := net.ParseIP(j.Src + strconv.Itoa(1+i%200))
@@ -152,8 +188,11 @@ func runWorker(in io.Reader, out io.Writer) error {
 	if j.Parallel <= 0 {
 		j.Parallel = 64
 	}
-	if j.Mode == "setup" {
+	switch j.Mode {
+	case "setup":
 		return runSetups(&j, enc)
+	case "flood":
+		return runFlood(&j, rd, enc)
 	}
 	conns := make([]net.Conn, len(j.Tokens))
 	var failed atomic.Int64
@@ -190,7 +229,7 @@ func runWorker(in io.Reader, out io.Writer) error {
 	// Count deliveries until the parent asks for the report.
 	var delivered atomic.Int64
 	var mu sync.Mutex
-	lat := make([]float64, 0, 1<<16)
+	lat := newReservoir(latencySamples, time.Now().UnixNano())
 	for _, c := range conns {
 		if c == nil {
 			continue
@@ -219,11 +258,9 @@ func runWorker(in io.Reader, out io.Writer) error {
 						break
 					}
 					if t, err := strconv.ParseInt(rest[:k], 10, 64); err == nil {
-						delivered.Add(1)
 						mu.Lock()
-						if len(lat) < cap(lat) {
-							lat = append(lat, float64(now-t)/1000)
-						}
+						delivered.Add(1)
+						lat.add(float64(now-t) / 1000)
 						mu.Unlock()
 					}
 				}
@@ -235,10 +272,20 @@ func runWorker(in io.Reader, out io.Writer) error {
 		if err != nil {
 			break
 		}
-		if strings.TrimSpace(cmd) == "report" {
+		switch strings.TrimSpace(cmd) {
+		case "report":
 			mu.Lock()
-			_ = enc.Encode(report{Delivered: delivered.Load(), Latencies: lat})
+			_ = enc.Encode(report{Delivered: delivered.Load(), Latencies: lat.xs})
 			mu.Unlock()
+		case "reset":
+			// Start a new phase: deliveries and latencies so far are
+			// forgotten. Answered with an empty report so the parent
+			// knows the reset happened before it publishes again.
+			mu.Lock()
+			delivered.Store(0)
+			lat.reset()
+			mu.Unlock()
+			_ = enc.Encode(report{})
 		}
 	}
 	for _, c := range conns {
