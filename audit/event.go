@@ -73,13 +73,14 @@ type Event struct {
 	Stage         Stage
 	UserID        string
 	Topic         string
-	Reason        string // precise machine-readable reason (token_replayed, …)
-	Detail        string // short human-readable detail
-	TokenFP       string // first 8 hex digits of SHA-256 of the token
-	Code          int    // close code or HTTP status, where one was sent
-	DurationMS    int64  // connection lifetime for conn_close
-	Count         int64  // for summary events: how many were folded into this one
-	Actor         string // who did it, for admin actions
+	Reason        string    // precise machine-readable reason (token_replayed, …)
+	Detail        string    // short human-readable detail
+	TokenFP       string    // first 8 hex digits of SHA-256 of the token
+	Code          int       // close code or HTTP status, where one was sent
+	DurationMS    int64     // connection lifetime for conn_close
+	Count         int64     // for summary events: how many were folded into this one
+	Actor         string    // who did it, for admin actions
+	First, Last   time.Time // for summary events: when the first and last folded event happened
 }
 
 // Sink receives events. Emit never blocks on I/O and is safe for use by
