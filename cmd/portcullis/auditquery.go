@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-gw/portcullis/audit/query"
+)
+
+// aqTrail are the flags that say where the trail is.
+type aqTrail struct {
+	dir, data string
+}
+
+func (t *aqTrail) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&t.dir, "dir", "", "audit directory (default <data>/audit)")
+	cmd.Flags().StringVar(&t.data, "data", defaultDataDir(), "data directory of the gateway")
+}
+
+// paths returns the PATH arguments, else the audit directory.
+func (t *aqTrail) paths(args []string) []string {
+	if len(args) > 0 {
+		return args
+	}
+	if t.dir != "" {
+		return []string{t.dir}
+	}
+	return []string{filepath.Join(t.data, "audit")}
+}
+
+func (t *aqTrail) files(args []string) ([]query.File, error) {
+	paths := t.paths(args)
+	files, err := query.Discover(paths)
+	if err != nil {
+		return nil, failf("%v (pass --dir, --data or PATH arguments)", err)
+	}
+	if len(files) == 0 {
+		return nil, failf("no audit files in %s (pass --dir, --data or PATH arguments)", strings.Join(paths, ", "))
+	}
+	return files, nil
+}
+
+func aqUsagef(format string, a ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// aqWarn prints a non-fatal problem to stderr.
+func aqWarn(msg string) { fmt.Fprintln(os.Stderr, "portcullis: warning:", msg) }
+
+// aqIsTerminal reports whether w is a character device (a terminal), the
+// only place colour is written to; NO_COLOR turns it off.
+func aqIsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func auditQueryCommand() *cobra.Command {
+	var (
+		trail                          aqTrail
+		since, until, ip, sev, countBy string
+		f                              query.Filter
+		events                         []string
+		asJSON, stats                  bool
+		limit                          int
+	)
+	cmd := &cobra.Command{
+		Use:   "query [PATH...]",
+		Short: "filter the audit trail: a table for people, JSON lines with --json",
+		Long: `Filter the audit trail. All filters must hold. PATH arguments are audit
+files (plain or .gz) or directories; the default is <data>/audit. Files are
+read in trail order: rotated files by first sequence number, then audit.log.
+
+Times (--since, --until) are RFC 3339, a date (2006-01-02, UTC), or an age
+such as 30m, 1h, 7d meaning that long ago. --ip takes an address or a CIDR
+and matches ip or peer_ip; IPv4-mapped IPv6 forms count as IPv4. --topic is
+exact or a glob where * matches anything. --severity is a minimum.
+
+--json prints the matching lines exactly as written. --count-by prints how
+many events there are per value (summary events count as the occurrences
+they fold), most first. --limit keeps the first N matches (or top N counts).`,
+		Example: `  portcullis audit query --since 1h --severity warning
+  portcullis audit query --ip 203.0.113.0/24 --event auth_failed,conn_rejected --json
+  portcullis audit query --since 7d --count-by reason`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			now := time.Now()
+			var err error
+			if since != "" {
+				if f.Since, err = query.ParseTime(since, now); err != nil {
+					return aqUsagef("--since: %v", err)
+				}
+			}
+			if until != "" {
+				if f.Until, err = query.ParseTime(until, now); err != nil {
+					return aqUsagef("--until: %v", err)
+				}
+			}
+			if ip != "" {
+				if f.IP, err = query.ParseIP(ip); err != nil {
+					return aqUsagef("--ip: %v", err)
+				}
+			}
+			if sev != "" {
+				if f.MinSeverity, err = query.ParseSeverity(sev); err != nil {
+					return aqUsagef("--severity: %v", err)
+				}
+			}
+			for _, e := range events {
+				if e = strings.TrimSpace(e); e != "" {
+					f.Events = append(f.Events, e)
+				}
+			}
+			var key query.Key
+			if countBy != "" {
+				if key, err = query.ParseKey(countBy); err != nil {
+					return aqUsagef("%v", err)
+				}
+			}
+			if limit < 0 {
+				return aqUsagef("--limit must not be negative")
+			}
+			files, err := trail.files(args)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(aqContext(cmd), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			out := cmd.OutOrStdout()
+			bw := bufio.NewWriterSize(out, 64<<10)
+			o := query.Options{Filter: f, Limit: limit, Warn: aqWarn}
+			start := time.Now()
+			var st query.Stats
+			switch {
+			case key != 0:
+				var rows []query.Count
+				rows, st, err = query.CountBy(ctx, files, o, key)
+				if err == nil {
+					err = aqWriteCounts(bw, key, rows, asJSON)
+				}
+			case asJSON:
+				st, err = query.Lines(ctx, files, o, func(line []byte) error {
+					bw.Write(line)
+					return bw.WriteByte('\n')
+				})
+			default:
+				t := query.NewTable(bw, aqIsTerminal(out))
+				st, err = query.Records(ctx, files, o, query.FieldsTable, func(r *query.Record) error {
+					t.Add(r)
+					return nil
+				})
+				if ferr := t.Flush(); err == nil {
+					err = ferr
+				}
+			}
+			if ferr := bw.Flush(); err == nil {
+				err = ferr
+			}
+			if stats {
+				el := time.Since(start)
+				fmt.Fprintf(os.Stderr, "%d files read, %d skipped by time; %d lines, %.1f MB in %v (%.0f lines/s, %.0f MB/s); %d matched\n",
+					st.Files, st.Skipped, st.Lines, float64(st.Bytes)/1e6, el.Round(time.Millisecond),
+					float64(st.Lines)/el.Seconds(), float64(st.Bytes)/1e6/el.Seconds(), st.Matched)
+			}
+			if err == nil && st.Matched == 0 && !asJSON {
+				fmt.Fprintln(os.Stderr, "no matching events")
+			}
+			if ctx.Err() != nil && aqContext(cmd).Err() == nil {
+				return nil // interrupted by the user
+			}
+			if err != nil {
+				return failf("audit query: %v", err)
+			}
+			if st.Errors > 0 {
+				return failf("%d audit file(s) could not be read to the end (see the warnings above)", st.Errors)
+			}
+			return nil
+		},
+	}
+	trail.flags(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&since, "since", "", "only events at or after T (RFC 3339, date, or age like 1h, 7d)")
+	fl.StringVar(&until, "until", "", "only events before T (RFC 3339, date, or age like 30m)")
+	fl.StringVar(&ip, "ip", "", "only events whose ip or peer_ip is this address or lies in this CIDR")
+	fl.StringVar(&f.User, "user", "", "only events of this userId")
+	fl.StringSliceVar(&events, "event", nil, "only these events (repeatable or comma-separated)")
+	fl.StringVar(&sev, "severity", "", "minimum severity: info, notice, warning or critical")
+	fl.StringVar(&f.Topic, "topic", "", "only this topic (exact, or a glob with *)")
+	fl.StringVar(&f.Reason, "reason", "", "only events with this reason")
+	fl.BoolVar(&asJSON, "json", false, "print the matching lines as written (JSON lines)")
+	fl.StringVar(&countBy, "count-by", "", "count events by ip, user, reason or event instead of listing them")
+	fl.IntVar(&limit, "limit", 0, "stop after N events (with --count-by: the top N values); 0 means all")
+	fl.BoolVar(&stats, "stats", false, "print what was read and how fast to stderr")
+	return cmd
+}
+
+func aqContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
+func aqWriteCounts(w io.Writer, key query.Key, rows []query.Count, asJSON bool) error {
+	if !asJSON {
+		return query.WriteCounts(w, key, rows)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	for _, r := range rows {
+		if err := enc.Encode(map[string]any{key.String(): r.Value, "count": r.N}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func auditTailCommand() *cobra.Command {
+	var (
+		trail          aqTrail
+		follow, asJSON bool
+		n              int
+		interval       time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "tail [PATH]",
+		Short: "show the newest audit events; --follow keeps printing new ones",
+		Long: `Show the last N events of the audit trail (default <data>/audit; PATH is an
+audit directory or file). With --follow, keep printing events as they are
+appended, following audit.log across rotation, until interrupted (exit 0).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if n < 0 {
+				return aqUsagef("-n must not be negative")
+			}
+			path := trail.paths(args)[0]
+			active := path
+			st, err := os.Stat(path)
+			switch {
+			case err == nil && st.IsDir():
+				active = filepath.Join(path, query.ActiveName)
+			case err != nil && !follow:
+				return failf("audit trail %q: %v (pass --dir, --data or a PATH)", path, err)
+			case err != nil:
+				return failf("audit trail %q: %v (pass --dir, --data or a PATH; --follow waits for audit.log, not for its directory)", path, err)
+			}
+			var fo *query.Follower
+			var off int64
+			if follow {
+				if fo, off, err = query.NewFollower(active, aqWarn); err != nil {
+					return failf("follow %s: %v", active, err)
+				}
+				defer fo.Close()
+			}
+			files, err := query.Discover([]string{path})
+			if err != nil {
+				return failf("%v", err)
+			}
+			if fo != nil {
+				for i := range files {
+					if filepath.Clean(files[i].Path) == filepath.Clean(active) {
+						files[i].Limit = off
+						if off == 0 {
+							files = append(files[:i], files[i+1:]...)
+						}
+						break
+					}
+				}
+			}
+			if len(files) == 0 && !follow {
+				return failf("no audit files in %s (pass --dir, --data or a PATH)", path)
+			}
+			lines, err := query.LastLines(files, n, aqWarn)
+			if err != nil {
+				return failf("%v", err)
+			}
+			out := cmd.OutOrStdout()
+			bw := bufio.NewWriterSize(out, 64<<10)
+			var t *query.Table
+			if !asJSON {
+				t = query.NewTable(bw, aqIsTerminal(out))
+			}
+			var rec query.Record
+			emit := func(line []byte) error {
+				if asJSON {
+					bw.Write(line)
+					return bw.WriteByte('\n')
+				}
+				if rec.Parse(line, query.FieldsTable) == nil {
+					t.Add(&rec)
+				}
+				return nil
+			}
+			flush := func() error {
+				if t != nil {
+					if err := t.Flush(); err != nil {
+						return err
+					}
+				}
+				return bw.Flush()
+			}
+			for _, l := range lines {
+				emit(l)
+			}
+			if err := flush(); err != nil {
+				return failf("audit tail: %v", err)
+			}
+			if !follow {
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(aqContext(cmd), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			err = fo.Run(ctx, interval, func(line []byte) error {
+				if err := emit(line); err != nil {
+					return err
+				}
+				return nil
+			}, flush)
+			if err != nil {
+				return failf("audit tail: %v", err)
+			}
+			return nil
+		},
+	}
+	trail.flags(cmd)
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they are appended (across rotation) until interrupted")
+	cmd.Flags().IntVarP(&n, "lines", "n", 20, "how many of the newest events to show")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the lines as written (JSON lines)")
+	cmd.Flags().DurationVar(&interval, "interval", 200*time.Millisecond, "how often --follow polls for new lines")
+	return cmd
+}
