@@ -659,8 +659,11 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 		// answer will be read rather than lost to a reset.
 		retry := time.Duration(c.nextPing)
 		status, msg := http.StatusTooManyRequests, "too many requests from this address"
-		if r == reason.GlobalConnections {
+		switch r {
+		case reason.GlobalConnections:
 			status, msg = http.StatusServiceUnavailable, "server at its connection limit"
+		case reason.AuditUnavailable:
+			status, msg = http.StatusServiceUnavailable, "temporarily unavailable"
 		}
 		ls.srv.rejected.Add(1)
 		writeRaw(int(c.fd), httpReject(status, r, msg, retry))

@@ -128,6 +128,12 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 		s.refuse(fd, peer, reason.ProxyHeader, s.opts.Guard.Counted(addr), "PROXY protocol required; peer is not a trusted proxy")
 		return
 	}
+	if !s.opts.AuditHealthy() {
+		// fail_closed: nobody is admitted while refusals cannot be
+		// recorded; answered 503 once the request is in.
+		ls.open(fd, peer, false, Verdict{Reason: reason.AuditUnavailable, RetryAfter: 5 * time.Second})
+		return
+	}
 	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
 	v := Verdict{Reason: r, RetryAfter: retry}
 	switch v.Reason {

@@ -85,6 +85,10 @@ type Options struct {
 	Guard         Guard              // blocklist, bans, per-address limits; nil admits everyone
 	ClientIP      *clientip.Resolver // trusted proxies and the forwarding header; nil trusts none
 	ProxyProtocol bool               // require a PROXY v1/v2 header from trusted proxies
+	// AuditHealthy reports whether new connections may be admitted as far
+	// as the audit trail goes (false under audit.on_failure: fail_closed
+	// while it cannot be written). Nil: always.
+	AuditHealthy func() bool
 
 	Origins *origin.Checker   // Origin policy
 	Topics  *topics.Set       // topic rules
@@ -140,6 +144,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Guard == nil {
 		o.Guard = openGuard{}
+	}
+	if o.AuditHealthy == nil {
+		o.AuditHealthy = func() bool { return true }
 	}
 	if o.ClientIP == nil {
 		r, err := clientip.NewResolver(nil, "")

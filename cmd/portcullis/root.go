@@ -44,7 +44,7 @@ func Main(args []string) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
-		versionCommand(), loadgen.Command())
+		auditCommand(), versionCommand(), loadgen.Command())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -61,6 +61,13 @@ func Main(args []string) int {
 	}
 	// cobra's own errors are usage errors: unknown command or flag, bad args.
 	return exitUsage
+}
+
+// auditCommand groups the audit trail tools.
+func auditCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "verify, query and follow the audit trail"}
+	cmd.AddCommand(auditVerifyCommand(), auditQueryCommand(), auditTailCommand())
+	return cmd
 }
 
 func defaultDataDir() string { return "./portcullis-data" }

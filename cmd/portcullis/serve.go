@@ -145,12 +145,25 @@ func serve(cfg *config.Config, logLevel string) error {
 		auditDir = filepath.Join(cfg.DataDir, "audit")
 	}
 	host, _ := os.Hostname()
+	fsync, err := audit.ParseFsync(cfg.Audit.Fsync)
+	if err != nil {
+		return failf("audit.fsync: %v", err)
+	}
+	onFailure, err := audit.ParseFailurePolicy(cfg.Audit.OnFailure)
+	if err != nil {
+		return failf("audit.on_failure: %v", err)
+	}
 	aw, err := audit.Open(audit.Options{
-		Dir:     auditDir,
-		KeyFile: filepath.Join(cfg.DataDir, "audit.key"),
-		Node:    host,
-		Fsync:   time.Second,
-		Log:     log,
+		Dir:           auditDir,
+		KeyFile:       filepath.Join(cfg.DataDir, "audit.key"),
+		Node:          host,
+		Fsync:         fsync,
+		RotateBytes:   cfg.Audit.RotateBytes,
+		Retain:        cfg.Audit.Retain,
+		RetainBytes:   cfg.Audit.RetainBytes,
+		OnFailure:     onFailure,
+		CheckpointDir: cfg.Audit.CheckpointDir,
+		Log:           log,
 	})
 	if err != nil {
 		return failf("open audit trail: %v", err)
@@ -200,6 +213,7 @@ func serve(cfg *config.Config, logLevel string) error {
 			MsgRate:              gateway.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
 		},
 		Guard:         pipe.guard,
+		AuditHealthy:  aw.Healthy,
 		ClientIP:      resolver,
 		ProxyProtocol: cfg.ProxyProtocol,
 		Origins:       orig,
@@ -230,7 +244,8 @@ func serve(cfg *config.Config, logLevel string) error {
 			return struct {
 				gateway.Stats
 				Pipeline any `json:"pipeline"`
-			}{srv.Stats(), pipe.guard.Stats()}
+				Audit    any `json:"audit"`
+			}{srv.Stats(), pipe.guard.Stats(), aw.Stats()}
 		},
 		Ready: func() error {
 			if !aw.Healthy() {

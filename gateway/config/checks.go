@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // validateTokens checks the token source and, for jwt, where its keys live.
@@ -111,5 +112,29 @@ func (d *decoder) cidrs(key string, list []string) {
 			continue
 		}
 		d.bad(fmt.Sprintf("%s[%d]", key, i), "%q is not a CIDR (10.0.0.0/8, 2001:db8::/32) or an address", s)
+	}
+}
+
+// validateAudit checks the audit trail keys.
+func (d *decoder) validateAudit() {
+	a := d.c.Audit
+	if a.Fsync != "always" {
+		if v, err := time.ParseDuration(a.Fsync); err != nil || v <= 0 {
+			d.bad("audit.fsync", "%q must be a positive duration such as 1s, or always", a.Fsync)
+		}
+	}
+	if a.RotateBytes < 1<<20 {
+		d.bad("audit.rotate_bytes", "%d is below 1 MiB", a.RotateBytes)
+	}
+	if a.Retain <= 0 {
+		d.bad("audit.retain", "must be a positive duration")
+	}
+	if a.RetainBytes < a.RotateBytes {
+		d.bad("audit.retain_bytes", "%d is below audit.rotate_bytes %d", a.RetainBytes, a.RotateBytes)
+	}
+	switch a.OnFailure {
+	case "fail_open", "fail_closed":
+	default:
+		d.bad("audit.on_failure", "%q must be fail_open or fail_closed", a.OnFailure)
 	}
 }

@@ -112,7 +112,13 @@ type Topic struct {
 
 // Audit configures the audit trail.
 type Audit struct {
-	Dir string `yaml:"dir"` // default <data_dir>/audit
+	Dir           string        `yaml:"dir"`            // default <data_dir>/audit
+	Fsync         string        `yaml:"fsync"`          // interval such as 1s, or always
+	RotateBytes   int64         `yaml:"rotate_bytes"`   // rotate the active file at this size (and daily)
+	Retain        time.Duration `yaml:"retain"`         // delete rotated files older than this
+	RetainBytes   int64         `yaml:"retain_bytes"`   // delete the oldest rotated files beyond this total
+	OnFailure     string        `yaml:"on_failure"`     // fail_open | fail_closed
+	CheckpointDir string        `yaml:"checkpoint_dir"` // copy of the signed checkpoints (another host)
 }
 
 // Pos is a place in a config file.
@@ -360,6 +366,7 @@ func (d *decoder) validate() {
 	if l.MaxFrameBytes > l.MaxMessageBytes {
 		d.bad("limits.max_frame_bytes", "%d is above limits.max_message_bytes %d (at %s)", l.MaxFrameBytes, l.MaxMessageBytes, d.at("limits.max_message_bytes"))
 	}
+	d.validateAudit()
 	d.validateTokens()
 	d.validateLimits()
 	d.validateBans()
