@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/native"
+	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 // The hub is sharded per loop: each loop keeps its own topic → subscribers
@@ -16,8 +17,10 @@ import (
 
 // topicSubs is one topic's subscribers on one loop.
 type topicSubs struct {
-	name  string
-	conns []*conn
+	name   string
+	conns  []*conn
+	policy topics.Policy // slow-consumer policy of the topic's rule
+	prefix []byte        // how this topic's native event payloads begin
 }
 
 // subscription is a connection's side of a topic membership; idx is its
@@ -66,7 +69,8 @@ func (c *conn) findSub(topic string) int {
 func (ls *loopState) subscribe(c *conn, topic string) {
 	ts := ls.topics[topic]
 	if ts == nil {
-		ts = &topicSubs{name: topic}
+		ts = &topicSubs{name: topic, policy: ls.srv.opts.Topics.SlowConsumer(topic),
+			prefix: native.AppendString(append([]byte(nil), `{"op":"event","topic":`...), topic)}
 		ls.topics[topic] = ts
 		ls.topicCount.Add(1)
 	}

@@ -253,7 +253,7 @@ func (ls *loopState) deliver(p *publication) int {
 			continue
 		}
 		c := ts.conns[i]
-		if c.enqueue(ls, p.frame(c.proto), true) {
+		if c.enqueueEvent(ls, p.frame(c.proto), ts) {
 			n++
 		}
 	}

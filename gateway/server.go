@@ -90,12 +90,15 @@ type Options struct {
 	// while it cannot be written). Nil: always.
 	AuditHealthy func() bool
 
-	Origins *origin.Checker   // Origin policy
-	Topics  *topics.Set       // topic rules
-	Tokens  TokenSource       // token source: policy/tokens (store) or policy/jwt
-	Schema  *schema.Validator // client message validation (JSON Schema)
-	Audit   audit.Sink
-	Log     *logrus.Logger
+	Origins *origin.Checker // Origin policy
+	Topics  *topics.Set     // topic rules
+	// DataSchemas validate client-published data, keyed by the pattern
+	// of the rule (topics[].data_schema).
+	DataSchemas map[string]schema.DataSchema
+	Tokens      TokenSource       // token source: policy/tokens (store) or policy/jwt
+	Schema      *schema.Validator // client message validation (JSON Schema)
+	Audit       audit.Sink
+	Log         *logrus.Logger
 }
 
 // TokenSource redeems client tokens (SPEC §6): the first connection that
@@ -122,6 +125,7 @@ type Server struct {
 	published     atomic.Uint64
 	delivered     atomic.Uint64
 	slowConsumers atomic.Uint64
+	droppedEvents atomic.Uint64 // dropped under drop_oldest / keep_latest
 
 	shutdownOnce sync.Once
 	closing      atomic.Bool
@@ -274,6 +278,7 @@ type Stats struct {
 	Published     uint64 `json:"published"`
 	Delivered     uint64 `json:"delivered"`
 	SlowConsumers uint64 `json:"slow_consumers"`
+	DroppedEvents uint64 `json:"dropped_events"` // under slow_consumer: drop_oldest / keep_latest
 	Loops         int    `json:"loops"`
 	MaxLoopStall  string `json:"max_loop_stall"`
 	Goroutines    int    `json:"goroutines"`
@@ -295,6 +300,7 @@ func (s *Server) Stats() Stats {
 		Published:     s.published.Load(),
 		Delivered:     s.delivered.Load(),
 		SlowConsumers: s.slowConsumers.Load(),
+		DroppedEvents: s.droppedEvents.Load(),
 		Loops:         len(s.loops),
 		Goroutines:    runtime.NumGoroutine(),
 	}

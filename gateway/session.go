@@ -209,6 +209,14 @@ func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 		c.sendError(ls, m, r, "")
 		return
 	}
+	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
+		if v := ds.Check(m.Data); v != nil {
+			c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+				Topic: m.Topic, UserID: c.userID(), Reason: v.Reason.String(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)})
+			c.sendError(ls, m, v.Reason, v.Message)
+			return
+		}
+	}
 	data := append([]byte(nil), m.Data...)
 	topic := m.Topic
 	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,

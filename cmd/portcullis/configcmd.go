@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/policy/blocklist"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
 func configCommand() *cobra.Command {
@@ -35,6 +36,13 @@ func configCommand() *cobra.Command {
 			}
 			if _, err := tokenSource(cfg); err != nil {
 				return failf("%s: %v", args[0], err)
+			}
+			val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes})
+			if err != nil {
+				return failf("schemas: %v", err)
+			}
+			if _, _, err := topicRules(cfg, val); err != nil {
+				return failf("%s: topics: %v", args[0], err)
 			}
 			fmt.Printf("%s: ok\n", args[0])
 			return nil

@@ -174,13 +174,13 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("origins: %v", err)
 	}
-	rules, err := topicRules(cfg)
-	if err != nil {
-		return failf("topics: %v", err)
-	}
 	val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes})
 	if err != nil {
 		return failf("schemas: %v", err)
+	}
+	rules, dataSchemas, err := topicRules(cfg, val)
+	if err != nil {
+		return failf("topics: %v", err)
 	}
 	src, err := tokenSource(cfg)
 	if err != nil {
@@ -218,6 +218,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		ProxyProtocol: cfg.ProxyProtocol,
 		Origins:       orig,
 		Topics:        rules,
+		DataSchemas:   dataSchemas,
 		Tokens:        src.redeemer,
 		Schema:        val,
 		Audit:         aw,
@@ -342,11 +343,26 @@ func tokenSource(cfg *config.Config) (tokenSrc, error) {
 	return tokenSrc{redeemer: store, minter: store, sweep: store.Sweep}, nil
 }
 
-// topicRules compiles the config's topic rules.
-func topicRules(cfg *config.Config) (*topics.Set, error) {
+// topicRules compiles the config's topic rules and the JSON Schemas of
+// client-published data, keyed by rule pattern.
+func topicRules(cfg *config.Config, val *schema.Validator) (*topics.Set, map[string]schema.DataSchema, error) {
 	rules := make([]topics.Rule, 0, len(cfg.Topics))
-	for _, r := range cfg.Topics {
-		rules = append(rules, topics.Rule{Match: r.Match, Subscribe: topics.Access(r.Subscribe), Publish: topics.Access(r.Publish)})
+	data := map[string]schema.DataSchema{}
+	for i, r := range cfg.Topics {
+		rule := topics.Rule{Match: r.Match, Subscribe: topics.Access(r.Subscribe), Publish: topics.Access(r.Publish),
+			SlowConsumer: topics.Policy(r.SlowConsumer), DataSchema: r.DataSchema}
+		rules = append(rules, rule)
+		if r.DataSchema != "" {
+			if _, dup := data[r.Match]; dup {
+				continue // the first rule of a pattern wins, as in matching
+			}
+			ds, err := val.CompileDataSchema(r.DataSchema)
+			if err != nil {
+				return nil, nil, fmt.Errorf("topics[%d].data_schema: %w", i, err)
+			}
+			data[r.Match] = ds
+		}
 	}
-	return topics.Compile(rules, topics.Access(cfg.Default))
+	set, err := topics.Compile(rules, topics.Access(cfg.Default))
+	return set, data, err
 }

@@ -105,9 +105,11 @@ type JWT struct {
 
 // Topic is one topic rule (SPEC §7).
 type Topic struct {
-	Match     string `yaml:"match"`
-	Subscribe string `yaml:"subscribe"`
-	Publish   string `yaml:"publish"`
+	Match        string `yaml:"match"`
+	Subscribe    string `yaml:"subscribe"`
+	Publish      string `yaml:"publish"`
+	SlowConsumer string `yaml:"slow_consumer"` // disconnect | drop_oldest | keep_latest
+	DataSchema   string `yaml:"data_schema"`   // JSON Schema file for client-published data
 }
 
 // Audit configures the audit trail.
@@ -395,6 +397,14 @@ func (d *decoder) validate() {
 		case "", "token", "deny":
 		default:
 			d.bad(k+".publish", "%q must be token or deny", t.Publish)
+		}
+		switch t.SlowConsumer {
+		case "", "disconnect", "drop_oldest", "keep_latest":
+		default:
+			d.bad(k+".slow_consumer", "%q must be disconnect, drop_oldest or keep_latest", t.SlowConsumer)
+		}
+		if t.DataSchema != "" && t.Publish != "token" {
+			d.bad(k+".data_schema", "is set, but clients may not publish to this rule (publish is not token)")
 		}
 	}
 }

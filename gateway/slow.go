@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"bytes"
+
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// enqueueEvent queues a publication's frame f of topic ts for c, applying
+// the topic's slow-consumer policy when c's backlog is over its cap:
+// disconnect closes c (1008, then reset); drop_oldest drops the oldest
+// queued events of the topic until f fits; keep_latest drops every queued
+// event of the topic, so only the newest is sent. Frames already being
+// written, replies and control frames are never dropped; if f still does
+// not fit, c is a slow consumer after all.
+func (c *conn) enqueueEvent(ls *loopState, f []byte, ts *topicSubs) bool {
+	limit := ls.srv.opts.Limits.WriteQueueBytes
+	if c.fd >= 0 && c.state == stateOpen && c.outBytes > 0 && int(c.outBytes)+len(f) > limit &&
+		ts.policy != topics.Disconnect {
+		keepLatest := ts.policy == topics.KeepLatest
+		n := c.dropEvents(ts, keepLatest, limit-len(f))
+		if n > 0 {
+			ls.srv.droppedEvents.Add(uint64(n))
+		}
+	}
+	return c.enqueue(ls, f, true)
+}
+
+// dropEvents removes queued native event frames of topic ts, oldest first,
+// until the backlog is at most room bytes (all of them with all). The head
+// frame is kept when part of it is already written. It returns how many
+// frames it dropped.
+func (c *conn) dropEvents(ts *topicSubs, all bool, room int) int {
+	first := 0
+	if c.outOff > 0 {
+		first = 1
+	}
+	dropped := 0
+	kept := c.out[:first]
+	for i := first; i < len(c.out); i++ {
+		fr := c.out[i]
+		if (all || int(c.outBytes) > room) && c.proto == protoNative && isEventOf(fr, ts.prefix) {
+			c.outBytes -= int32(len(fr))
+			dropped++
+			continue
+		}
+		kept = append(kept, fr)
+	}
+	for i := len(kept); i < len(c.out); i++ {
+		c.out[i] = nil
+	}
+	c.out = kept
+	return dropped
+}
+
+// isEventOf reports whether fr, a server frame (unmasked), is a text frame
+// whose payload starts with prefix.
+func isEventOf(fr []byte, prefix []byte) bool {
+	if len(fr) < 2 || fr[0] != 0x81 {
+		return false
+	}
+	hdr := 2
+	switch fr[1] & 0x7f {
+	case 126:
+		hdr = 4
+	case 127:
+		hdr = 10
+	}
+	return len(fr) >= hdr && bytes.HasPrefix(fr[hdr:], prefix)
+}
