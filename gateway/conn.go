@@ -10,7 +10,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
-	"golang.org/x/time/rate"
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
@@ -73,9 +72,7 @@ type conn struct {
 	subs   []subscription
 	grants []*tokens.Grant // tokens redeemed on this connection, newest last
 
-	// msgLim is the message-rate bucket; nil while full (an idle
-	// connection carries none).
-	msgLim *rate.Limiter
+	msg msgBucket // message-rate bucket
 }
 
 // connFlags packs small per-connection state into one byte.
@@ -143,8 +140,8 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 			}
 			c.missed++
 			c.enqueue(ls, pingFrame, false)
-			if ls.srv.opts.Limits.MsgRate.idle(c.msgLim, now) {
-				c.msgLim = nil // full again: an idle connection keeps no limiter
+			if r := ls.srv.opts.Limits.MsgRate; r.PerSecond > 0 {
+				r.settle(&c.msg, ns-c.opened) // keeps its clock from wrapping
 			}
 			c.nextPing = ns + int64(lim.PingInterval)
 		}
@@ -259,7 +256,7 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	if c.state != stateOpen {
 		return errStop
 	}
-	if !ls.srv.opts.Limits.MsgRate.allow(&c.msgLim, ls.loop.Now) {
+	if !ls.srv.opts.Limits.MsgRate.allow(&c.msg, ls.loop.Now.UnixNano()-c.opened) {
 		c.rateLimited(ls)
 		if c.state != stateOpen {
 			return errStop

@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
@@ -56,27 +54,39 @@ func (openGuard) Counted(a netip.Addr) netip.Prefix {
 }
 
 // Rate is a token bucket with nginx limit_req semantics: PerSecond events
-// per second on average and Burst more at once (rate.NewLimiter(r, B+1)).
+// per second on average and Burst more at once (what
+// rate.NewLimiter(PerSecond, Burst+1).Allow() decides).
 type Rate struct {
 	PerSecond float64 // events per second; <= 0 disables the limit
 	Burst     int     // events above the rate allowed at once
 }
 
-// allow takes one event from *l for r, creating the limiter on first use.
-// A connection whose limiter has refilled drops it again (see idleLimiter),
-// so an idle connection carries no limiter.
-func (r Rate) allow(l **rate.Limiter, now time.Time) bool {
+// msgBucket is one connection's message-rate bucket, inline in the conn:
+// 8 bytes and no allocation. The per-address tables use x/time/rate, but
+// a rate.Limiter per connection (~80 B on the heap) would cost an idle
+// connection a third of its budget. The zero value is a full bucket.
+type msgBucket struct {
+	used float32 // tokens taken and not yet refilled
+	last uint32  // when used was computed: ms since the connection opened (wraps after 49 days; settle keeps it recent)
+}
+
+// settle refills b up to now (nanoseconds since the connection opened).
+func (r Rate) settle(b *msgBucket, since int64) {
+	ms := uint32(since / int64(time.Millisecond))
+	used := float64(b.used) - float64(ms-b.last)/1000*r.PerSecond
+	b.used, b.last = float32(max(used, 0)), ms
+}
+
+// allow takes one event from b, since nanoseconds after the connection
+// opened, and reports whether the bucket had it.
+func (r Rate) allow(b *msgBucket, since int64) bool {
 	if r.PerSecond <= 0 {
 		return true
 	}
-	if *l == nil {
-		*l = rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst+1)
+	r.settle(b, since)
+	if float64(b.used)+1 > float64(r.Burst+1) {
+		return false
 	}
-	return (*l).AllowN(now, 1)
-}
-
-// idle reports whether limiter l is full again, so it can be dropped
-// without changing any future decision.
-func (r Rate) idle(l *rate.Limiter, now time.Time) bool {
-	return l == nil || l.TokensAt(now) >= float64(r.Burst+1)
+	b.used++
+	return true
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -34,7 +35,7 @@ import (
 )
 
 func serveCommand() *cobra.Command {
-	var cfgPath, dataDir, logLevel, cpuProfile string
+	var cfgPath, dataDir, logLevel, cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "serve [--config FILE] [--data DIR]",
 		Short: "run the gateway (with no config: safe embedded defaults)",
@@ -57,6 +58,20 @@ func serveCommand() *cobra.Command {
 				}
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
 			}
+			if memProfile != "" {
+				// A heap profile on demand, for benchmarks: kill -USR1 PID.
+				usr1 := make(chan os.Signal, 1)
+				signal.Notify(usr1, syscall.SIGUSR1)
+				go func() {
+					for range usr1 {
+						runtime.GC()
+						if f, err := os.Create(memProfile); err == nil {
+							_ = pprof.WriteHeapProfile(f)
+							f.Close()
+						}
+					}
+				}()
+			}
 			return serve(cfg, logLevel)
 		},
 	}
@@ -64,6 +79,7 @@ func serveCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data", "", "data directory (overrides data_dir)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "operational log level: debug, info, warn, error")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile to FILE until shutdown (for benchmarks)")
+	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile to FILE on each SIGUSR1 (for benchmarks)")
 	return cmd
 }
 

@@ -165,6 +165,9 @@ func startGateway() (*gateway, error) {
 	if p := os.Getenv("PORTCULLIS_BENCH_CPUPROFILE"); p != "" {
 		args = append(args, "--cpuprofile", p)
 	}
+	if p := os.Getenv("PORTCULLIS_BENCH_MEMPROFILE"); p != "" {
+		args = append(args, "--memprofile", p) // written on SIGUSR1
+	}
 	g.cmd = exec.Command(exe, args...)
 	stderr, _ := g.cmd.StderrPipe()
 	if err := g.cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -229,6 +230,11 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 		defer stopWorkers(ws)
 		time.Sleep(hold)
 		rss1, _, _ := procStat(t.pid())
+		if os.Getenv("PORTCULLIS_BENCH_MEMPROFILE") != "" && t.name() == "portcullis" {
+			// The server writes a heap profile of the idle connections.
+			_ = syscall.Kill(t.pid(), syscall.SIGUSR1)
+			time.Sleep(time.Second)
+		}
 		st1 := t.stats()
 		r.set("subscribed connections", "n", float64(ready))
 		r.set("server RSS before", "KiB", float64(rss0))
