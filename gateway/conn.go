@@ -82,6 +82,7 @@ const (
 	flagSent      connFlags = 1 << iota // close frame sent
 	flagSlot                            // holds a per-address slot of the Guard for client()
 	flagProxyDone                       // the PROXY protocol header has been read
+	flagBanned                          // a strike on this connection banned its address
 	// the high nibble counts messages refused for rate since the last
 	// accepted one
 	deniedShift = 4
@@ -258,7 +259,7 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	}
 	if !ls.srv.opts.Limits.MsgRate.allow(&c.msg, ls.loop.Now.UnixNano()-c.opened) {
 		c.rateLimited(ls)
-		if c.state != stateOpen {
+		if c.banNow(ls) || c.state != stateOpen {
 			return errStop
 		}
 		return nil
@@ -271,10 +272,21 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 		return errStop
 	}
 	c.onNativeMessage(ls, payload)
-	if c.state != stateOpen {
+	if c.banNow(ls) || c.state != stateOpen {
 		return errStop
 	}
 	return nil
+}
+
+// banNow closes the connection (1008) after its queued replies if one of
+// its strikes banned its address; it reports whether it did.
+func (c *conn) banNow(ls *loopState) bool {
+	if c.flags&flagBanned == 0 {
+		return false
+	}
+	c.flags &^= flagBanned
+	c.closeWith(ls, 1008, reason.Banned, "banned", 2*time.Second)
+	return true
 }
 
 // maxDenials is how many messages in a row a client may send over its
@@ -484,6 +496,9 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	ls.conns[fd] = nil
 	ls.nconns--
 	c.fd = -1
+	if c.state == stateOpen {
+		c.state = stateClosing // frames still being parsed are ignored
+	}
 	c.out = nil
 	c.outBytes = 0
 	c.parser.Release()
@@ -523,15 +538,18 @@ func (c *conn) emit(ls *loopState, e audit.Event) {
 	e.PeerIP = c.peer.Addr().String()
 	g := ls.srv.opts.Guard
 	e.CountedPrefix = g.Counted(client).String()
-	if e.Reason != "" && isRefusal(e.Event) {
-		if r, ok := reason.Parse(e.Reason); ok && r != reason.BadClientIP {
-			g.Strike(client, r, ls.loop.Now)
-		}
-	}
 	if c.state != stateHandshake {
 		e.Proto = protoNames[c.proto]
 	}
 	ls.srv.emit(e)
+	if e.Reason != "" && isRefusal(e.Event) {
+		if r, ok := reason.Parse(e.Reason); ok && r != reason.BadClientIP && g.Strike(client, r, ls.loop.Now) {
+			// This strike banned the address: once the current reply is
+			// queued the connection closes (see banNow), and nothing more
+			// it sent is evaluated.
+			c.flags |= flagBanned
+		}
+	}
 }
 
 // isRefusal reports whether event records a refusal, which counts as a

@@ -25,9 +25,15 @@ type Guard interface {
 	Admit(addr netip.Addr, limit bool, now time.Time) (refused reason.Reason, retryAfter time.Duration, counted netip.Prefix)
 	// Release gives back the slot Admit took for addr.
 	Release(addr netip.Addr)
-	// Strike counts failure r against addr; it may ban addr (the ban is
-	// reported through the guard's own callback, never from here).
-	Strike(addr netip.Addr, r reason.Reason, now time.Time)
+	// Strike counts failure r against addr and reports whether it banned
+	// addr (an enforced ban, not a dry run): the caller then closes the
+	// connection at once, without evaluating anything else it sent. Other
+	// connections of the banned prefix are closed through the guard's own
+	// callback.
+	Strike(addr netip.Addr, r reason.Reason, now time.Time) (banned bool)
+	// Exempt reports whether addr is allow-listed: its live connections
+	// survive a ban of a range around it.
+	Exempt(addr netip.Addr) bool
 	// Counted is the prefix addr is limited and banned under, for the
 	// audit trail's counted_prefix.
 	Counted(addr netip.Addr) netip.Prefix
@@ -46,8 +52,9 @@ type openGuard struct{}
 func (openGuard) Admit(netip.Addr, bool, time.Time) (reason.Reason, time.Duration, netip.Prefix) {
 	return 0, 0, netip.Prefix{}
 }
-func (openGuard) Release(netip.Addr)                          {}
-func (openGuard) Strike(netip.Addr, reason.Reason, time.Time) {}
+func (openGuard) Release(netip.Addr)                               {}
+func (openGuard) Strike(netip.Addr, reason.Reason, time.Time) bool { return false }
+func (openGuard) Exempt(netip.Addr) bool                           { return false }
 func (openGuard) Counted(a netip.Addr) netip.Prefix {
 	p, _ := a.Unmap().Prefix(a.Unmap().BitLen())
 	return p

@@ -264,7 +264,7 @@ func (ls *loopState) deliver(p *publication) int {
 func (ls *loopState) disconnectPrefix(p netip.Prefix, why string) int {
 	n := 0
 	for _, c := range ls.conns {
-		if c != nil && c.fd >= 0 && p.Contains(c.client()) {
+		if c != nil && c.fd >= 0 && p.Contains(c.client()) && !ls.srv.opts.Guard.Exempt(c.client()) {
 			c.fail(ls, 1008, reason.Banned, why)
 			n++
 		}

@@ -134,19 +134,27 @@ func isHandshakeFailure(r reason.Reason) bool {
 // Strike counts failure r against addr (SPEC §8 step 5). Allow-listed
 // addresses are never counted. A strike that bans is audited (critical)
 // and the prefix's live connections are closed.
-func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) {
+//
+// It reports whether this strike created an enforced ban (not a dry run),
+// so that the caller closes the striking connection at once.
+func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) bool {
 	if !addr.IsValid() || g.o.Lists.Allowed(addr) {
-		return
+		return false
 	}
 	if isHandshakeFailure(r) {
 		g.o.Limits.HandshakeFailed(g.Counted(addr), now)
 	}
 	b, banned := g.o.Bans.Strike(addr, r, now)
 	if !banned {
-		return
+		return false
 	}
 	g.banned(b, addr.String(), now)
+	return !b.DryRun
 }
+
+// Exempt reports whether addr is allow-listed: never limited, counted or
+// banned, and its connections survive a ban of a range around it.
+func (g *Guard) Exempt(addr netip.Addr) bool { return g.o.Lists.Allowed(addr) }
 
 // banned audits a new ban and, unless it is a dry run, closes the live
 // connections inside it.
