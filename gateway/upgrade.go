@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
@@ -213,11 +214,15 @@ func (up *upgrader) upgrade(c *conn, req []byte, now time.Time) upgradeResult {
 	return upgradeResult{proto: up.proto, client: up.client, badFwd: up.badFwd, slot: up.slot, response: resp}
 }
 
+// capString cuts s to at most n bytes, on a UTF-8 character boundary.
 func capString(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // httpReject renders a refusal: a JSON error body and Connection: close.

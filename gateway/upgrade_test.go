@@ -97,3 +97,13 @@ func FuzzUpgrade(f *testing.F) {
 		}
 	})
 }
+
+func TestCapStringKeepsCharacters(t *testing.T) {
+	s := strings.Repeat("é", 10) // 2 bytes each
+	if got := capString(s, 5); got != "éé" {
+		t.Fatalf("capString cut a character: %q", got)
+	}
+	if got := capString("abc", 5); got != "abc" {
+		t.Fatalf("short string changed: %q", got)
+	}
+}
