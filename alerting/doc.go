@@ -1,0 +1,22 @@
+// Package alerting owns the email alerts of SPEC §11: rules over audit
+// events, grouping like Alertmanager, inhibition, silences, an hourly cap,
+// a durable bbolt outbox and a hardened SMTP notifier.
+//
+// It is a pipeline of stages, each in its own file:
+//
+//	rules.go     events → rule matches (sliding-window thresholds)
+//	dispatch.go  matches → groups, flushed after group_wait / group_interval / repeat_interval
+//	inhibit.go   groups muted while an "under attack" rule fires
+//	silence.go   groups muted by operator silences (persisted)
+//	ratecap.go   max_per_hour, with one "N further alerts held back" digest
+//	outbox.go    rendered mails persisted in bbolt before the first attempt, retried with backoff
+//	smtp.go      the Notifier that speaks SMTP (go-mail composes, net/smtp transports)
+//
+// Engine (engine.go) is an audit.Sink: Emit only queues. Rules run on one
+// worker goroutine, delivery on another; neither is ever called back from
+// Emit. Every decision is reported as an alert_sent or alert_failed audit
+// event to the sink given in Options.Audit; alert_* events given to Emit are
+// ignored so that the engine never feeds on its own reports.
+//
+// alerting imports audit and nothing from gateway, policy or cmd.
+package alerting

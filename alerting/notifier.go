@@ -1,0 +1,95 @@
+package alerting
+
+import (
+	"context"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
+)
+
+// Message is one rendered mail. Subject and bodies may hold attacker-supplied
+// text: the Notifier must put Subject only into an encoded header and the
+// bodies only into the body.
+type Message struct {
+	ID      string    `json:"id"` // outbox id; unique per mail
+	Subject string    `json:"subject"`
+	Text    string    `json:"text"`
+	HTML    string    `json:"html"`
+	Date    time.Time `json:"date"`
+}
+
+// Notifier delivers a message. retryable says whether a later attempt may
+// succeed (timeouts, 4xx replies, TLS missing) or not (5xx replies,
+// refused credentials). Notify must return by ctx's deadline.
+type Notifier interface {
+	Notify(ctx context.Context, m Message) (retryable bool, err error)
+}
+
+// NotifierFunc adapts a function to Notifier.
+type NotifierFunc func(ctx context.Context, m Message) (bool, error)
+
+// Notify calls f.
+func (f NotifierFunc) Notify(ctx context.Context, m Message) (bool, error) { return f(ctx, m) }
+
+// notification is what flows from dispatch through the filter stages to the
+// outbox: a snapshot of one group, or a digest.
+type notification struct {
+	GroupKey  string
+	Rule      string
+	Labels    Labels
+	Severity  audit.Severity
+	Summary   string
+	Event     string
+	Threshold int
+	Window    time.Duration
+	First     time.Time
+	Last      time.Time
+	Count     int64
+	Fresh     int64
+	Update    int
+	Repeat    bool
+
+	TopIPs      []KV
+	TopPrefixes []KV
+	TopUsers    []KV
+	OtherIPs    int64
+	Bans        []banAction
+	MoreBans    int64
+	Samples     []audit.Event
+
+	// Digest: how many notifications the cap held back, and their summaries.
+	Held     int64
+	HeldList []string
+}
+
+// Decision is what the pipeline did with a notification; it is the Reason
+// of the alert_sent / alert_failed audit event that reports it.
+type Decision uint8
+
+// Decisions.
+const (
+	Queued    Decision = iota // persisted in the outbox (alert_sent)
+	Sent                      // delivered to the SMTP server (alert_sent)
+	Inhibited                 // muted while an inhibiting rule fires (alert_sent)
+	Silenced                  // muted by a silence (alert_sent)
+	Capped                    // held back by max_per_hour (alert_sent)
+	Digest                    // the held-back digest was queued (alert_sent)
+	Retry                     // an attempt failed, another will follow (alert_failed)
+	Refused                   // an attempt failed for good (alert_failed)
+	Expired                   // not delivered within the expiry (alert_failed)
+	Dropped                   // could not be persisted (alert_failed)
+)
+
+var decisionNames = [...]string{"queued", "sent", "inhibited", "silenced", "capped", "digest",
+	"retry", "refused", "expired", "dropped"}
+
+// String returns the audit spelling of d.
+func (d Decision) String() string {
+	if int(d) < len(decisionNames) {
+		return decisionNames[d]
+	}
+	return "unknown"
+}
+
+// failed reports whether d is reported as alert_failed.
+func (d Decision) failed() bool { return d >= Retry }

@@ -1,0 +1,246 @@
+package alerting
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Layout of the alerts file (its own bbolt file, never shared with the
+// bans' state.db): keys are outbox ids (16 hex digits, in queue order) and
+// silence ids; values JSON.
+var (
+	bucketMeta     = []byte("alerting.meta")     // "version" → storeVersion
+	bucketOutbox   = []byte("alerting.outbox")   // id → item
+	bucketSilences = []byte("alerting.silences") // id → Silence
+	keyVersion     = []byte("version")
+)
+
+const storeVersion = "1"
+
+// item is one mail in the outbox.
+type item struct {
+	ID       string    `json:"id"`
+	GroupKey string    `json:"group"`
+	Rule     string    `json:"rule"`
+	Summary  string    `json:"summary"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	Next     time.Time `json:"next"` // next attempt not before
+	Attempts int       `json:"attempts"`
+	LastErr  string    `json:"last_error,omitempty"`
+	Msg      Message   `json:"msg"`
+}
+
+// store is the bbolt file. bbolt serializes writers itself; store adds no
+// lock and is safe for use by multiple goroutines.
+type store struct {
+	db   *bolt.DB
+	path string
+}
+
+func openStore(path string) (s *store, err error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		switch {
+		case errors.Is(err, bolt.ErrTimeout):
+			err = fmt.Errorf("%w: file locked, is another portcullis using it?", err)
+		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+			err = fmt.Errorf("%w: corrupt or not an alerts file; move it aside to start with an empty outbox", err)
+		}
+		return nil, fmt.Errorf("alerting: open %s: %w", path, err)
+	}
+	defer func() {
+		if r := recover(); r != nil { // bbolt panics on some corrupt pages
+			err = fmt.Errorf("alerting: read %s: corrupt file: %v", path, r)
+		}
+		if err != nil {
+			_ = db.Close()
+		}
+	}()
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keyVersion); {
+		case v == nil:
+			if err := meta.Put(keyVersion, []byte(storeVersion)); err != nil {
+				return err
+			}
+		case string(v) != storeVersion:
+			return fmt.Errorf("unsupported alerts file version %q (want %q)", v, storeVersion)
+		}
+		for _, b := range [][]byte{bucketOutbox, bucketSilences} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alerting: read %s: %w", path, err)
+	}
+	return &store{db: db, path: path}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+// enqueue persists it under a new id, replacing any mail of the same group
+// still waiting (one mail per group update: the newest supersedes). It
+// returns the ids replaced.
+func (s *store) enqueue(it *item) (replaced []string, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		it.ID = fmt.Sprintf("%016x", seq)
+		it.Msg.ID = it.ID
+		if it.GroupKey != "" {
+			var old [][]byte
+			err = b.ForEach(func(k, v []byte) error {
+				var o item
+				if json.Unmarshal(v, &o) == nil && o.GroupKey == it.GroupKey {
+					old = append(old, slices.Clone(k))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range old {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				replaced = append(replaced, string(k))
+			}
+		}
+		v, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(it.ID), v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alerting: save to %s: %w", s.path, err)
+	}
+	return replaced, nil
+}
+
+// update saves it if it is still in the outbox (it may have been replaced
+// meanwhile); ok reports whether it was.
+func (s *store) update(it *item) (ok bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		if b.Get([]byte(it.ID)) == nil {
+			return nil
+		}
+		ok = true
+		v, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(it.ID), v)
+	})
+	if err != nil {
+		err = fmt.Errorf("alerting: save to %s: %w", s.path, err)
+	}
+	return ok, err
+}
+
+func (s *store) remove(id string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOutbox).Delete([]byte(id)) })
+	if err != nil {
+		err = fmt.Errorf("alerting: save to %s: %w", s.path, err)
+	}
+	return err
+}
+
+// pending returns the outbox in queue order; unreadable records are
+// deleted and counted in bad.
+func (s *store) pending() (its []item, bad int, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		var drop [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var it item
+			if json.Unmarshal(v, &it) != nil || it.ID != string(k) || !validStored(&it) {
+				drop = append(drop, slices.Clone(k))
+				return nil
+			}
+			its = append(its, it)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		bad = len(drop)
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("alerting: read %s: %w", s.path, err)
+	}
+	return its, bad, err
+}
+
+// validStored checks a stored mail before it is sent again: the Subject is
+// re-checked for control characters, as a tampered file must not inject
+// headers either.
+func validStored(it *item) bool {
+	return it.Msg.Subject != "" && !hasCtl(it.Msg.Subject) && !it.Created.IsZero() && !it.Expires.IsZero() &&
+		!strings.ContainsRune(it.Msg.ID, '\n')
+}
+
+func (s *store) count() int {
+	n := 0
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketOutbox).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+func (s *store) putSilence(sl Silence) error {
+	v, err := json.Marshal(sl)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSilences).Put([]byte(sl.ID), v) })
+	if err != nil {
+		err = fmt.Errorf("alerting: save to %s: %w", s.path, err)
+	}
+	return err
+}
+
+func (s *store) removeSilence(id string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSilences).Delete([]byte(id)) })
+}
+
+func (s *store) loadSilences() ([]Silence, error) {
+	var out []Silence
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSilences).ForEach(func(k, v []byte) error {
+			var sl Silence
+			if json.Unmarshal(v, &sl) == nil && sl.ID == string(k) && sl.valid() == nil {
+				out = append(out, sl)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		err = fmt.Errorf("alerting: read %s: %w", s.path, err)
+	}
+	return out, err
+}
