@@ -44,6 +44,9 @@ func configCommand() *cobra.Command {
 			if _, _, err := topicRules(cfg, val); err != nil {
 				return failf("%s: topics: %v", args[0], err)
 			}
+			if _, err := alertConfig(cfg.Alerting); err != nil {
+				return failf("%s: %v", args[0], err)
+			}
 			fmt.Printf("%s: ok\n", args[0])
 			return nil
 		},

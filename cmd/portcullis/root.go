@@ -44,7 +44,7 @@ func Main(args []string) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
-		auditCommand(), versionCommand(), loadgen.Command())
+		auditCommand(), alertCommand(), versionCommand(), loadgen.Command())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

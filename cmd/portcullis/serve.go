@@ -16,12 +16,14 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-gw/portcullis/alerting"
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway"
 	"github.com/portcullis-gw/portcullis/gateway/admin"
@@ -184,7 +186,37 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("open audit trail: %v", err)
 	}
+	// Every event goes to the trail and, with alerting on, to the alert
+	// engine; the engine's own decisions go to the trail only.
+	var sink audit.Sink = aw
+	var eng *alerting.Engine
+	alertCfg, err := alertConfig(cfg.Alerting)
+	if err != nil {
+		_ = aw.Close()
+		return failf("%v", err)
+	}
+	if alertCfg.SMTP.Enabled() {
+		eng, err = alerting.Open(alerting.Options{Config: alertCfg, Path: filepath.Join(cfg.DataDir, "alerts.db"),
+			Node: host, Audit: aw, Log: log})
+		if err != nil {
+			_ = aw.Close()
+			return failf("alerting: %v", err)
+		}
+		sink = tee{trail: aw, alerts: eng}
+	}
+	// The engine closes before the trail, so its last decisions are written.
+	var closeOnce sync.Once
+	closeAlerts := func() {
+		closeOnce.Do(func() {
+			if eng != nil {
+				if err := eng.Close(); err != nil {
+					log.WithError(err).Error("alerting: close")
+				}
+			}
+		})
+	}
 	defer aw.Close()
+	defer closeAlerts()
 
 	orig, err := origin.NewChecker(cfg.Origins, true)
 	if err != nil {
@@ -207,7 +239,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		return failf("%v", err)
 	}
 	var disconnect func(netip.Prefix)
-	pipe, err := buildPipeline(cfg, aw, log, &disconnect)
+	pipe, err := buildPipeline(cfg, sink, log, &disconnect)
 	if err != nil {
 		return failf("%v", err)
 	}
@@ -237,7 +269,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		DataSchemas:   dataSchemas,
 		Tokens:        src.redeemer,
 		Schema:        val,
-		Audit:         aw,
+		Audit:         sink,
 		Log:           log,
 	})
 	if err != nil {
@@ -250,19 +282,30 @@ func serve(cfg *config.Config, logLevel string) error {
 	}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
-	pipe.run(runCtx, aw, log)
+	pipe.run(runCtx, sink, log)
+	var routes map[string]http.Handler
+	if eng != nil {
+		go watchTrail(runCtx, aw, eng)
+		routes = silenceRoutes(eng, sink)
+	}
 
 	api := admin.New(admin.Options{
 		Key:       adminKey,
 		Publisher: srv,
 		Tokens:    src.minter,
 		Bans:      pipe.guard,
+		Routes:    routes,
 		Stats: func() any {
+			var alerts any
+			if eng != nil {
+				alerts = eng.Stats()
+			}
 			return struct {
 				gateway.Stats
 				Pipeline any `json:"pipeline"`
 				Audit    any `json:"audit"`
-			}{srv.Stats(), pipe.guard.Stats(), aw.Stats()}
+				Alerts   any `json:"alerts"`
+			}{srv.Stats(), pipe.guard.Stats(), aw.Stats(), alerts}
 		},
 		Ready: func() error {
 			if !aw.Healthy() {
@@ -270,7 +313,7 @@ func serve(cfg *config.Config, logLevel string) error {
 			}
 			return nil
 		},
-		Audit: aw,
+		Audit: sink,
 	})
 	ln, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
@@ -313,7 +356,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	s := <-sig
 	for s == syscall.SIGHUP {
-		pipe.reload(aw, log)
+		pipe.reload(sink, log)
 		s = <-sig
 	}
 	log.WithField("signal", s.String()).Info("shutting down: closing connections with 1001")
@@ -328,6 +371,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	_ = hs.Shutdown(sctx)
 	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway stopped on " + s.String()})
+	closeAlerts()
 	if err := aw.Close(); err != nil {
 		return failf("close audit trail: %v", err)
 	}

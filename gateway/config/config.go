@@ -36,8 +36,9 @@ type Config struct {
 	Tokens  Tokens  `yaml:"tokens"`
 	Topics  []Topic `yaml:"topics"`
 	Default string  `yaml:"default"`
-	Bans    Bans    `yaml:"bans"`
-	Audit   Audit   `yaml:"audit"`
+	Bans     Bans     `yaml:"bans"`
+	Audit    Audit    `yaml:"audit"`
+	Alerting Alerting `yaml:"alerting"`
 
 	keys []KeyPos
 }
@@ -121,6 +122,47 @@ type Audit struct {
 	RetainBytes   int64         `yaml:"retain_bytes"`   // delete the oldest rotated files beyond this total
 	OnFailure     string        `yaml:"on_failure"`     // fail_open | fail_closed
 	CheckpointDir string        `yaml:"checkpoint_dir"` // copy of the signed checkpoints (another host)
+}
+
+// Alerting configures the on-call email alerts (SPEC §11).
+type Alerting struct {
+	SMTP           SMTP          `yaml:"smtp"`
+	GroupWait      time.Duration `yaml:"group_wait"`      // wait before a new group's first mail
+	GroupInterval  time.Duration `yaml:"group_interval"`  // least time between mails of one group
+	RepeatInterval time.Duration `yaml:"repeat_interval"` // re-send a still-firing group after this
+	MaxPerHour     int           `yaml:"max_per_hour"`    // mails per hour at most, then one digest
+	Rules          []AlertRule   `yaml:"rules"`           // empty: the SPEC §11 defaults
+}
+
+// SMTP is the mail server alerts go through. The password never lives in
+// the YAML: password_env or password_file.
+type SMTP struct {
+	Host         string        `yaml:"host"` // empty: alerting off
+	Port         int           `yaml:"port"`
+	Username     string        `yaml:"username"`
+	PasswordEnv  string        `yaml:"password_env"`
+	PasswordFile string        `yaml:"password_file"`
+	From         string        `yaml:"from"`
+	To           []string      `yaml:"to"`
+	TLS          string        `yaml:"tls"` // starttls | tls | none (none only without auth)
+	Timeout      time.Duration `yaml:"timeout"`
+}
+
+// AlertRule is one alert rule over audit events.
+type AlertRule struct {
+	Name        string            `yaml:"name"`
+	Event       string            `yaml:"event"`
+	Reason      string            `yaml:"reason"`
+	Stage       string            `yaml:"stage"`
+	MinSeverity string            `yaml:"min_severity"`
+	Match       map[string]string `yaml:"match"`
+	Threshold   int               `yaml:"threshold"`
+	Window      time.Duration     `yaml:"window"`
+	CountBy     []string          `yaml:"count_by"`
+	GroupBy     []string          `yaml:"group_by"`
+	Severity    string            `yaml:"severity"`
+	Summary     string            `yaml:"summary"`
+	Inhibits    []string          `yaml:"inhibits"`
 }
 
 // Pos is a place in a config file.
