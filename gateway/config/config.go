@@ -32,10 +32,10 @@ type Config struct {
 	ClientIPHeader string   `yaml:"client_ip_header"` // X-Forwarded-For, X-Real-IP or CF-Connecting-IP
 	ProxyProtocol  bool     `yaml:"proxy_protocol"`   // require a PROXY v1/v2 header from trusted proxies
 
-	Limits  Limits  `yaml:"limits"`
-	Tokens  Tokens  `yaml:"tokens"`
-	Topics  []Topic `yaml:"topics"`
-	Default string  `yaml:"default"`
+	Limits   Limits   `yaml:"limits"`
+	Tokens   Tokens   `yaml:"tokens"`
+	Topics   []Topic  `yaml:"topics"`
+	Default  string   `yaml:"default"`
 	Bans     Bans     `yaml:"bans"`
 	Audit    Audit    `yaml:"audit"`
 	Alerting Alerting `yaml:"alerting"`
