@@ -21,6 +21,7 @@ type topicSubs struct {
 	conns  []*conn
 	policy topics.Policy // slow-consumer policy of the topic's rule
 	prefix []byte        // how this topic's native event payloads begin
+	feed   bool          // the topic's rule polls a feed while it has subscribers
 }
 
 // subscription is a connection's side of a topic membership; idx is its
@@ -69,10 +70,15 @@ func (c *conn) findSub(topic string) int {
 func (ls *loopState) subscribe(c *conn, topic string) {
 	ts := ls.topics[topic]
 	if ts == nil {
+		rule := ls.srv.opts.Topics.Match(topic)
 		ts = &topicSubs{name: topic, policy: ls.srv.opts.Topics.SlowConsumer(topic),
-			prefix: native.AppendString(append([]byte(nil), `{"op":"event","topic":`...), topic)}
+			prefix: native.AppendString(append([]byte(nil), `{"op":"event","topic":`...), topic),
+			feed:   rule != nil && rule.Feed != nil}
 		ls.topics[topic] = ts
 		ls.topicCount.Add(1)
+		if ts.feed {
+			ls.srv.feedUp(topic)
+		}
 	}
 	c.subs = append(c.subs, subscription{topic: ts, idx: int32(len(ts.conns))})
 	ts.conns = append(ts.conns, c)
@@ -99,6 +105,9 @@ func (ls *loopState) unsubscribe(c *conn, i int) {
 	if len(ts.conns) == 0 {
 		delete(ls.topics, ts.name)
 		ls.topicCount.Add(-1)
+		if ts.feed {
+			ls.srv.feedDown(ts.name)
+		}
 	}
 	lastSub := len(c.subs) - 1
 	c.subs[i] = c.subs[lastSub]
@@ -108,4 +117,36 @@ func (ls *loopState) unsubscribe(c *conn, i int) {
 		c.subs = nil
 	}
 	ls.srv.subscriptions.Add(-1)
+}
+
+// Feeds starts and stops the pollers of `feed:` topics (gateway/feed):
+// Active when a topic gets its first subscriber anywhere, Idle when its
+// last one leaves. Both are called under a server lock, in order, from
+// event loops: they must only signal, never block.
+type Feeds interface {
+	Active(topic string)
+	Idle(topic string)
+}
+
+// feedUp counts a loop that now has subscribers of a feed topic.
+func (s *Server) feedUp(topic string) {
+	s.feedMu.Lock()
+	defer s.feedMu.Unlock() // Active and Idle are ordered: both are called under feedMu
+	s.feedLoops[topic]++
+	if s.feedLoops[topic] == 1 && s.opts.Feeds != nil {
+		s.opts.Feeds.Active(topic)
+	}
+}
+
+// feedDown counts a loop whose last subscriber of a feed topic left.
+func (s *Server) feedDown(topic string) {
+	s.feedMu.Lock()
+	defer s.feedMu.Unlock()
+	s.feedLoops[topic]--
+	if s.feedLoops[topic] <= 0 {
+		delete(s.feedLoops, topic)
+		if s.opts.Feeds != nil {
+			s.opts.Feeds.Idle(topic)
+		}
+	}
 }

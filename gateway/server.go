@@ -95,10 +95,12 @@ type Options struct {
 	// DataSchemas validate client-published data, keyed by the pattern
 	// of the rule (topics[].data_schema).
 	DataSchemas map[string]schema.DataSchema
-	Tokens      TokenSource       // token source: policy/tokens (store) or policy/jwt
-	Schema      *schema.Validator // client message validation (JSON Schema)
-	Audit       audit.Sink
-	Log         *logrus.Logger
+	// Feeds runs the pollers of `feed:` topics; nil: none.
+	Feeds  Feeds
+	Tokens TokenSource       // token source: policy/tokens (store) or policy/jwt
+	Schema *schema.Validator // client message validation (JSON Schema)
+	Audit  audit.Sink
+	Log    *logrus.Logger
 }
 
 // TokenSource redeems client tokens (SPEC §6): the first connection that
@@ -126,6 +128,9 @@ type Server struct {
 	delivered     atomic.Uint64
 	slowConsumers atomic.Uint64
 	droppedEvents atomic.Uint64 // dropped under drop_oldest / keep_latest
+
+	feedMu    sync.Mutex
+	feedLoops map[string]int // feed topic → loops with subscribers of it
 
 	shutdownOnce sync.Once
 	closing      atomic.Bool
@@ -176,7 +181,8 @@ func Start(o Options) (*Server, error) {
 	var boot [4]byte
 	_, _ = rand.Read(boot[:])
 	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:]),
-		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes}}
+		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes},
+		feedLoops:   make(map[string]int)}
 
 	listen := o.Listen
 	for i := 0; i < o.Loops; i++ {
