@@ -17,6 +17,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway"
 	"github.com/portcullis-gw/portcullis/gateway/admin"
 	"github.com/portcullis-gw/portcullis/gateway/config"
+	"github.com/portcullis-gw/portcullis/gateway/feed"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	jwttoken "github.com/portcullis-gw/portcullis/policy/jwt"
 	"github.com/portcullis-gw/portcullis/policy/origin"
@@ -245,6 +247,17 @@ func serve(cfg *config.Config, logLevel string) error {
 	}
 	defer pipe.close()
 
+	// Feed pollers publish through the server, which exists only after
+	// Start: the runner reaches it through this variable.
+	var running atomic.Pointer[gateway.Server]
+	feeds := feed.New(feed.Options{Rules: rules, Audit: sink, Log: log, MaxBytes: cfg.Limits.MaxMessageBytes,
+		Publish: func(topic string, data []byte) int {
+			if s := running.Load(); s != nil {
+				return s.Publish(topic, data)
+			}
+			return 0
+		}})
+	defer feeds.Close()
 	srv, err := gateway.Start(gateway.Options{
 		Listen:  cfg.Listen,
 		Path:    cfg.Path,
@@ -267,6 +280,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		Origins:       orig,
 		Topics:        rules,
 		DataSchemas:   dataSchemas,
+		Feeds:         feeds,
 		Tokens:        src.redeemer,
 		Schema:        val,
 		Audit:         sink,
@@ -276,6 +290,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		return failf("%v", err)
 	}
 
+	running.Store(srv)
 	disconnect = func(p netip.Prefix) {
 		// Called from event loops: never wait for them here.
 		go srv.DisconnectPrefix(p, "banned")
@@ -305,7 +320,8 @@ func serve(cfg *config.Config, logLevel string) error {
 				Pipeline any `json:"pipeline"`
 				Audit    any `json:"audit"`
 				Alerts   any `json:"alerts"`
-			}{srv.Stats(), pipe.guard.Stats(), aw.Stats(), alerts}
+				Feeds    any `json:"feeds"`
+			}{srv.Stats(), pipe.guard.Stats(), aw.Stats(), alerts, feeds.Stats()}
 		},
 		Ready: func() error {
 			if !aw.Healthy() {
@@ -411,6 +427,9 @@ func topicRules(cfg *config.Config, val *schema.Validator) (*topics.Set, map[str
 	for i, r := range cfg.Topics {
 		rule := topics.Rule{Match: r.Match, Subscribe: topics.Access(r.Subscribe), Publish: topics.Access(r.Publish),
 			SlowConsumer: topics.Policy(r.SlowConsumer), DataSchema: r.DataSchema}
+		if r.Feed.URL != "" {
+			rule.Feed = &topics.Feed{URL: r.Feed.URL, Every: r.Feed.Every}
+		}
 		rules = append(rules, rule)
 		if r.DataSchema != "" {
 			if _, dup := data[r.Match]; dup {

@@ -111,6 +111,14 @@ type Topic struct {
 	Publish      string `yaml:"publish"`
 	SlowConsumer string `yaml:"slow_consumer"` // disconnect | drop_oldest | keep_latest
 	DataSchema   string `yaml:"data_schema"`   // JSON Schema file for client-published data
+	Feed         Feed   `yaml:"feed"`          // poll a URL while the topic has subscribers
+}
+
+// Feed polls URL every Every while a topic has subscribers and publishes
+// each response to it. An empty URL means no feed.
+type Feed struct {
+	URL   string        `yaml:"url"`
+	Every time.Duration `yaml:"every"`
 }
 
 // Audit configures the audit trail.
