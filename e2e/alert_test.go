@@ -153,3 +153,38 @@ func decodeQP(s string) string {
 	s = strings.ReplaceAll(s, "=\n", "")
 	return strings.NewReplacer("=3D", "=", "=20", " ").Replace(s)
 }
+
+// A gateway killed with SIGKILL is reported on its next start: an
+// `unclean_stop` audit event (critical) and a CRITICAL email; a clean stop
+// is not.
+func TestAlertUncleanStop(t *testing.T) {
+	smtp := startSMTP(t)
+	extra := fmt.Sprintf(`alerting:
+  smtp: {host: "127.0.0.1", port: %d, from: "portcullis@gw.example", to: ["oncall@site.example"], tls: none, timeout: 5s}
+  group_wait: 1s
+`, smtp.port)
+	data := filepath.Join(t.TempDir(), "d")
+	s := startServerIn(t, extra, data)
+	s.stop()
+	s = startServerIn(t, extra, data)
+	if n := s.auditCount(map[string]any{"event": "unclean_stop"}); n != 0 {
+		t.Fatalf("unclean_stop after a clean stop")
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s = startServerIn(t, extra, data)
+	e := s.waitAudit(map[string]any{"event": "unclean_stop"})
+	if e["severity"] != "critical" || e["stage"] != "system" {
+		t.Fatalf("unclean_stop event %v", e)
+	}
+	checkFor(t, 15*time.Second, func() error {
+		for _, m := range smtp.messages(t) {
+			subj, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
+			if strings.HasPrefix(subj, "[portcullis CRITICAL]") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no CRITICAL email about the unclean stop")
+	})
+	s.stop()
+}

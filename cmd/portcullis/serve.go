@@ -249,6 +249,7 @@ func serve(cfg *config.Config, logLevel string) error {
 
 	// Feed pollers publish through the server, which exists only after
 	// Start: the runner reaches it through this variable.
+	checkUncleanStop(cfg.DataDir, sink)
 	var running atomic.Pointer[gateway.Server]
 	feeds := feed.New(feed.Options{Rules: rules, Audit: sink, Log: log, MaxBytes: cfg.Limits.MaxMessageBytes,
 		Publish: func(topic string, data []byte) int {
@@ -298,6 +299,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	pipe.run(runCtx, sink, log)
+	go watchdog(runCtx, srv, sink)
 	var routes map[string]http.Handler
 	if eng != nil {
 		go watchTrail(runCtx, aw, eng)
@@ -350,6 +352,10 @@ func serve(cfg *config.Config, logLevel string) error {
 
 	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway started, version " + version})
+	// Signals are caught before the gateway says it is up, so that a
+	// SIGTERM right after that line still stops it cleanly.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	fmt.Fprintf(os.Stderr, "portcullis %s listening on ws://%s%s (WebSocket), admin API on %s\n",
 		version, srv.Addr(), cfg.Path, adminURL)
 	fmt.Fprintf(os.Stderr, "admin key: %s   audit trail: %s\n", keyFile, auditDir)
@@ -368,8 +374,6 @@ func serve(cfg *config.Config, logLevel string) error {
 		}
 	}()
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	s := <-sig
 	for s == syscall.SIGHUP {
 		pipe.reload(sink, log)
@@ -388,6 +392,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway stopped on " + s.String()})
 	closeAlerts()
+	_ = os.Remove(runMarker(cfg.DataDir)) // a clean stop
 	if err := aw.Close(); err != nil {
 		return failf("close audit trail: %v", err)
 	}

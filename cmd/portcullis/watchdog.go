@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway"
+)
+
+// runMarker is <data>/running: present while a gateway runs, removed on a
+// clean stop. Finding it at start means the last run ended uncleanly
+// (crash, kill -9, power loss) — SPEC §11's "started after an unclean stop".
+func runMarker(dataDir string) string { return filepath.Join(dataDir, "running") }
+
+// checkUncleanStop reports a marker left by the previous run, then writes
+// this run's marker.
+func checkUncleanStop(dataDir string, sink audit.Sink) {
+	p := runMarker(dataDir)
+	if b, err := os.ReadFile(p); err == nil {
+		sink.Emit(audit.Event{Event: "unclean_stop", Severity: audit.Critical, Stage: audit.StageSystem,
+			Detail: audit.Cap("the previous run did not stop cleanly (" + strings.TrimSpace(string(b)) + ")")})
+	}
+	_ = os.WriteFile(p, []byte(fmt.Sprintf("pid %d started %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339))), 0o600)
+}
+
+// watchdog watches the gateway itself once a second and reports trouble
+// as critical system events (alerting's gateway_trouble rule): an event
+// loop stalled for over a second, file descriptors or memory near their
+// limits. Each condition is reported when it starts, not every second.
+func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var reportedStall time.Duration
+	fdHigh, memHigh := false, false
+	memLimit := cgroupMemoryLimit()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if d, err := time.ParseDuration(srv.Stats().MaxLoopStall); err == nil && d > time.Second && d > reportedStall {
+				reportedStall = d
+				sink.Emit(audit.Event{Time: now, Event: "loop_stalled", Severity: audit.Critical, Stage: audit.StageSystem,
+					Detail: "an event loop was busy for " + d.Round(time.Millisecond).String() + " without returning to epoll"})
+			}
+			if used, limit, ok := fdUsage(); ok {
+				switch {
+				case !fdHigh && used*10 >= limit*9:
+					fdHigh = true
+					sink.Emit(audit.Event{Time: now, Event: "fd_exhaustion", Severity: audit.Critical, Stage: audit.StageSystem,
+						Count: int64(used), Detail: fmt.Sprintf("%d of %d file descriptors in use", used, limit)})
+				case fdHigh && used*10 < limit*8:
+					fdHigh = false
+				}
+			}
+			if memLimit > 0 {
+				if rss := rssBytes(); rss > 0 {
+					switch {
+					case !memHigh && rss*10 >= memLimit*9:
+						memHigh = true
+						sink.Emit(audit.Event{Time: now, Event: "memory_pressure", Severity: audit.Critical, Stage: audit.StageSystem,
+							Detail: fmt.Sprintf("RSS %d MiB of a %d MiB limit", rss>>20, memLimit>>20)})
+					case memHigh && rss*10 < memLimit*8:
+						memHigh = false
+					}
+				}
+			}
+		}
+	}
+}
+
+// fdUsage counts open descriptors against the soft limit.
+func fdUsage() (used, limit uint64, ok bool) {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil || rl.Cur == 0 {
+		return 0, 0, false
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, 0, false
+	}
+	return uint64(len(ents)), rl.Cur, true
+}
+
+// cgroupMemoryLimit is the cgroup v2 memory limit, 0 when there is none.
+func cgroupMemoryLimit() uint64 {
+	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return 0
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0 // "max"
+	}
+	return v
+}
+
+// rssBytes is this process's resident set size.
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
