@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -47,8 +48,80 @@ func newLineFormatter(node, boot string) *lineFormatter {
 }
 
 // template appends to dst the template of e: the formatter's output without
-// its closing brace and newline, with seq 0 and prev 64 zeros.
+// its closing brace and newline, with seq 0 and prev 64 zeros. It writes
+// the bytes logrus' JSONFormatter would write for the same entry (keys in
+// sorted order, encoding/json's string escaping without HTML escaping) —
+// TestTemplateMatchesLogrus and FuzzTemplateMatchesLogrus hold it to that —
+// but without building a map and reflecting over it, which cost ~10 µs of
+// the ~11 µs per event.
 func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
+	str := func(dst []byte, k, v string) []byte {
+		if v == "" {
+			return dst
+		}
+		dst = append(dst, ',', '"')
+		dst = append(dst, k...)
+		dst = append(dst, '"', ':')
+		return appendJSONString(dst, Cap(v))
+	}
+	num := func(dst []byte, k string, v int64) []byte {
+		dst = append(dst, ',', '"')
+		dst = append(dst, k...)
+		dst = append(dst, '"', ':')
+		return strconv.AppendInt(dst, v, 10)
+	}
+	start := len(dst)
+	// Keys in byte order, as encoding/json sorts a map's keys.
+	dst = str(dst, "actor", e.Actor)
+	dst = str(dst, "boot", lf.boot)
+	if e.Code != 0 {
+		dst = num(dst, "code", int64(e.Code))
+	}
+	if e.Conn != 0 {
+		dst = append(dst, `,"conn":`...)
+		dst = strconv.AppendUint(dst, e.Conn, 10)
+	}
+	if e.Count != 0 {
+		dst = num(dst, "count", e.Count)
+	}
+	dst = str(dst, "counted_prefix", e.CountedPrefix)
+	dst = str(dst, "detail", e.Detail)
+	if e.Event == "conn_close" || e.DurationMS != 0 {
+		dst = num(dst, "duration_ms", e.DurationMS)
+	}
+	dst = append(dst, `,"event":`...)
+	dst = appendJSONString(dst, Cap(e.Event))
+	if !e.First.IsZero() {
+		dst = str(dst, "first", e.First.UTC().Format(time.RFC3339Nano))
+	}
+	dst = str(dst, "ip", e.IP)
+	if !e.Last.IsZero() {
+		dst = str(dst, "last", e.Last.UTC().Format(time.RFC3339Nano))
+	}
+	dst = append(dst, `,"level":"info"`...)
+	dst = str(dst, "node", lf.node)
+	dst = str(dst, "peer_ip", e.PeerIP)
+	dst = append(dst, `,"prev":"`...)
+	dst = append(dst, chain.ZeroMAC...)
+	dst = append(dst, '"')
+	dst = str(dst, "proto", e.Proto)
+	dst = str(dst, "reason", e.Reason)
+	dst = append(dst, `,"seq":0,"severity":`...)
+	dst = appendJSONString(dst, e.Severity.String())
+	dst = str(dst, "stage", string(e.Stage))
+	dst = append(dst, `,"time":"`...)
+	dst = e.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, '"')
+	dst = str(dst, "token_fp", e.TokenFP)
+	dst = str(dst, "topic", e.Topic)
+	dst = str(dst, "userId", e.UserID)
+	dst[start] = '{' // the first member's leading comma
+	return dst
+}
+
+// logrusTemplate is template done by logrus' JSONFormatter itself: the
+// reference the fast path is tested against.
+func (lf *lineFormatter) logrusTemplate(dst []byte, e *Event) []byte {
 	f := lf.fields
 	clear(f)
 	f["seq"] = uint64(0)
@@ -99,6 +172,62 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 		return append(dst, `{"event":"audit_format_error","prev":"`+string(chain.ZeroMAC)+`","seq":0`...)
 	}
 	return append(dst, out[:len(out)-1]...)
+}
+
+// appendJSONString appends s as a JSON string exactly as encoding/json
+// does with HTML escaping off: \" \\ \b \f \n \r \t, other control
+// characters as \u00xx, invalid UTF-8 as \ufffd, U+2028 and U+2029
+// escaped (so a line can never be split by a JavaScript reader).
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // fill appends to dst the template t with its seq and prev set; t's prev

@@ -1,0 +1,92 @@
+package audit
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nasty are strings that exercise every escaping rule of encoding/json.
+var nasty = []string{
+	"", "plain", `quote " and \ backslash`, "new\nline\r\ttab\b\f", "\x00\x01\x1f\x7f",
+	"line\u2028sep\u2029", "bad utf8 \xff\xfe end", "é ü 日本 🙂", `{"level":"x","msg":"y"}`,
+	"<html>&amp;", strings.Repeat("x", 300), strings.Repeat("é", 200),
+}
+
+func eventFrom(r *rand.Rand, pick func() string) Event {
+	e := Event{
+		Time: time.Unix(1700000000, int64(r.IntN(1e9))), Event: pick(), Severity: Severity(r.IntN(4)),
+		IP: pick(), PeerIP: pick(), CountedPrefix: pick(), Proto: pick(), Stage: Stage(pick()),
+		UserID: pick(), Topic: pick(), Reason: pick(), Detail: pick(), TokenFP: pick(), Actor: pick(),
+	}
+	if r.IntN(2) == 0 {
+		e.Conn = r.Uint64()
+	}
+	if r.IntN(2) == 0 {
+		e.Code = r.IntN(5000) - 10
+	}
+	if r.IntN(2) == 0 {
+		e.DurationMS = r.Int64N(1e9)
+	}
+	if r.IntN(2) == 0 {
+		e.Count = r.Int64N(1e6)
+		e.First = time.Unix(1700000000, 5)
+		e.Last = time.Unix(1700000100, 7)
+	}
+	if r.IntN(4) == 0 {
+		e.Event = "conn_close"
+	}
+	return e
+}
+
+func TestTemplateMatchesLogrus(t *testing.T) {
+	lf := newLineFormatter("node \"1\"", "b00t")
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func() string { return nasty[r.IntN(len(nasty))] }
+	for i := 0; i < 5000; i++ {
+		e := eventFrom(r, pick)
+		if e.Event == "" {
+			e.Event = "x"
+		}
+		fast := lf.template(nil, &e)
+		ref := lf.logrusTemplate(nil, &e)
+		if !bytes.Equal(fast, ref) {
+			t.Fatalf("event %+v\nfast   %s\nlogrus %s", e, fast, ref)
+		}
+	}
+}
+
+func FuzzTemplateMatchesLogrus(f *testing.F) {
+	for _, s := range nasty {
+		f.Add(s, s, uint64(1), 1)
+	}
+	lf := newLineFormatter("n", "b")
+	f.Fuzz(func(t *testing.T, a, b string, conn uint64, code int) {
+		e := Event{Time: time.Unix(1, 2), Event: "e" + a, IP: b, Detail: a + b, UserID: b, Conn: conn, Code: code}
+		if fast, ref := lf.template(nil, &e), lf.logrusTemplate(nil, &e); !bytes.Equal(fast, ref) {
+			t.Fatalf("fast   %s\nlogrus %s", fast, ref)
+		}
+	})
+}
+
+func BenchmarkTemplate(b *testing.B) {
+	lf := newLineFormatter("node", "boot")
+	e := Event{Time: time.Now(), Event: "auth_failed", Severity: Warning, IP: "203.0.113.9", PeerIP: "203.0.113.9",
+		CountedPrefix: "203.0.113.9/32", Conn: 123456, Proto: "portcullis.v1", Stage: StageMessage, UserID: "42",
+		Topic: "user.42.inbox", Reason: "token_replayed", TokenFP: "deadbeef"}
+	var dst []byte
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			dst = lf.template(dst[:0], &e)
+		}
+	})
+	b.Run("logrus", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			dst = lf.logrusTemplate(dst[:0], &e)
+		}
+	})
+}
