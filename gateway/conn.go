@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
@@ -32,10 +33,12 @@ type proto uint8
 
 const (
 	protoNative proto = iota
+	protoWAMP1        // WAMP v1, "wamp" (wamp1.go)
+	protoWAMP2        // WAMP v2, "wamp.2.json" (wamp2.go)
 	protoCount
 )
 
-var protoNames = [protoCount]string{"portcullis.v1"}
+var protoNames = [protoCount]string{"portcullis.v1", wamp.SubprotocolV1, wamp.SubprotocolV2}
 
 // conn is one client connection. An idle connection is this struct and its
 // kernel socket: no goroutine, no buffer. Loop goroutine only.
@@ -271,7 +274,14 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 		c.closeWith(ls, 1003, reason.Unsupported, "binary frames are not supported", 2*time.Second)
 		return errStop
 	}
-	c.onNativeMessage(ls, payload)
+	switch c.proto {
+	case protoWAMP1:
+		c.onWAMP1Message(ls, payload)
+	case protoWAMP2:
+		c.onWAMP2Message(ls, payload)
+	default:
+		c.onNativeMessage(ls, payload)
+	}
 	if c.banNow(ls) || c.state != stateOpen {
 		return errStop
 	}
@@ -492,6 +502,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	for len(c.subs) > 0 {
 		ls.unsubscribe(c, len(c.subs)-1)
 	}
+	delete(ls.wamp, c.id)
 	ls.loop.Remove(fd)
 	ls.conns[fd] = nil
 	ls.nconns--

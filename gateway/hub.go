@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/native"
+	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
@@ -29,18 +30,24 @@ type topicSubs struct {
 type subscription struct {
 	topic *topicSubs
 	idx   int32
+	// v1 is the exact string a WAMP v1 client subscribed with when it is
+	// not the topic name (a CURIE, or a seed JSON topic that carries a
+	// token): its EVENTs must echo it. Never log it.
+	v1 string
 }
 
 // publication is one message to one topic, with its frame per protocol.
 type publication struct {
-	topic string
-	data  []byte
-	once  [protoCount]sync.Once
-	enc   [protoCount][]byte
+	topic  string
+	data   []byte
+	id     wamp.ID    // WAMP v2 publication id
+	filter *pubFilter // WAMP exclude/eligible lists; nil: every subscriber
+	once   [protoCount]sync.Once
+	enc    [protoCount][]byte
 }
 
 func newPublication(topic string, data []byte) *publication {
-	return &publication{topic: topic, data: data}
+	return &publication{topic: topic, data: data, id: wamp.NewPublicationID()}
 }
 
 // frame returns the encoded frame for p (safe for concurrent use; the bytes
@@ -51,9 +58,39 @@ func (p *publication) frame(pr proto) []byte {
 		case protoNative:
 			payload := native.AppendEvent(make([]byte, 0, len(p.data)+len(p.topic)+40), p.topic, p.data)
 			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		case protoWAMP1:
+			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(p.topic)+16), p.topic, p.data)
+			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		case protoWAMP2:
+			payload := wamp.AppendV2Event(make([]byte, 0, len(p.data)+56), wampIDs.Subscription(p.topic), p.id, p.data)
+			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
 		}
 	})
 	return p.enc[pr]
+}
+
+// frameFor returns the frame of p for subscriber c of ts: the shared frame
+// of c's protocol, except for a WAMP v1 subscription made with another
+// string than the topic name, whose EVENT echoes that string and is
+// encoded for it alone.
+func (p *publication) frameFor(c *conn, ts *topicSubs) []byte {
+	if c.proto == protoWAMP1 {
+		if raw := c.subOf(ts).v1; raw != "" {
+			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data)
+			return frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		}
+	}
+	return p.frame(c.proto)
+}
+
+// subOf returns c's subscription of ts (the zero subscription if none).
+func (c *conn) subOf(ts *topicSubs) subscription {
+	for i := range c.subs {
+		if c.subs[i].topic == ts {
+			return c.subs[i]
+		}
+	}
+	return subscription{}
 }
 
 // findSub returns the index in c.subs of topic, or -1.

@@ -31,6 +31,10 @@ type loopState struct {
 	topics  map[string]*topicSubs
 	dirty   []*conn // connections with queued frames to flush
 	scratch []byte  // reply encoding buffer
+	// wamp holds the WAMP session state of the connections that have any
+	// (a v1 PREFIX table, a v2 session awaiting its ticket), by conn id;
+	// an established v2 session or a plain v1 one has no entry.
+	wamp map[uint64]*wampState
 
 	upgrader upgrader
 
@@ -253,7 +257,10 @@ func (ls *loopState) deliver(p *publication) int {
 			continue
 		}
 		c := ts.conns[i]
-		if c.enqueueEvent(ls, p.frame(c.proto), ts) {
+		if p.filter != nil && !p.filter.allows(c.id) {
+			continue
+		}
+		if c.enqueueEvent(ls, p.frameFor(c, ts), ts) {
 			n++
 		}
 	}

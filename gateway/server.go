@@ -243,12 +243,17 @@ func (s *Server) Publish(topic string, data []byte) int {
 	return s.publish(topic, data, true)
 }
 
-// publish posts p to every loop; with wait it returns the delivery count.
+// publish posts a publication to every loop; with wait it returns the
+// delivery count.
 func (s *Server) publish(topic string, data []byte, wait bool) int {
+	return s.post(newPublication(topic, data), wait)
+}
+
+// post delivers p on every loop; with wait it returns the delivery count.
+func (s *Server) post(p *publication, wait bool) int {
 	if s.closing.Load() {
 		return 0
 	}
-	p := newPublication(topic, data)
 	s.published.Add(1)
 	if !wait {
 		for _, ls := range s.loops {

@@ -19,13 +19,31 @@ func (c *conn) sendText(ls *loopState, payload []byte) {
 	c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+4), ws.OpText, payload), false)
 }
 
+// sendWelcome sends the protocol's first frame, if it has one (WAMP v2
+// waits for the client's HELLO).
 func (c *conn) sendWelcome(ls *loopState) {
-	session := ls.srv.bootID + "-" + strconv.FormatUint(c.id, 36)
-	ls.scratch = native.AppendWelcome(ls.scratch[:0], session, "portcullis/"+ls.srv.opts.Version)
-	c.sendText(ls, ls.scratch)
+	switch c.proto {
+	case protoWAMP1:
+		c.sendWAMP1Welcome(ls)
+	case protoWAMP2:
+	default:
+		ls.scratch = native.AppendWelcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
+		c.sendText(ls, ls.scratch)
+	}
 }
 
+// sessionID is the session id of connection id in native and WAMP v1
+// welcomes: unique across restarts by the boot id.
+func (s *Server) sessionID(id uint64) string {
+	return s.bootID + "-" + strconv.FormatUint(id, 36)
+}
+
+// sendError sends a native error reply; the WAMP protocols have none for
+// what calls it (a rate-limited message is dropped there).
 func (c *conn) sendError(ls *loopState, m *schema.Message, r reason.Reason, msg string) {
+	if c.proto != protoNative {
+		return
+	}
 	var id int64
 	var has bool
 	if m != nil {
@@ -69,6 +87,12 @@ func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 // authorize decides whether this connection may subscribe to m.Topic,
 // redeeming m.Token where the rule needs one.
 func (c *conn) authorize(ls *loopState, m *schema.Message) (fp string, r reason.Reason) {
+	return c.authorizeWith(ls, m, nil)
+}
+
+// authorizeWith is authorize where g, if not nil, is a grant already
+// redeemed on this connection (a WAMP v2 ticket) standing in for m.Token.
+func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason) {
 	s := ls.srv
 	rule := s.opts.Topics.Match(m.Topic)
 	access := s.opts.Topics.Default()
@@ -84,12 +108,16 @@ func (c *conn) authorize(ls *loopState, m *schema.Message) (fp string, r reason.
 		}
 		return "", reason.None
 	}
-	if m.Token == "" {
-		return "", reason.TokenMissing
-	}
-	g, tr := s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now)
-	if tr != reason.None {
-		return audit.TokenFP(m.Token), tr
+	if g == nil {
+		if m.Token == "" {
+			return "", reason.TokenMissing
+		}
+		var tr reason.Reason
+		if g, tr = s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now); tr != reason.None {
+			return audit.TokenFP(m.Token), tr
+		}
+	} else if !g.Expires.After(ls.loop.Now) {
+		return g.FP, reason.TokenExpired
 	}
 	fp = g.FP
 	if g.UserID != m.UserID {
@@ -184,21 +212,7 @@ func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
 // and a token redeemed on this connection covers the topic.
 func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 	s := ls.srv
-	rule := s.opts.Topics.Match(m.Topic)
-	r := reason.PublishDenied
-	if rule != nil && rule.Publish == topics.Token {
-		now := ls.loop.Now
-		for _, g := range c.grants {
-			if g.Expires.After(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, m.Topic, g.UserID)) &&
-				topics.RuleAllowsUser(rule, m.Topic, g.UserID) {
-				r = reason.None
-				break
-			}
-		}
-		if r != reason.None && len(c.grants) == 0 {
-			r = reason.TokenMissing
-		}
-	}
+	rule, r := c.mayPublish(ls, m.Topic)
 	if r != reason.None {
 		ev := "message_rejected"
 		if r.IsAuth() {
@@ -226,4 +240,25 @@ func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 	// Posted, not delivered inline: other loops must get it too, and this
 	// loop delivers it after the current batch like any publication.
 	s.publish(topic, data, false)
+}
+
+// mayPublish decides whether this connection may publish to topic: the
+// rule says `publish: token` and a live token redeemed here covers it.
+func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Reason) {
+	rule := ls.srv.opts.Topics.Match(topic)
+	r := reason.PublishDenied
+	if rule != nil && rule.Publish == topics.Token {
+		now := ls.loop.Now
+		for _, g := range c.grants {
+			if g.Expires.After(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, topic, g.UserID)) &&
+				topics.RuleAllowsUser(rule, topic, g.UserID) {
+				r = reason.None
+				break
+			}
+		}
+		if r != reason.None && len(c.grants) == 0 {
+			r = reason.TokenMissing
+		}
+	}
+	return rule, r
 }

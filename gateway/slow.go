@@ -26,7 +26,7 @@ func (c *conn) enqueueEvent(ls *loopState, f []byte, ts *topicSubs) bool {
 	return c.enqueue(ls, f, true)
 }
 
-// dropEvents removes queued native event frames of topic ts, oldest first,
+// dropEvents removes queued event frames of topic ts, oldest first,
 // until the backlog is at most room bytes (all of them with all). The head
 // frame is kept when part of it is already written. It returns how many
 // frames it dropped.
@@ -37,9 +37,10 @@ func (c *conn) dropEvents(ts *topicSubs, all bool, room int) int {
 	}
 	dropped := 0
 	kept := c.out[:first]
+	prefix := c.eventPrefix(ts)
 	for i := first; i < len(c.out); i++ {
 		fr := c.out[i]
-		if (all || int(c.outBytes) > room) && c.proto == protoNative && isEventOf(fr, ts.prefix) {
+		if (all || int(c.outBytes) > room) && isEventOf(fr, prefix) {
 			c.outBytes -= int32(len(fr))
 			dropped++
 			continue

@@ -12,6 +12,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/portcullis-gw/portcullis/gateway/native"
+	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
@@ -20,6 +21,8 @@ import (
 // ("wamp.2.json") plug in here.
 var subprotocols = map[string]proto{
 	native.Subprotocol: protoNative,
+	wamp.SubprotocolV1: protoWAMP1,
+	wamp.SubprotocolV2: protoWAMP2,
 }
 
 // upgrader runs gobwas/ws's zero-copy Upgrader over a complete request held
@@ -122,7 +125,7 @@ func (up *upgrader) init(ls *loopState) {
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if up.offered && !up.chosen {
 				return nil, up.reject(reason.BadSubprotocol, http.StatusBadRequest,
-					"no supported subprotocol offered (portcullis.v1, or none)")
+					"no supported subprotocol offered (portcullis.v1, wamp, wamp.2.json, or none)")
 			}
 			if r := ls.srv.opts.Origins.Check(string(up.origin), up.hasOrigin, string(up.host), false); r != reason.None {
 				return nil, up.reject(r, http.StatusForbidden, "origin not allowed")

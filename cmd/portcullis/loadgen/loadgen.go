@@ -35,6 +35,7 @@ const perWorker = 7000
 func Command() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "load generator for Portcullis benchmarks (loopback only)"}
 	var conns, subs, count int
+	var fanoutProto string
 	var rate float64
 	var hold time.Duration
 	var peer, peerBin string
@@ -54,14 +55,23 @@ func Command() *cobra.Command {
 	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
 	peerFlags(idle)
 	fanout := &cobra.Command{
-		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--peer centrifugo]",
+		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--proto native|wamp1|wamp2] [--peer centrifugo]",
 		Short: "publish to many subscribers; report server CPU per delivered message and latency",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return compare(fmt.Sprintf("fanout: %d subscribers × %d messages at %.0f/s", subs, count, rate), peer, peerBin,
+			switch fanoutProto {
+			case "native":
+				gatewayProto = "portcullis"
+			case "wamp1", "wamp2":
+				gatewayProto = fanoutProto
+			default:
+				return fmt.Errorf("--proto %q: native, wamp1 or wamp2", fanoutProto)
+			}
+			return compare(fmt.Sprintf("fanout (%s): %d subscribers × %d messages at %.0f/s", fanoutProto, subs, count, rate), peer, peerBin,
 				fanoutScenario(subs, rate, count))
 		},
 	}
+	fanout.Flags().StringVar(&fanoutProto, "proto", "native", "protocol the Portcullis subscribers speak: native, wamp1 (seed topic) or wamp2 (ticket auth)")
 	fanout.Flags().IntVar(&subs, "subs", 5000, "subscribers")
 	fanout.Flags().Float64Var(&rate, "rate", 5, "publications per second")
 	fanout.Flags().IntVar(&count, "count", 100, "publications")

@@ -29,7 +29,12 @@ type target interface {
 func (g *gateway) name() string     { return "portcullis" }
 func (g *gateway) pid() int         { return g.cmd.Process.Pid }
 func (g *gateway) url() string      { return g.wsURL }
-func (g *gateway) protocol() string { return "portcullis" }
+func (g *gateway) protocol() string { return gatewayProto }
+
+// gatewayProto is the protocol workers speak to Portcullis: portcullis
+// (native), wamp1 or wamp2 (bench fanout --proto).
+var gatewayProto = "portcullis"
+
 func (g *gateway) publish(topic string, data json.RawMessage) error {
 	return g.post("/v1/publish", map[string]any{"topic": topic, "data": data}, nil)
 }

@@ -21,7 +21,7 @@ import (
 // job is what the parent sends a worker on stdin.
 type job struct {
 	Mode      string    `json:"mode"`  // hold | setup
-	Proto     string    `json:"proto"` // portcullis | centrifugo
+	Proto     string    `json:"proto"` // portcullis | centrifugo | wamp1 | wamp2
 	URL       string    `json:"url"`
 	Src       string    `json:"src"` // source address prefix, e.g. "127.11.0."
 	Topic     string    `json:"topic"`
@@ -80,7 +80,13 @@ func (r *reservoir) reset() { r.xs, r.seen = r.xs[:0], 0 }
 func dial(j *job, i int) (net.Conn, error) {
 	src := net.ParseIP(j.Src + strconv.Itoa(1+i%200))
 	var protos []string
-	if j.Proto != "centrifugo" {
+	switch j.Proto {
+	case "centrifugo":
+	case "wamp1":
+		protos = []string{"wamp"}
+	case "wamp2":
+		protos = []string{"wamp.2.json"}
+	default:
 		protos = []string{"portcullis.v1"}
 	}
 	d := ws.Dialer{
@@ -134,6 +140,12 @@ func subscribe(c net.Conn, j *job, i int) error {
 			return fmt.Errorf("subscribe: %w", err)
 		}
 		return nil
+	}
+	switch j.Proto {
+	case "wamp1":
+		return subscribeWAMP1(c, j, i)
+	case "wamp2":
+		return subscribeWAMP2(c, j, i)
 	}
 	if _, err := wsutil.ReadServerText(c); err != nil {
 		return fmt.Errorf("welcome: %w", err)
@@ -338,4 +350,40 @@ func hasPing(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// subscribeWAMP1 waits for WELCOME and subscribes with a seed JSON topic.
+// WAMP v1 acknowledges nothing: a refusal shows as the connection closing.
+func subscribeWAMP1(c net.Conn, j *job, i int) error {
+	b, err := wsutil.ReadServerText(c)
+	if err != nil || !strings.HasPrefix(string(b), "[0,") {
+		return fmt.Errorf("WELCOME: %q %v", b, err)
+	}
+	seed, _ := json.Marshal(map[string]string{"topic": j.Topic, "userId": fmt.Sprintf("u%d", j.FirstUser+i), "token": j.Tokens[i]})
+	msg, _ := json.Marshal([]any{5, string(seed)})
+	return wsutil.WriteClientText(c, msg)
+}
+
+// subscribeWAMP2 authenticates with ticket (authid = userId, ticket =
+// token) and subscribes.
+func subscribeWAMP2(c net.Conn, j *job, i int) error {
+	hello := fmt.Sprintf(`[1,"realm1",{"roles":{"subscriber":{}},"authmethods":["ticket"],"authid":"u%d"}]`, j.FirstUser+i)
+	steps := []struct{ send, want string }{
+		{hello, "[4,"},
+		{fmt.Sprintf(`[5,%q,{}]`, j.Tokens[i]), "[2,"},
+		{fmt.Sprintf(`[32,1,{},%q]`, j.Topic), "[33,"},
+	}
+	for _, st := range steps {
+		if err := wsutil.WriteClientText(c, []byte(st.send)); err != nil {
+			return err
+		}
+		b, err := wsutil.ReadServerText(c)
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(string(b), st.want) {
+			return fmt.Errorf("WAMP v2: got %s, want %s…", b, st.want)
+		}
+	}
+	return nil
 }

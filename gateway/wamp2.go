@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/gateway/native"
+	"github.com/portcullis-gw/portcullis/gateway/wamp"
+	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/schema"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+)
+
+// WAMP v2 ("wamp.2.json", SPEC §5.3): a broker, basic profile, with ticket
+// authentication (authid = userId, ticket = token). A session goes
+// fresh → challenged (HELLO with authid, CHALLENGE sent) → open (ticket
+// redeemed, WELCOME sent). Only the challenged phase keeps state
+// (loopState.wamp); an open session is known by the grant its ticket
+// redeemed, so an established v2 connection costs no more than a native
+// one.
+
+// wampIDs derives session, subscription and publication ids for this
+// process. Subscription ids are per topic, the same on every loop, so one
+// EVENT frame per publication serves every v2 subscriber.
+var wampIDs = wamp.NewIDs()
+
+// ticketTopic is the topic put beside authid and ticket when they are run
+// through the native subscribe schema: only userId and token are checked
+// there.
+const ticketTopic = "wamp.ticket"
+
+type wamp2Phase uint8
+
+const (
+	wamp2Fresh      wamp2Phase = iota // awaiting HELLO
+	wamp2Challenged                   // awaiting AUTHENTICATE
+	wamp2Open                         // WELCOME sent
+)
+
+func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
+	if st := ls.wamp[c.id]; st != nil && st.authid != "" {
+		return wamp2Challenged
+	}
+	if len(c.grants) > 0 {
+		return wamp2Open
+	}
+	return wamp2Fresh
+}
+
+// wamp2Abort records the refusal e, sends ABORT with uri and closes:
+// 1007 after a protocol violation, 1008 after a refused authentication.
+func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event) {
+	e.Code = int(code)
+	if e.Stage == "" {
+		e.Stage = audit.StageMessage
+	}
+	c.emit(ls, e)
+	msg := "protocol violation"
+	if code != 1007 {
+		msg = "authentication failed"
+	}
+	ls.scratch = wamp.AppendV2Abort(ls.scratch[:0], uri, msg)
+	c.sendText(ls, ls.scratch)
+	r, _ := reason.Parse(e.Reason)
+	c.closeWith(ls, code, r, "", 2*time.Second)
+}
+
+func (c *conn) wamp2Violation(ls *loopState, r reason.Reason, detail string) {
+	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Event: "message_rejected",
+		Severity: audit.Warning, Reason: r.String(), Detail: capString(detail, 200)})
+}
+
+// wamp2Error records e (a refusal) and sends ERROR for a request.
+func (c *conn) wamp2Error(ls *loopState, typ wamp.V2Type, req uint64, uri string, e audit.Event, reply bool) {
+	e.Stage = audit.StageMessage
+	c.emit(ls, e)
+	if reply {
+		ls.scratch = wamp.AppendV2Error(ls.scratch[:0], typ, req, uri)
+		c.sendText(ls, ls.scratch)
+	}
+}
+
+// onWAMP2Message handles one complete text message of WAMP v2.
+func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
+	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
+		c.wamp2Violation(ls, reason.TooDeep, "message nesting too deep")
+		return
+	}
+	m, err := wamp.ParseV2(payload)
+	if err != nil {
+		c.wamp2Violation(ls, parseReason(err), err.Error())
+		return
+	}
+	phase := c.wamp2Phase(ls)
+	switch {
+	case m.Type == wamp.V2Abort:
+		c.closeWith(ls, 1000, reason.ClientClosed, "", 2*time.Second)
+		return
+	case m.Type == wamp.V2Hello:
+		if phase != wamp2Fresh {
+			c.wamp2Violation(ls, reason.ProtocolError, "HELLO in a session")
+			return
+		}
+		c.onWAMP2Hello(ls, &m)
+		return
+	case m.Type == wamp.V2Authenticate:
+		if phase != wamp2Challenged {
+			c.wamp2Violation(ls, reason.ProtocolError, "AUTHENTICATE without a CHALLENGE")
+			return
+		}
+		c.onWAMP2Authenticate(ls, &m)
+		return
+	case phase != wamp2Open:
+		c.wamp2Violation(ls, reason.ProtocolError, "message before WELCOME")
+		return
+	}
+	switch m.Type {
+	case wamp.V2Goodbye:
+		ls.scratch = wamp.AppendV2Goodbye(ls.scratch[:0], wamp.CloseGoodbyeAndOut)
+		c.sendText(ls, ls.scratch)
+		c.closeWith(ls, 1000, reason.ClientClosed, "", 2*time.Second)
+	case wamp.V2Subscribe:
+		c.onWAMP2Subscribe(ls, &m)
+	case wamp.V2Unsubscribe:
+		c.onWAMP2Unsubscribe(ls, &m)
+	case wamp.V2Publish:
+		c.onWAMP2Publish(ls, &m)
+	case wamp.V2Call, wamp.V2Register:
+		uri := wamp.ErrNoSuchProcedure
+		if m.Type == wamp.V2Register {
+			uri = wamp.ErrNotAuthorized
+		}
+		c.wamp2Error(ls, m.Type, m.Request, uri, audit.Event{Event: "message_rejected", Severity: audit.Notice,
+			Reason: reason.Unsupported.String(), Detail: "RPC is not supported"}, true)
+	}
+}
+
+// onWAMP2Hello checks the roles and asks for the ticket.
+func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
+	if !m.ClientRole {
+		c.wamp2Violation(ls, reason.SchemaViolation, "HELLO names no client role")
+		return
+	}
+	if !wamp.ValidURI(m.Realm) {
+		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Event: "message_rejected", Severity: audit.Warning,
+			Reason: reason.SchemaViolation.String(), Detail: "HELLO realm is not a WAMP URI"})
+		return
+	}
+	ticket := false
+	for _, am := range m.AuthMethods {
+		ticket = ticket || am == "ticket"
+	}
+	if !ticket || m.AuthID == "" {
+		c.wamp2Abort(ls, wamp.ErrNoMatchingAuthMethod, 1008, audit.Event{Event: "auth_failed", Severity: audit.Warning,
+			Reason: reason.TokenMissing.String(), Detail: "HELLO offers no ticket authentication with an authid"})
+		return
+	}
+	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, m.AuthID), ""); v != nil {
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
+			Reason: v.Reason.String(), Detail: "HELLO authid: " + violationDetail(v)})
+		return
+	}
+	ls.wampState(c).authid = m.AuthID
+	ls.scratch = wamp.AppendV2Challenge(ls.scratch[:0], "ticket")
+	c.sendText(ls, ls.scratch)
+}
+
+// onWAMP2Authenticate redeems the ticket as the token of authid.
+func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
+	authid := ls.wamp[c.id].authid
+	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, authid), m.Signature); v != nil {
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
+			UserID: authid, Reason: v.Reason.String(), Detail: "ticket: " + violationDetail(v)})
+		return
+	}
+	g, r := ls.srv.opts.Tokens.Redeem(m.Signature, c.id, ls.loop.Now)
+	fp := audit.TokenFP(m.Signature)
+	if r == reason.None && g.UserID != authid {
+		r = reason.TokenUserMismatch
+	}
+	if r != reason.None {
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "auth_failed", Severity: audit.Warning,
+			UserID: authid, Reason: r.String(), TokenFP: fp})
+		return
+	}
+	c.addGrant(g)
+	delete(ls.wamp, c.id)
+	c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
+		UserID: authid, TokenFP: g.FP})
+	ls.scratch = wamp.AppendV2Welcome(ls.scratch[:0], wampIDs.Session(c.id), authid, "user", "portcullis/"+ls.srv.opts.Version)
+	c.sendText(ls, ls.scratch)
+}
+
+// ticketGrant is the grant an open v2 session's ticket redeemed.
+func (c *conn) ticketGrant() *tokens.Grant { return c.grants[len(c.grants)-1] }
+
+func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
+	g := c.ticketGrant()
+	ev := audit.Event{Event: "message_rejected", Severity: audit.Notice, UserID: g.UserID}
+	if m.Match != "" {
+		ev.Reason, ev.Detail = reason.Unsupported.String(), "pattern-based subscriptions are not supported"
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, ev, true)
+		return
+	}
+	msg, v := ls.checkSubscribe(m.Topic, native.AppendString(nil, g.UserID), "")
+	if v != nil {
+		ev.Severity, ev.Reason, ev.Detail = audit.Warning, v.Reason.String(), violationDetail(v)
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, ev, true)
+		return
+	}
+	id := wampIDs.Subscription(msg.Topic)
+	for i := range c.subs {
+		if wampIDs.Subscription(c.subs[i].topic.name) != id {
+			continue
+		}
+		if c.subs[i].topic.name != msg.Topic {
+			// Two topics hashed to one id (about 2^-53 per pair): refuse
+			// rather than mix their events.
+			ev.Event, ev.Topic, ev.Reason = "subscribe_denied", msg.Topic, reason.Internal.String()
+			c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+			return
+		}
+		ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
+		c.sendText(ls, ls.scratch)
+		return
+	}
+	ev.Event, ev.Topic = "subscribe_denied", msg.Topic
+	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
+		ev.Reason = reason.TooManySubscriptions.String()
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+		return
+	}
+	fp, r := c.authorizeWith(ls, &msg, g)
+	if r != reason.None {
+		if r.IsAuth() {
+			ev.Event, ev.Severity = "auth_failed", audit.Warning
+		}
+		ev.Reason, ev.TokenFP = r.String(), fp
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+		return
+	}
+	ls.subscribe(c, msg.Topic)
+	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: msg.Topic, UserID: g.UserID, TokenFP: fp})
+	ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
+	c.sendText(ls, ls.scratch)
+}
+
+func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
+	for i := range c.subs {
+		if wampIDs.Subscription(c.subs[i].topic.name) == m.Subscription {
+			topic := c.subs[i].topic.name
+			ls.unsubscribe(c, i)
+			c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
+				Topic: topic, UserID: c.userID()})
+			ls.scratch = wamp.AppendV2Unsubscribed(ls.scratch[:0], m.Request)
+			c.sendText(ls, ls.scratch)
+			return
+		}
+	}
+	c.wamp2Error(ls, wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, audit.Event{Event: "message_rejected",
+		Severity: audit.Notice, UserID: c.userID(), Reason: reason.NotSubscribed.String()}, true)
+}
+
+// onWAMP2Publish publishes where the topic rule allows it. The publisher is
+// excluded unless options.exclude_me is false; PUBLISHED and ERROR are sent
+// only when options.acknowledge asks for them.
+func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
+	s := ls.srv
+	ev := audit.Event{Event: "message_rejected", Severity: audit.Warning, UserID: c.userID()}
+	msg, v := ls.checkSubscribe(m.Topic, nil, "")
+	if v != nil {
+		ev.Reason, ev.Detail = v.Reason.String(), violationDetail(v)
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidURI, ev, m.Acknowledge)
+		return
+	}
+	ev.Topic = msg.Topic
+	rule, r := c.mayPublish(ls, msg.Topic)
+	if r != reason.None {
+		if r.IsAuth() {
+			ev.Event = "auth_failed"
+		}
+		ev.Reason = r.String()
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrNotAuthorized, ev, m.Acknowledge)
+		return
+	}
+	data, ok := m.Data()
+	if !ok {
+		ev.Reason, ev.Detail = reason.SchemaViolation.String(), "PUBLISH carries more than one value (several args, or args and kwargs)"
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, m.Acknowledge)
+		return
+	}
+	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
+		if v := ds.Check(data); v != nil {
+			ev.Reason, ev.Detail = v.Reason.String(), violationDetail(v)
+			c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, m.Acknowledge)
+			return
+		}
+	}
+	p := newPublication(msg.Topic, append([]byte(nil), data...))
+	if m.ExcludeMe || len(m.Exclude) > 0 || m.HasEligible {
+		f := &pubFilter{only: m.HasEligible}
+		if m.ExcludeMe {
+			f.exclude = append(f.exclude, c.id)
+		}
+		for _, sid := range m.Exclude {
+			if id, ok := wampIDs.Conn(sid); ok {
+				f.exclude = append(f.exclude, id)
+			}
+		}
+		for _, sid := range m.Eligible {
+			if id, ok := wampIDs.Conn(sid); ok {
+				f.eligible = append(f.eligible, id)
+			}
+		}
+		p.filter = f
+	}
+	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: msg.Topic, UserID: c.userID()})
+	if m.Acknowledge {
+		ls.scratch = wamp.AppendV2Published(ls.scratch[:0], m.Request, p.id)
+		c.sendText(ls, ls.scratch)
+	}
+	s.post(p, false)
+}
