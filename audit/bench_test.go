@@ -57,11 +57,15 @@ func TestSustained100k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3 s load test")
 	}
-	rate := 100000
-	if s := os.Getenv("AUDIT_RATE"); s != "" {
-		rate, _ = strconv.Atoi(s)
-	} else if runtime.NumCPU() < 4 {
-		t.Skipf("needs 4 CPUs for 100,000 events/s (logrus formats ~10 µs/event per core); %d here: set AUDIT_RATE to test another rate", runtime.NumCPU())
+	// A load measurement, not a pass/fail test on a shared machine: it
+	// runs only when asked, e.g. AUDIT_RATE=100000.
+	s := os.Getenv("AUDIT_RATE")
+	if s == "" {
+		t.Skip("a load measurement: set AUDIT_RATE=100000 to run it")
+	}
+	rate, err := strconv.Atoi(s)
+	if err != nil || rate <= 0 {
+		t.Fatalf("AUDIT_RATE=%q is not a positive number", s)
 	}
 	tt := newTrail(t)
 	o := tt.opts()
