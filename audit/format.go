@@ -62,7 +62,7 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 		dst = append(dst, ',', '"')
 		dst = append(dst, k...)
 		dst = append(dst, '"', ':')
-		return appendJSONString(dst, Cap(v))
+		return AppendJSONString(dst, Cap(v))
 	}
 	num := func(dst []byte, k string, v int64) []byte {
 		dst = append(dst, ',', '"')
@@ -90,7 +90,7 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 		dst = num(dst, "duration_ms", e.DurationMS)
 	}
 	dst = append(dst, `,"event":`...)
-	dst = appendJSONString(dst, Cap(e.Event))
+	dst = AppendJSONString(dst, Cap(e.Event))
 	if !e.First.IsZero() {
 		dst = str(dst, "first", e.First.UTC().Format(time.RFC3339Nano))
 	}
@@ -107,7 +107,7 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 	dst = str(dst, "proto", e.Proto)
 	dst = str(dst, "reason", e.Reason)
 	dst = append(dst, `,"seq":0,"severity":`...)
-	dst = appendJSONString(dst, e.Severity.String())
+	dst = AppendJSONString(dst, e.Severity.String())
 	dst = str(dst, "stage", string(e.Stage))
 	dst = append(dst, `,"time":"`...)
 	dst = e.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
@@ -174,11 +174,12 @@ func (lf *lineFormatter) logrusTemplate(dst []byte, e *Event) []byte {
 	return append(dst, out[:len(out)-1]...)
 }
 
-// appendJSONString appends s as a JSON string exactly as encoding/json
-// does with HTML escaping off: \" \\ \b \f \n \r \t, other control
+// AppendJSONString appends s as a JSON string exactly as encoding/json
+// does with HTML escaping off (the audit line format; the gateway's wire
+// encoders use it too): \" \\ \b \f \n \r \t, other control
 // characters as \u00xx, invalid UTF-8 as \ufffd, U+2028 and U+2029
 // escaped (so a line can never be split by a JavaScript reader).
-func appendJSONString(dst []byte, s string) []byte {
+func AppendJSONString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0

@@ -9,69 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// startServerIn is startServer on a data directory the caller chose, so a
-// test can stop the gateway and start it again on the same state. The
-// config file lives in a fresh temp dir; dataDir is used as it is.
-func startServerIn(t *testing.T, extra, dataDir string) *server {
-	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
-	yaml := "listen: \"127.0.0.1:0\"\nadmin: {listen: \"127.0.0.1:0\"}\n" + extra
-	if !strings.Contains(extra, "bans:") {
-		yaml += "bans: {allow: [\"127.0.0.1\"]}\n"
-	}
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, data: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(gwBinary, "serve", "--config", cfg, "--data", s.data)
-	pr, pw := io.Pipe()
-	s.cmd.Stderr = io.MultiWriter(pw, s.stderr)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.done <- s.cmd.Wait(); pw.Close() }()
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("server (%s) stderr:\n%s", dataDir, s.stderr.String())
-		}
-	})
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m
-			}
-		}
-	}()
-	select {
-	case m := <-found:
-		s.wsAddr = m[1]
-		s.wsURL = "ws://" + m[1] + m[2]
-		s.adminURL = m[3]
-	case <-time.After(20 * time.Second):
-		t.Fatalf("server did not start: %s", s.stderr.String())
-	}
-	key, err := os.ReadFile(filepath.Join(s.data, "admin.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.key = strings.TrimSpace(string(key))
-	return s
-}
 
 // stop sends SIGTERM and waits for a clean exit.
 func (s *server) stop() {

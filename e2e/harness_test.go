@@ -76,8 +76,15 @@ var listenLine = regexp.MustCompile(`listening on ws://(\S+?)(/\S*) \(WebSocket\
 // always on loopback with kernel-chosen ports).
 func startServer(t *testing.T, extra string) *server {
 	t.Helper()
-	data := t.TempDir()
-	cfg := filepath.Join(data, "portcullis.yaml")
+	return startServerIn(t, extra, filepath.Join(t.TempDir(), "d"))
+}
+
+// startServerIn is startServer on a data directory the caller chose, so a
+// test can stop the gateway and start it again on the same state. The
+// config file lives in a fresh temp dir; dataDir is used as it is.
+func startServerIn(t *testing.T, extra, dataDir string) *server {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
 	// The clients nobody on the team wrote connect from 127.0.0.1, which
 	// is allow-listed so that the bad inputs they send one after another
 	// do not ban it; attack tests connect from other 127.x addresses.
@@ -88,7 +95,7 @@ func startServer(t *testing.T, extra string) *server {
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, data: filepath.Join(data, "d"), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s := &server{t: t, data: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(gwBinary, "serve", "--config", cfg, "--data", s.data)
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = io.MultiWriter(pw, s.stderr)
@@ -102,7 +109,7 @@ func startServer(t *testing.T, extra string) *server {
 			<-s.done
 		}
 		if t.Failed() {
-			t.Logf("server stderr:\n%s", s.stderr.String())
+			t.Logf("server (%s) stderr:\n%s", dataDir, s.stderr.String())
 		}
 	})
 	found := make(chan []string, 1)

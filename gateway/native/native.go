@@ -3,13 +3,14 @@
 // Decoding and validation of client messages live in policy/schema.
 //
 // Encoders append to a caller's buffer and never allocate beyond its growth.
-// native imports only policy/reason from the project.
+// native imports only policy/reason and audit (its JSON string encoder)
+// from the project.
 package native
 
 import (
 	"strconv"
-	"unicode/utf8"
 
+	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
@@ -157,52 +158,8 @@ func AppendError(dst []byte, id int64, hasID bool, r reason.Reason, message stri
 
 const hexdigits = "0123456789abcdef"
 
-// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
-// U+2028 and U+2029 are escaped so the output is safe inside <script> too.
-func AppendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexdigits[c>>4], hexdigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexdigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+// AppendString appends s as a JSON string, escaped as encoding/json does
+// without HTML escaping (the audit trail's encoder): invalid UTF-8 becomes
+// U+FFFD; U+2028 and U+2029 are escaped so the output is safe inside
+// <script> too.
+func AppendString(dst []byte, s string) []byte { return audit.AppendJSONString(dst, s) }
