@@ -386,3 +386,25 @@ func (s *Server) DisconnectPrefix(p netip.Prefix, r string) int {
 	wg.Wait()
 	return int(total.Load())
 }
+
+// DropInKernel makes the kernel drop, before a connection exists, every
+// packet to the WebSocket listeners from inside prefixes (a socket filter
+// on each listener; the sender gets no answer). It replaces the previous
+// set; an empty set removes the filter. At most reactor.MaxDropPrefixes
+// prefixes are used. It does not wait for the loops.
+func (s *Server) DropInKernel(prefixes []netip.Prefix) {
+	prog := reactor.DropFilter(prefixes)
+	if len(prefixes) == 0 {
+		prog = nil
+	}
+	for _, ls := range s.loops {
+		ls.loop.Post(func() {
+			if ls.lfd < 0 {
+				return
+			}
+			if err := reactor.AttachDropFilter(ls.lfd, prog); err != nil {
+				s.opts.Log.WithError(err).Error("cannot install the kernel drop filter; banned addresses are still refused at accept")
+			}
+		})
+	}
+}

@@ -25,10 +25,11 @@ type pipeline struct {
 	guard *guard.Guard
 }
 
-// buildPipeline opens <data>/state.db and builds the guard. disconnect is
-// filled in once the gateway runs (bans restored at start have no live
-// connections to close).
-func buildPipeline(cfg *config.Config, aw audit.Sink, log *logrus.Logger, disconnect *func(netip.Prefix)) (*pipeline, error) {
+// buildPipeline opens <data>/state.db and builds the guard. disconnect and
+// kernelDrop reach the gateway once it runs (before that, bans restored at
+// start have no live connections to close and no flood has been seen).
+func buildPipeline(cfg *config.Config, aw audit.Sink, log *logrus.Logger, disconnect func(netip.Prefix),
+	kernelDrop func([]netip.Prefix)) (*pipeline, error) {
 	b := cfg.Bans
 	lists, err := blocklist.NewSet(b.Block, b.Allow, b.BlockFiles)
 	if err != nil {
@@ -56,11 +57,9 @@ func buildPipeline(cfg *config.Config, aw audit.Sink, log *logrus.Logger, discon
 	}
 	g, err := guard.New(guard.Options{
 		Lists: lists, Limits: table, Bans: mgr, IPv6Prefix: l.IPv6Prefix, Audit: aw, Log: log,
-		Disconnect: func(p netip.Prefix) {
-			if d := *disconnect; d != nil {
-				d(p)
-			}
-		},
+		Disconnect:     disconnect,
+		KernelDropRate: b.KernelDropRate,
+		KernelDrop:     kernelDrop,
 	})
 	if err != nil {
 		mgr.Close()

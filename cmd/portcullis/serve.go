@@ -240,17 +240,26 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("%v", err)
 	}
-	var disconnect func(netip.Prefix)
-	pipe, err := buildPipeline(cfg, sink, log, &disconnect)
+	// The guard and the feed pollers reach the server, which exists only
+	// after Start, through running.
+	var running atomic.Pointer[gateway.Server]
+	disconnect := func(p netip.Prefix) {
+		if s := running.Load(); s != nil {
+			go s.DisconnectPrefix(p, "banned") // called from event loops: never wait for them here
+		}
+	}
+	kernelDrop := func(ps []netip.Prefix) {
+		if s := running.Load(); s != nil {
+			s.DropInKernel(ps)
+		}
+	}
+	pipe, err := buildPipeline(cfg, sink, log, disconnect, kernelDrop)
 	if err != nil {
 		return failf("%v", err)
 	}
 	defer pipe.close()
 
-	// Feed pollers publish through the server, which exists only after
-	// Start: the runner reaches it through this variable.
 	checkUncleanStop(cfg.DataDir, sink)
-	var running atomic.Pointer[gateway.Server]
 	feeds := feed.New(feed.Options{Rules: rules, Audit: sink, Log: log, MaxBytes: cfg.Limits.MaxMessageBytes,
 		Publish: func(topic string, data []byte) int {
 			if s := running.Load(); s != nil {
@@ -292,10 +301,6 @@ func serve(cfg *config.Config, logLevel string) error {
 	}
 
 	running.Store(srv)
-	disconnect = func(p netip.Prefix) {
-		// Called from event loops: never wait for them here.
-		go srv.DisconnectPrefix(p, "banned")
-	}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	pipe.run(runCtx, sink, log)

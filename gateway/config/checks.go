@@ -90,6 +90,9 @@ func (d *decoder) validateBans() {
 	if b.MaxTime < b.BanTime {
 		d.bad("bans.maxtime", "%s is below bans.bantime %s (at %s)", b.MaxTime, b.BanTime, d.at("bans.bantime"))
 	}
+	if b.KernelDropRate < 0 {
+		d.bad("bans.kernel_drop_rate", "must not be negative (0: never)")
+	}
 	d.cidrs("bans.allow", b.Allow)
 	d.cidrs("bans.block", b.Block)
 	for i, f := range b.BlockFiles {

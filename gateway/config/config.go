@@ -85,6 +85,10 @@ type Bans struct {
 	Block      []string      `yaml:"block"`       // CIDRs always refused at accept
 	BlockFiles []string      `yaml:"block_files"` // files of CIDRs, one per line, # comments
 	DryRun     bool          `yaml:"dry_run"`     // count and audit, do not enforce
+	// KernelDropRate is how many refusals per second of one banned prefix
+	// move its enforcement into the kernel (a socket filter drops its
+	// SYNs); 0: never.
+	KernelDropRate int `yaml:"kernel_drop_rate"`
 }
 
 // Tokens configure the token source.

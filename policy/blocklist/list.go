@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 )
 
@@ -313,4 +314,41 @@ func index(n int, bucketOfHi func(i int) uint64) []uint32 {
 		idx[k] = uint32(i)
 	}
 	return idx
+}
+
+// Overlaps reports whether any address of prefix p is covered by l.
+func (l *List) Overlaps(p netip.Prefix) bool {
+	if l == nil || !p.IsValid() {
+		return false
+	}
+	p = p.Masked()
+	a := p.Addr()
+	if a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		a = p.Addr()
+	}
+	if a.Is4() {
+		b := a.As4()
+		lo := binary.BigEndian.Uint32(b[:])
+		hi := lo | (^uint32(0) >> p.Bits())
+		if p.Bits() == 0 {
+			hi = ^uint32(0)
+		}
+		// The first range ending at or after lo starts at or before hi?
+		i := sort.Search(len(l.v4), func(i int) bool { return l.v4[i].hi >= lo })
+		return i < len(l.v4) && l.v4[i].lo <= hi
+	}
+	b := a.As16()
+	lo := u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+	hi := lo
+	switch bits := p.Bits(); {
+	case bits == 0:
+		hi = u128{^uint64(0), ^uint64(0)}
+	case bits <= 64:
+		hi = u128{lo.hi | (^uint64(0) >> bits), ^uint64(0)}
+	default:
+		hi = u128{lo.hi, lo.lo | (^uint64(0) >> (bits - 64))}
+	}
+	i := sort.Search(len(l.v6), func(i int) bool { return !l.v6[i].hi.less(lo) })
+	return i < len(l.v6) && !hi.less(l.v6[i].lo)
 }

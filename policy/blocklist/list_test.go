@@ -336,3 +336,16 @@ func benchContains(b *testing.B, n int) {
 	b.ReportMetric(float64(l.Ranges()), "ranges")
 	b.ReportMetric(float64(hits)/float64(i), "hits/op")
 }
+
+func TestOverlaps(t *testing.T) {
+	l := mustParse(t, "10.0.0.0/8", "192.0.2.7", "2001:db8:1::/48")
+	for p, want := range map[string]bool{
+		"10.1.0.0/16": true, "0.0.0.0/0": true, "192.0.2.0/24": true, "192.0.2.8/32": false,
+		"11.0.0.0/8": false, "::ffff:10.0.0.0/104": true, "2001:db8::/32": true, "2001:db8:1:5::/64": true,
+		"2001:db8:2::/48": false, "::/0": true,
+	} {
+		if got := l.Overlaps(netip.MustParsePrefix(p)); got != want {
+			t.Errorf("Overlaps(%s) = %v, want %v", p, got, want)
+		}
+	}
+}

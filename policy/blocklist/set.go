@@ -175,3 +175,6 @@ func (s *Set) Len() (block, allow int) {
 
 // Files describes the block files as last loaded.
 func (s *Set) Files() []FileStat { return slices.Clone(s.cur.Load().files) }
+
+// AllowedWithin reports whether any allow-listed address lies inside p.
+func (s *Set) AllowedWithin(p netip.Prefix) bool { return s.cur.Load().allow.Overlaps(p) }

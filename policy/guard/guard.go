@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -27,6 +28,7 @@ import (
 type Lists interface {
 	Blocked(a netip.Addr) bool
 	Allowed(a netip.Addr) bool
+	AllowedWithin(p netip.Prefix) bool // any allow-listed address inside p
 }
 
 // Options wire a Guard.
@@ -40,18 +42,38 @@ type Options struct {
 	// Disconnect closes (1008) every live connection inside p, without
 	// waiting: it is called from event loops.
 	Disconnect func(p netip.Prefix)
+	// KernelDropRate is how many refusals per second of one banned prefix
+	// move its enforcement into the kernel (KernelDrop); 0: never.
+	KernelDropRate int
+	// KernelDrop replaces the set of prefixes whose packets the kernel
+	// drops before accept (gateway.Server.DropInKernel); it must not block.
+	KernelDrop func(prefixes []netip.Prefix)
 }
 
 // Guard answers the gateway's accept-stage questions. It is safe for
 // simultaneous use by multiple goroutines.
 type Guard struct {
 	o Options
+
+	// Kernel drops: a banned prefix refused KernelDropRate times within a
+	// second is dropped in the kernel until its ban ends. LOCKORDER: dropMu
+	// is never held while calling into bans or the audit sink.
+	dropMu  sync.Mutex
+	refused map[netip.Prefix]*refusals // banned prefixes refused recently; guarded by dropMu
+	engaged map[netip.Prefix]time.Time // prefix → when its ban ends; guarded by dropMu
+}
+
+// refusals counts one banned prefix's refusals in a one-second window.
+type refusals struct {
+	start time.Time
+	n     int
 }
 
 type noLists struct{}
 
-func (noLists) Blocked(netip.Addr) bool { return false }
-func (noLists) Allowed(netip.Addr) bool { return false }
+func (noLists) Blocked(netip.Addr) bool         { return false }
+func (noLists) Allowed(netip.Addr) bool         { return false }
+func (noLists) AllowedWithin(netip.Prefix) bool { return false }
 
 // New returns a Guard.
 func New(o Options) (*Guard, error) {
@@ -70,7 +92,10 @@ func New(o Options) (*Guard, error) {
 	if o.Disconnect == nil {
 		o.Disconnect = func(netip.Prefix) {}
 	}
-	return &Guard{o: o}, nil
+	if o.KernelDrop == nil {
+		o.KernelDrop = func([]netip.Prefix) {}
+	}
+	return &Guard{o: o, refused: make(map[netip.Prefix]*refusals), engaged: make(map[netip.Prefix]time.Time)}, nil
 }
 
 // Counted is the prefix addr is limited and banned under.
@@ -99,6 +124,7 @@ func (g *Guard) Admit(addr netip.Addr, limit bool, now time.Time) (refused reaso
 		return reason.Blocked, 0, g.Counted(addr)
 	}
 	if b, banned := g.o.Bans.Banned(addr, now); banned {
+		g.noteRefusal(b, now)
 		return reason.Banned, 0, b.Prefix
 	}
 	if !limit {
@@ -195,6 +221,7 @@ func (g *Guard) Ban(p netip.Prefix, d time.Duration, why, actor string, now time
 // Unban lifts the ban of exactly p on behalf of actor.
 func (g *Guard) Unban(p netip.Prefix, actor string, now time.Time) (bool, error) {
 	removed, err := g.o.Bans.Remove(p, actor, now)
+	g.release(func(q netip.Prefix, _ time.Time) bool { return q == p })
 	if removed {
 		g.o.Audit.Emit(audit.Event{Time: now, Event: "unban", Severity: audit.Notice, Stage: audit.StageAdmin,
 			CountedPrefix: p.String(), Actor: actor, Detail: "ban lifted"})
@@ -213,6 +240,81 @@ func (g *Guard) Sweep(now time.Time) {
 			CountedPrefix: b.Prefix.String(), Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
 	}
 	g.o.Limits.Sweep(now)
+	g.release(func(_ netip.Prefix, until time.Time) bool { return !now.Before(until) })
+	g.dropMu.Lock()
+	for p, r := range g.refused {
+		if now.Sub(r.start) > time.Minute {
+			delete(g.refused, p)
+		}
+	}
+	g.dropMu.Unlock()
+}
+
+// noteRefusal counts a refusal of banned prefix b and, at KernelDropRate
+// refusals within a second, moves b's enforcement into the kernel.
+// LOCKORDER: dropMu, then the lists' own (atomic) reads.
+func (g *Guard) noteRefusal(b bans.Ban, now time.Time) {
+	rate := g.o.KernelDropRate
+	if rate <= 0 || b.DryRun {
+		return
+	}
+	g.dropMu.Lock()
+	r := g.refused[b.Prefix]
+	if r == nil || now.Sub(r.start) >= time.Second {
+		if r == nil {
+			r = &refusals{}
+			g.refused[b.Prefix] = r
+		}
+		r.start, r.n = now, 0
+	}
+	r.n++
+	_, already := g.engaged[b.Prefix]
+	// A range holding an allow-listed address is never dropped in the
+	// kernel: the filter cannot tell its allowed addresses apart, the
+	// accept stage can.
+	engage := r.n >= rate && !already && !g.o.Lists.AllowedWithin(b.Prefix)
+	var set []netip.Prefix
+	if engage {
+		g.engaged[b.Prefix] = b.Until
+		set = g.engagedLocked()
+	}
+	g.dropMu.Unlock()
+	if !engage {
+		return
+	}
+	g.o.KernelDrop(set)
+	g.o.Audit.Emit(audit.Event{Time: now, Event: "kernel_drop", Severity: audit.Warning, Stage: audit.StageAccept,
+		CountedPrefix: b.Prefix.String(), Reason: reason.Banned.String(), Count: int64(r.n),
+		Detail: fmt.Sprintf("%d refusals within a second: the kernel now drops this banned prefix's connection attempts "+
+			"until the ban ends at %s (no answer, no per-attempt audit line)", r.n, b.Until.UTC().Format(time.RFC3339))})
+}
+
+// release stops dropping in the kernel the prefixes for which done says
+// so, and installs the new set.
+func (g *Guard) release(done func(p netip.Prefix, until time.Time) bool) {
+	g.dropMu.Lock()
+	changed := false
+	for p, until := range g.engaged {
+		if done(p, until) {
+			delete(g.engaged, p)
+			delete(g.refused, p)
+			changed = true
+		}
+	}
+	set := g.engagedLocked()
+	g.dropMu.Unlock()
+	if changed {
+		g.o.KernelDrop(set)
+	}
+}
+
+// engagedLocked lists the prefixes dropped in the kernel; dropMu held.
+func (g *Guard) engagedLocked() []netip.Prefix {
+	set := make([]netip.Prefix, 0, len(g.engaged))
+	for p := range g.engaged {
+		set = append(set, p)
+	}
+	return set
 }
 
 // Run sweeps every interval until ctx is done.

@@ -169,3 +169,73 @@ func TestManualBanOfAllowListed(t *testing.T) {
 		t.Fatalf("address inside a banned CIDR: %v under %s", r, p)
 	}
 }
+
+func TestKernelDropEngagesUnderFloodAndReleases(t *testing.T) {
+	lists, _ := blocklist.NewSet(nil, nil, nil)
+	table, _ := ratelimit.NewTable(ratelimit.Config{ConnRate: ratelimit.Rate{PerSecond: 100, Burst: 100}})
+	mgr, err := bans.Open("", bans.Config{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	rec := &recorder{}
+	var sets [][]netip.Prefix
+	g, _ := New(Options{Lists: lists, Limits: table, Bans: mgr, Audit: rec, KernelDropRate: 50,
+		KernelDrop: func(ps []netip.Prefix) { sets = append(sets, ps) }})
+	p := netip.MustParsePrefix("203.0.113.0/24")
+	if _, err := g.Ban(p, time.Hour, "flood", "test", t0); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("203.0.113.9")
+	// 49 refusals a second, twice: below the rate.
+	for s := 0; s < 2; s++ {
+		for i := 0; i < 49; i++ {
+			g.Admit(a, true, t0.Add(time.Duration(s)*time.Second+time.Duration(i)*time.Millisecond))
+		}
+	}
+	if len(sets) != 0 {
+		t.Fatalf("engaged below the rate: %v", sets)
+	}
+	for i := 0; i < 50; i++ {
+		g.Admit(a, true, t0.Add(3*time.Second+time.Duration(i)*time.Millisecond))
+	}
+	if len(sets) != 1 || len(sets[0]) != 1 || sets[0][0] != p {
+		t.Fatalf("kernel drop sets %v, want [[%s]]", sets, p)
+	}
+	if ev := rec.events("kernel_drop"); len(ev) != 1 || ev[0].CountedPrefix != p.String() || ev[0].Count != 50 {
+		t.Fatalf("kernel_drop events %+v", ev)
+	}
+	for i := 0; i < 100; i++ {
+		g.Admit(a, true, t0.Add(3*time.Second))
+	}
+	if len(sets) != 1 {
+		t.Fatal("engaged twice")
+	}
+	if _, err := g.Unban(p, "test", t0.Add(4*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) != 2 || len(sets[1]) != 0 {
+		t.Fatalf("after unban: %v, want an empty set", sets)
+	}
+}
+
+func TestKernelDropSparesRangesWithAllowListed(t *testing.T) {
+	lists, _ := blocklist.NewSet(nil, []string{"203.0.113.1"}, nil)
+	table, _ := ratelimit.NewTable(ratelimit.Config{})
+	mgr, _ := bans.Open("", bans.Config{Allowed: lists.Allowed}, t0)
+	defer mgr.Close()
+	var sets [][]netip.Prefix
+	g, _ := New(Options{Lists: lists, Limits: table, Bans: mgr, KernelDropRate: 5,
+		KernelDrop: func(ps []netip.Prefix) { sets = append(sets, ps) }})
+	if _, err := g.Ban(netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "x", "test", t0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if r, _, _ := g.Admit(netip.MustParseAddr("203.0.113.9"), true, t0); r != reason.Banned {
+			t.Fatalf("refusal %d: %v", i, r)
+		}
+	}
+	if len(sets) != 0 {
+		t.Fatalf("a range holding an allow-listed address went to the kernel: %v", sets)
+	}
+}
