@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
 // janitor compresses rotated files and applies retention, in the
@@ -18,22 +19,28 @@ import (
 // whose detail starts with the file's name.
 type janitor struct {
 	w    *Writer
-	work chan string // rotated files to compress
+	work chan rotatedFile // rotated files to index and compress
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
 func newJanitor(w *Writer) *janitor {
-	j := &janitor{w: w, work: make(chan string, 64), stop: make(chan struct{}), done: make(chan struct{})}
+	j := &janitor{w: w, work: make(chan rotatedFile, 64), stop: make(chan struct{}), done: make(chan struct{})}
 	go j.run()
 	return j
 }
 
-func (j *janitor) rotated(path string) {
+// rotatedFile is a file just rotated and its summary (nil: none).
+type rotatedFile struct {
+	path string
+	sum  *index.Summary
+}
+
+func (j *janitor) rotated(path string, sum *index.Summary) {
 	select {
-	case j.work <- path:
-	default: // compressed at the next start or the next sweep
+	case j.work <- rotatedFile{path, sum}:
+	default: // compressed at the next start or the next sweep, without an idx
 	}
 }
 
@@ -50,7 +57,8 @@ func (j *janitor) run() {
 	for {
 		select {
 		case p := <-j.work:
-			j.compress(p)
+			j.writeIndex(p)
+			j.compress(p.path)
 			j.retain()
 		case <-t.C:
 			j.sweep()
@@ -70,7 +78,7 @@ func (j *janitor) sweep() {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasSuffix(n, ".gz.tmp") {
+		if strings.HasSuffix(n, ".gz.tmp") || strings.HasSuffix(n, index.Ext+".tmp") {
 			_ = os.Remove(filepath.Join(dir, n))
 			continue
 		}
@@ -79,10 +87,60 @@ func (j *janitor) sweep() {
 				_ = os.Remove(filepath.Join(dir, n)) // compressed before a crash
 				continue
 			}
+			j.writeIndex(rotatedFile{path: filepath.Join(dir, n)})
 			j.compress(filepath.Join(dir, n))
 		}
 	}
+	j.removeOrphanIndexes(ents)
 	j.retain()
+}
+
+// writeIndex writes the summary of a rotated file beside it, before it is
+// compressed. Failing only costs query speed: it is logged and ignored.
+func (j *janitor) writeIndex(p rotatedFile) {
+	path := filepath.Join(filepath.Dir(p.path), index.Name(filepath.Base(p.path)))
+	if p.sum == nil {
+		// Lines the writer did not see (a resumed or crashed file): read it.
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if p.sum = rebuildSummary(p.path); p.sum == nil {
+			return
+		}
+	}
+	// The checksum lets a reader tell that the idx describes X.log.gz (its
+	// gzip trailer holds the same CRC-32 and size) without decompressing.
+	size, crc, tail, err := index.Checksum(p.path)
+	if err != nil {
+		return
+	}
+	if !p.sum.Matches(size, tail) {
+		j.w.log.WithField("file", p.path).Warn("audit: a rotated file does not match its summary; no index written")
+		return
+	}
+	p.sum.CRC32 = crc
+	if err := index.Write(path, p.sum); err != nil {
+		j.w.log.WithError(err).WithField("file", path).Warn("audit: cannot write a rotated file's index")
+	}
+}
+
+// removeOrphanIndexes removes idx files whose rotated file is gone (a crash
+// between deleting a file and its idx).
+func (j *janitor) removeOrphanIndexes(ents []os.DirEntry) {
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
+	for _, e := range ents {
+		n := e.Name()
+		base, ok := strings.CutSuffix(n, index.Ext)
+		if !ok || !strings.HasPrefix(n, "audit-") {
+			continue
+		}
+		if !names[base+".log"] && !names[base+".log.gz"] {
+			_ = os.Remove(filepath.Join(j.w.o.Dir, n))
+		}
+	}
 }
 
 func (j *janitor) compress(path string) {
@@ -109,7 +167,9 @@ func (j *janitor) retain() {
 		}
 		if err := os.Remove(p.f.Path); err != nil {
 			w.log.WithError(err).WithField("file", p.f.Path).Warn("audit: cannot delete an expired file")
+			continue
 		}
+		_ = os.Remove(filepath.Join(w.o.Dir, index.Name(p.f.Name)))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
 // Formatting is the costly part of writing an event (logrus' JSONFormatter
@@ -271,8 +272,9 @@ func structural(b, key []byte) int {
 // batch is a run of events formatted together.
 type batch struct {
 	evs  []Event
-	slab []byte // templates, back to back
-	ends []int  // end of each template in slab
+	slab []byte         // templates, back to back
+	ends []int          // end of each template in slab
+	hs   []index.Hashes // summary hashes of each event's values
 }
 
 const maxBatch = 256
@@ -287,9 +289,14 @@ func (fw *formatWorker) run(lf *lineFormatter) {
 	defer close(fw.out)
 	for b := range fw.in {
 		b.slab, b.ends = b.slab[:0], b.ends[:0]
+		if cap(b.hs) < len(b.evs) {
+			b.hs = make([]index.Hashes, len(b.evs), maxBatch)
+		}
+		b.hs = b.hs[:len(b.evs)]
 		for i := range b.evs {
 			b.slab = lf.template(b.slab, &b.evs[i])
 			b.ends = append(b.ends, len(b.slab))
+			hashesOf(&b.hs[i], &b.evs[i])
 		}
 		fw.out <- b
 	}

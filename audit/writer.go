@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
 // FailurePolicy says what the gateway does while the audit trail cannot be
@@ -175,6 +176,7 @@ type Writer struct {
 	retryAt     time.Time // next attempt after a failed write or rotation
 	rotateFail  bool
 	sealer      *chain.Sealer
+	idx         *index.Builder // summary of the active file, written beside it once rotated
 	lf          *lineFormatter // for the writer's own events
 	macBuf      []byte
 	free        chan *batch
@@ -331,6 +333,10 @@ func (w *Writer) resume() error {
 	}
 	_ = os.Chmod(active, 0o600)
 	w.f, w.fileBytes = f, ts.size
+	w.idx = index.NewBuilder()
+	// Lines written before this start are not in the summary: once the
+	// file is rotated the janitor builds its idx by reading it instead.
+	w.idx.Incomplete = ts.size > 0
 	if !ts.lines {
 		w.fileFirst, w.fileStart = w.seq+1, w.now()
 	}
@@ -557,9 +563,9 @@ func (w *Writer) run() {
 			}
 			j++
 			start := 0
-			for _, end := range b.ends {
+			for i, end := range b.ends {
 				w.reportDropped()
-				w.seal(b.slab[start:end])
+				w.seal(b.slab[start:end], &b.evs[i], &b.hs[i])
 				start = end
 			}
 			select {
@@ -676,13 +682,15 @@ func sameDay(a, b time.Time) bool {
 func (w *Writer) writeEvent(e Event) bool {
 	w.maybeRotate() // before w.tmpl is filled: rotating writes a header through it
 	w.tmpl = w.lf.template(w.tmpl[:0], &e)
-	return w.seal(w.tmpl)
+	var h index.Hashes
+	hashesOf(&h, &e)
+	return w.seal(w.tmpl, &e, &h)
 }
 
 // seal sets a template's seq and prev, seals it and buffers the line;
 // false if it was dropped because the disk has refused writes for longer
 // than the buffer holds. t is modified.
-func (w *Writer) seal(t []byte) bool {
+func (w *Writer) seal(t []byte, e *Event, h *index.Hashes) bool {
 	if len(w.buf) >= flushAt && !w.failing.Load() {
 		w.flush()
 	}
@@ -700,6 +708,7 @@ func (w *Writer) seal(t []byte) bool {
 	w.seq = seq
 	w.prev = append(w.prev[:0], mac...)
 	w.fileBytes += int64(len(w.buf) - start)
+	w.indexLine(w.buf[start:], e, h)
 	w.boots++
 	w.written.Add(1)
 	return true
@@ -783,6 +792,11 @@ func (w *Writer) rotate(now time.Time) {
 	}
 	_ = w.old.Close()
 	old := w.oldName
+	var sum *index.Summary
+	if !w.idx.Incomplete && w.idx.Lines() > 0 && w.idx.FirstSeq() == w.fileFirst {
+		sum = w.idx.Finish(old, string(w.prev))
+	}
+	w.idx = index.NewBuilder()
 	w.f, w.old, w.oldName = f, nil, ""
 	w.rotateFail = false
 	_ = w.fs.SyncDir(w.o.Dir)
@@ -791,7 +805,7 @@ func (w *Writer) rotate(now time.Time) {
 	w.rotations.Add(1)
 	w.writeEvent(Event{Time: now, Event: chain.EventHeader, Severity: Notice, Stage: StageSystem,
 		Reason: chain.HeaderRotated, Detail: chain.PreviousDetail(old, w.prev)})
-	w.janitor.rotated(filepath.Join(w.o.Dir, old))
+	w.janitor.rotated(filepath.Join(w.o.Dir, old), sum)
 }
 
 func (w *Writer) rotateFailed(err error) {

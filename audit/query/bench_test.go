@@ -2,24 +2,29 @@ package query
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
 // genTrail writes a realistic trail of about total uncompressed bytes into
-// dir: rotated gzip'd files of rotate bytes each, then a plain audit.log of
-// the remainder. Lines look like the writer's (logrus JSON, keys sorted,
+// dir: rotated gzip'd files of rotate bytes each, each with its summary
+// (.idx) as the writer leaves it, then a plain audit.log of the remainder. Lines look like the writer's (logrus JSON, keys sorted,
 // HMAC chain). It returns the number of lines and bytes written.
 func genTrail(tb testing.TB, dir string, total, rotate int64) (lines int64, written int64) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -64,6 +69,7 @@ func genTrail(tb testing.TB, dir string, total, rotate int64) (lines int64, writ
 	type job struct {
 		path string
 		data []byte
+		sum  *index.Summary
 	}
 	jobs := make(chan job, 2)
 	var wg sync.WaitGroup
@@ -80,16 +86,26 @@ func genTrail(tb testing.TB, dir string, total, rotate int64) (lines int64, writ
 				zw.Write(j.data)
 				zw.Close()
 				f.Close()
+				j.sum.CRC32 = crc32.ChecksumIEEE(j.data)
+				if err := index.Write(filepath.Join(filepath.Dir(j.path), index.Name(filepath.Base(j.path))), j.sum); err != nil {
+					panic(err)
+				}
 			}
 		}()
 	}
 	buf := make([]byte, 0, rotate+4096)
 	firstSeq := uint64(1)
+	idx := index.NewBuilder()
+	sevRank := map[string]int{"info": 0, "notice": 1, "warning": 2, "critical": 3}
+	var hs index.Hashes
 	for written < total {
 		seq++
 		at = at.Add(time.Duration(rng.IntN(20)) * time.Millisecond)
 		k := kinds[pick[rng.IntN(len(pick))]]
 		ip := ips[zipf.Uint64()]
+		if seq == 1000 {
+			ip = "203.0.113.5" // a single line, in the first file: the Bloom filters skip the others
+		}
 		conn := 1 + rng.IntN(1_000_000)
 		user := "user" + strconv.Itoa(rng.IntN(20000))
 		count := 0
@@ -163,11 +179,25 @@ func genTrail(tb testing.TB, dir string, total, rotate int64) (lines int64, writ
 		line = append(line, "\"}\n"...)
 		copy(prev, sum)
 		buf = append(buf, line...)
+		n, lo, hi := int64(1), at, at
+		if count > 0 {
+			n, lo = int64(count), at.Add(-10*time.Second)
+		}
+		if k.event == "conn_rejected" {
+			user = "" // not written
+		}
+		topic := ""
+		if k.stage == "message" {
+			topic = string(bytesBetween(line, `"topic":"`, `"`))
+		}
+		hs.Set(ip, "", ip, user, topic)
+		idx.Add(len(line), seq, k.event, k.reason, sevRank[k.sev], n, lo, hi, &hs)
 		written += int64(len(line))
 		lines++
 		if int64(len(buf)) >= rotate && written < total {
 			name := fmt.Sprintf("audit-%s-%d.log.gz", at.Add(time.Second).Format(rotatedTimeLayout), firstSeq)
-			jobs <- job{filepath.Join(dir, name), buf}
+			jobs <- job{filepath.Join(dir, name), buf, idx.Finish(strings.TrimSuffix(name, ".gz"), string(prev))}
+			idx = index.NewBuilder()
 			buf = make([]byte, 0, rotate+4096)
 			firstSeq = seq + 1
 		}
@@ -235,30 +265,46 @@ func BenchmarkQuery(b *testing.B) {
 		b.ReportMetric(float64(disk)*float64(b.N)/1e6/sec, "gzMB/s")
 		b.ReportMetric(float64(st.Matched), "matched")
 	}
-	b.Run("ip=one-address", func(b *testing.B) {
-		b.SetBytes(size)
-		b.ReportAllocs()
-		var st Stats
-		for b.Loop() {
-			st, err = Lines(context.Background(), files, Options{Filter: Filter{IP: mustIP("198.51.100.77")}}, func([]byte) error { return nil })
-			if err != nil {
-				b.Fatal(err)
-			}
+	indexed := 0
+	for _, f := range files {
+		if loadIndex(f, &Options{}) != nil {
+			indexed++
 		}
-		report(b, st)
-	})
-	b.Run("count-by=reason", func(b *testing.B) {
-		b.SetBytes(size)
-		b.ReportAllocs()
-		var st Stats
-		for b.Loop() {
-			_, st, err = CountBy(context.Background(), files, Options{}, KeyReason)
-			if err != nil {
-				b.Fatal(err)
-			}
+	}
+	b.Logf("%d of %d files have a valid .idx", indexed, len(files))
+	for _, idx := range []struct {
+		name    string
+		noIndex bool
+	}{{"", true}, {"/idx", false}} {
+		for _, q := range []struct{ name, ip string }{{"ip=one-address", "198.51.100.77"}, {"ip=rare-address", "203.0.113.5"}} {
+			b.Run(q.name+idx.name, func(b *testing.B) {
+				b.SetBytes(size)
+				b.ReportAllocs()
+				var st Stats
+				for b.Loop() {
+					st, err = Lines(context.Background(), files, Options{Filter: Filter{IP: mustIP(q.ip)}, NoIndex: idx.noIndex}, func([]byte) error { return nil })
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				report(b, st)
+				b.ReportMetric(float64(st.Indexed), "idx-files")
+			})
 		}
-		report(b, st)
-	})
+		b.Run("count-by=reason"+idx.name, func(b *testing.B) {
+			b.SetBytes(size)
+			b.ReportAllocs()
+			var st Stats
+			for b.Loop() {
+				_, st, err = CountBy(context.Background(), files, Options{NoIndex: idx.noIndex}, KeyReason)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b, st)
+			b.ReportMetric(float64(st.Indexed), "idx-files")
+		})
+	}
 	b.Run("severity=critical", func(b *testing.B) {
 		b.SetBytes(size)
 		var st Stats
@@ -270,6 +316,15 @@ func BenchmarkQuery(b *testing.B) {
 		}
 		report(b, st)
 	})
+}
+
+func bytesBetween(b []byte, start, end string) []byte {
+	i := bytes.Index(b, []byte(start))
+	if i < 0 {
+		return nil
+	}
+	b = b[i+len(start):]
+	return b[:bytes.Index(b, []byte(end))]
 }
 
 func BenchmarkParse(b *testing.B) {

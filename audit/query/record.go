@@ -26,6 +26,7 @@ const (
 	FieldCount
 	FieldFirst
 	FieldLast
+	FieldCountedPrefix
 
 	// FieldsTable are the keys the table shows.
 	FieldsTable = FieldTime | FieldEvent | FieldSeverity | FieldSeq | FieldIP | FieldPeerIP |
@@ -47,6 +48,7 @@ type Record struct {
 	Count int64 // summary events: how many occurrences were folded; 0 otherwise
 
 	Event, Severity, IP, PeerIP, User, Topic, Reason, Detail []byte
+	CountedPrefix                                            []byte
 }
 
 // N is how many occurrences r stands for: Count for a summary event, else 1.
@@ -203,6 +205,8 @@ func (r *Record) set(f Fields, v []byte, isStr bool) {
 		r.Reason = strOnly(v, isStr)
 	case FieldDetail:
 		r.Detail = strOnly(v, isStr)
+	case FieldCountedPrefix:
+		r.CountedPrefix = strOnly(v, isStr)
 	}
 }
 
@@ -241,6 +245,8 @@ func fieldOf(key []byte) Fields {
 		return FieldFirst
 	case "last":
 		return FieldLast
+	case "counted_prefix":
+		return FieldCountedPrefix
 	}
 	return 0
 }

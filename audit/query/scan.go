@@ -27,12 +27,18 @@ type Options struct {
 	// line, a malformed line, a file that cannot be read to its end), one
 	// message at a time from the calling goroutine. Nil discards them.
 	Warn func(msg string)
+	// NoIndex reads every file, ignoring the per-file summaries (.idx) that
+	// otherwise let a scan skip files or take their counts.
+	NoIndex bool
 }
 
 // Stats count what a scan read.
 type Stats struct {
-	Files   int   // files read
-	Skipped int   // files skipped because their time range cannot match
+	Files   int // files read
+	Skipped int // files skipped because their time range cannot match
+	// Indexed counts files not read because their summary (.idx) showed
+	// that nothing matches or gave their counts.
+	Indexed int
 	Lines   int64 // lines seen
 	Bytes   int64 // bytes read, uncompressed
 	Matched int64 // lines that matched (for CountBy: events counted)
@@ -42,6 +48,7 @@ type Stats struct {
 func (s *Stats) add(o Stats) {
 	s.Files += o.Files
 	s.Skipped += o.Skipped
+	s.Indexed += o.Indexed
 	s.Lines += o.Lines
 	s.Bytes += o.Bytes
 	s.Matched += o.Matched
@@ -59,7 +66,7 @@ func Lines(ctx context.Context, files []File, o Options, fn func(line []byte) er
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := startScan(ctx, files, o, m, &st, func() lineSink { return &batchSink{} })
+	results := startScan(ctx, files, o, m, 0, &st, func() lineSink { return &batchSink{} })
 	var matched int64
 	var ferr error
 	for _, res := range results {
@@ -172,7 +179,7 @@ func CountBy(ctx context.Context, files []File, o Options, key Key) ([]Count, St
 	}
 	m.want |= FieldCount
 	var st Stats
-	results := startScan(ctx, files, o, m, &st, func() lineSink { return &countSink{key: key, m: map[string]*int64{}} })
+	results := startScan(ctx, files, o, m, key, &st, func() lineSink { return &countSink{key: key, m: map[string]*int64{}} })
 	total := map[string]int64{}
 	for _, res := range results {
 		for range res.batches {
@@ -274,6 +281,17 @@ func (s *countSink) take(r *Record) {
 	s.m[string(v)] = p
 }
 
+func (s *countSink) add(k string, n int64) {
+	s.events += n
+	if p, ok := s.m[k]; ok {
+		*p += n
+		return
+	}
+	p := new(int64)
+	*p = n
+	s.m[k] = p
+}
+
 func (s *countSink) flush(*fileResult, bool) {}
 
 // fileResult is one file's part of a scan. The worker closes batches, then
@@ -288,7 +306,8 @@ type fileResult struct {
 }
 
 // startScan starts the workers and returns one result per file, in order.
-func startScan(ctx context.Context, files []File, o Options, m *matcher, st *Stats, newSink func() lineSink) []*fileResult {
+// key is CountBy's key, 0 for Lines.
+func startScan(ctx context.Context, files []File, o Options, m *matcher, key Key, st *Stats, newSink func() lineSink) []*fileResult {
 	var todo []*fileResult
 	for _, f := range files {
 		if !o.Filter.Since.IsZero() && !f.NotAfter.IsZero() && f.NotAfter.Before(o.Filter.Since) {
@@ -314,6 +333,25 @@ func startScan(ctx context.Context, files []File, o Options, m *matcher, st *Sta
 		go func() {
 			defer wg.Done()
 			for res := range next {
+				if s := loadIndex(res.file, &o); s != nil && ctx.Err() == nil {
+					if m.indexExcludes(s) {
+						res.stats.Indexed = 1
+						close(res.batches)
+						close(res.done)
+						continue
+					}
+					if cs, ok := res.sink.(*countSink); ok {
+						if counts, ok := m.indexCounts(s, key); ok {
+							for k, v := range counts {
+								cs.add(k, v)
+							}
+							res.stats.Indexed = 1
+							close(res.batches)
+							close(res.done)
+							continue
+						}
+					}
+				}
 				scanFile(ctx, res, m)
 				close(res.batches)
 				close(res.done)
