@@ -2,13 +2,14 @@ package alerting
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/portcullis-gw/portcullis/policy/statefile"
 )
 
 // Layout of the alerts file (its own bbolt file, never shared with the
@@ -18,7 +19,6 @@ var (
 	bucketMeta     = []byte("alerting.meta")     // "version" → storeVersion
 	bucketOutbox   = []byte("alerting.outbox")   // id → item
 	bucketSilences = []byte("alerting.silences") // id → Silence
-	keyVersion     = []byte("version")
 )
 
 const storeVersion = "1"
@@ -44,47 +44,11 @@ type store struct {
 	path string
 }
 
-func openStore(path string) (s *store, err error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+func openStore(path string) (*store, error) {
+	db, err := statefile.Open(path, statefile.Spec{What: "alerts file", Meta: bucketMeta, Version: storeVersion,
+		Buckets: [][]byte{bucketOutbox, bucketSilences}, Hint: "move it aside to start with an empty outbox"})
 	if err != nil {
-		switch {
-		case errors.Is(err, bolt.ErrTimeout):
-			err = fmt.Errorf("%w: file locked, is another portcullis using it?", err)
-		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
-			err = fmt.Errorf("%w: corrupt or not an alerts file; move it aside to start with an empty outbox", err)
-		}
-		return nil, fmt.Errorf("alerting: open %s: %w", path, err)
-	}
-	defer func() {
-		if r := recover(); r != nil { // bbolt panics on some corrupt pages
-			err = fmt.Errorf("alerting: read %s: corrupt file: %v", path, r)
-		}
-		if err != nil {
-			_ = db.Close()
-		}
-	}()
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyVersion); {
-		case v == nil:
-			if err := meta.Put(keyVersion, []byte(storeVersion)); err != nil {
-				return err
-			}
-		case string(v) != storeVersion:
-			return fmt.Errorf("unsupported alerts file version %q (want %q)", v, storeVersion)
-		}
-		for _, b := range [][]byte{bucketOutbox, bucketSilences} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("alerting: read %s: %w", path, err)
+		return nil, fmt.Errorf("alerting: %w", err)
 	}
 	return &store{db: db, path: path}, nil
 }

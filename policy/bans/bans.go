@@ -29,6 +29,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/portcullis-gw/portcullis/policy/statefile"
+
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
@@ -152,15 +154,10 @@ func Open(path string, cfg Config, now time.Time) (*Manager, error) {
 	if path == "" {
 		return m, nil
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := statefile.Open(path, statefile.Spec{What: "state db", Meta: bucketMeta, Version: storeVersion,
+		Buckets: [][]byte{bucketBans, bucketHistory}, Hint: "move it aside to start without saved bans"})
 	if err != nil {
-		switch {
-		case errors.Is(err, bolt.ErrTimeout):
-			err = fmt.Errorf("%w: file locked, is another portcullis using it?", err)
-		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
-			err = fmt.Errorf("%w: corrupt or not a state file; move it aside to start without saved bans", err)
-		}
-		return nil, fmt.Errorf("bans: open state db %s: %w", path, err)
+		return nil, fmt.Errorf("bans: %w", err)
 	}
 	m.db = db
 	if err := m.restore(now); err != nil {

@@ -18,7 +18,6 @@ var (
 	bucketMeta    = []byte("bans.meta")    // "version" → storeVersion
 	bucketBans    = []byte("bans")         // prefix → banRecord
 	bucketHistory = []byte("bans.history") // prefix → historyRecord
-	keyVersion    = []byte("version")
 )
 
 const storeVersion = "1"
@@ -48,18 +47,7 @@ func (m *Manager) restore(now time.Time) (err error) {
 		}
 	}()
 	err = m.db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyVersion); {
-		case v == nil:
-			if err := meta.Put(keyVersion, []byte(storeVersion)); err != nil {
-				return err
-			}
-		case string(v) != storeVersion:
-			return fmt.Errorf("unsupported state version %q (want %q)", v, storeVersion)
-		}
+		// statefile.Open checked the version and made the buckets.
 		bb, err := tx.CreateBucketIfNotExists(bucketBans)
 		if err != nil {
 			return err

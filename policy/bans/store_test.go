@@ -173,7 +173,7 @@ func TestOpenCorrupt(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return b.Put(keyVersion, []byte("99"))
+		return b.Put([]byte("version"), []byte("99"))
 	}); err != nil {
 		t.Fatal(err)
 	}
