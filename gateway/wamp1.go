@@ -55,6 +55,31 @@ type pubFilter struct {
 	only     bool // only the eligible connections may receive it
 }
 
+// newPubFilter turns a WAMP PUBLISH's exclude/eligible session ids (v1
+// strings, v2 numbers) into connection ids; nil when nothing is filtered.
+// self is the publisher, excluded with excludeMe.
+func newPubFilter[ID any](self uint64, excludeMe bool, exclude, eligible []ID, hasEligible bool,
+	conn func(ID) (uint64, bool)) *pubFilter {
+	if !excludeMe && len(exclude) == 0 && !hasEligible {
+		return nil
+	}
+	f := &pubFilter{only: hasEligible}
+	if excludeMe {
+		f.exclude = append(f.exclude, self)
+	}
+	for _, sid := range exclude {
+		if id, ok := conn(sid); ok {
+			f.exclude = append(f.exclude, id)
+		}
+	}
+	for _, sid := range eligible {
+		if id, ok := conn(sid); ok {
+			f.eligible = append(f.eligible, id)
+		}
+	}
+	return f
+}
+
 func (f *pubFilter) allows(id uint64) bool {
 	if slices.Contains(f.exclude, id) {
 		return false
@@ -297,23 +322,7 @@ func (c *conn) onWAMP1Publish(ls *loopState, m *wamp.V1Message) {
 		}
 	}
 	p := newPublication(t.Topic, append([]byte(nil), m.Event...))
-	if m.ExcludeMe || len(m.Exclude) > 0 || m.HasEligible {
-		f := &pubFilter{only: m.HasEligible}
-		if m.ExcludeMe {
-			f.exclude = append(f.exclude, c.id)
-		}
-		for _, sid := range m.Exclude {
-			if id, ok := s.connOfSession(sid); ok {
-				f.exclude = append(f.exclude, id)
-			}
-		}
-		for _, sid := range m.Eligible {
-			if id, ok := s.connOfSession(sid); ok {
-				f.eligible = append(f.eligible, id)
-			}
-		}
-		p.filter = f
-	}
+	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, s.connOfSession)
 	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: t.Topic, UserID: c.userID()})
 	s.post(p, false)

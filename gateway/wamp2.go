@@ -298,23 +298,7 @@ func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
 		}
 	}
 	p := newPublication(msg.Topic, append([]byte(nil), data...))
-	if m.ExcludeMe || len(m.Exclude) > 0 || m.HasEligible {
-		f := &pubFilter{only: m.HasEligible}
-		if m.ExcludeMe {
-			f.exclude = append(f.exclude, c.id)
-		}
-		for _, sid := range m.Exclude {
-			if id, ok := wampIDs.Conn(sid); ok {
-				f.exclude = append(f.exclude, id)
-			}
-		}
-		for _, sid := range m.Eligible {
-			if id, ok := wampIDs.Conn(sid); ok {
-				f.eligible = append(f.eligible, id)
-			}
-		}
-		p.filter = f
-	}
+	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, wampIDs.Conn)
 	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: msg.Topic, UserID: c.userID()})
 	if m.Acknowledge {
