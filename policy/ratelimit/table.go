@@ -226,6 +226,12 @@ func (t *Table) Len() int {
 // else ConnRate if p's attempt bucket is empty (one token is taken when
 // it is not). It does not count an open connection; see Acquire and Admit.
 func (t *Table) AllowConn(p netip.Prefix, now time.Time) Verdict {
+	return t.decide(p, func(s *shard, e *entry) Verdict { return t.allowLocked(s, e, now) })
+}
+
+// decide runs f on p's entry under its shard's lock (TableFull when no
+// entry can be had, InvalidKey for an invalid p) and counts the verdict.
+func (t *Table) decide(p netip.Prefix, f func(s *shard, e *entry) Verdict) Verdict {
 	if !p.IsValid() {
 		t.invalid.Add(1)
 		return InvalidKey
@@ -234,7 +240,7 @@ func (t *Table) AllowConn(p netip.Prefix, now time.Time) Verdict {
 	s.mu.Lock()
 	v := TableFull
 	if e := t.getLocked(s, p); e != nil {
-		v = t.allowLocked(s, e, now)
+		v = f(s, e)
 	}
 	s.refused[v]++
 	s.mu.Unlock()
@@ -245,19 +251,7 @@ func (t *Table) AllowConn(p netip.Prefix, now time.Time) Verdict {
 // PerIPConns when p already has PerIPConnections. Every Allow must be
 // paired with one Release(p) when the connection closes.
 func (t *Table) Acquire(p netip.Prefix) Verdict {
-	if !p.IsValid() {
-		t.invalid.Add(1)
-		return InvalidKey
-	}
-	s := t.shard(p)
-	s.mu.Lock()
-	v := TableFull
-	if e := t.getLocked(s, p); e != nil {
-		v = t.acquireLocked(s, e)
-	}
-	s.refused[v]++
-	s.mu.Unlock()
-	return v
+	return t.decide(p, t.acquireLocked)
 }
 
 // Admit is AllowConn followed by Acquire under one lock: the accept path's
@@ -265,21 +259,12 @@ func (t *Table) Acquire(p netip.Prefix) Verdict {
 // Release it; a refused attempt holds nothing (but did take its attempt
 // token, as every attempt counts).
 func (t *Table) Admit(p netip.Prefix, now time.Time) Verdict {
-	if !p.IsValid() {
-		t.invalid.Add(1)
-		return InvalidKey
-	}
-	s := t.shard(p)
-	s.mu.Lock()
-	v := TableFull
-	if e := t.getLocked(s, p); e != nil {
-		if v = t.allowLocked(s, e, now); v == Allow {
-			v = t.acquireLocked(s, e)
+	return t.decide(p, func(s *shard, e *entry) Verdict {
+		if v := t.allowLocked(s, e, now); v != Allow {
+			return v
 		}
-	}
-	s.refused[v]++
-	s.mu.Unlock()
-	return v
+		return t.acquireLocked(s, e)
+	})
 }
 
 // Release gives back one open connection of p taken by Acquire or Admit.
@@ -305,29 +290,19 @@ func (t *Table) Release(p netip.Prefix) {
 // bucket empty), Allow while it is within the rate. From then on
 // AllowConn refuses p until its failure bucket has a token again.
 func (t *Table) HandshakeFailed(p netip.Prefix, now time.Time) Verdict {
-	if !p.IsValid() {
-		t.invalid.Add(1)
-		return InvalidKey
-	}
-	if !t.failRate.Enabled() {
+	if p.IsValid() && !t.failRate.Enabled() {
 		return Allow
 	}
-	s := t.shard(p)
-	s.mu.Lock()
-	v := TableFull
-	if e := t.getLocked(s, p); e != nil {
+	return t.decide(p, func(s *shard, e *entry) Verdict {
 		s.touch(e, now)
 		if e.fail == nil {
 			e.fail = t.failRate.NewLimiter()
 		}
-		v = Allow
 		if !e.fail.AllowN(now, 1) {
-			v = HandshakeFails
+			return HandshakeFails
 		}
-	}
-	s.refused[v]++
-	s.mu.Unlock()
-	return v
+		return Allow
+	})
 }
 
 // RetryAfter is how long from now until AllowConn would let p try again
