@@ -35,7 +35,7 @@ func BenchmarkWriter(b *testing.B) {
 	b.ResetTimer()
 	t0 := time.Now()
 	for i := 0; i < b.N; i++ {
-		for len(w.q) > cap(w.q)/2 {
+		for w.q.Len() > w.q.Cap()/2 {
 			runtime.Gosched()
 		}
 		w.Emit(benchEvent(i))
@@ -109,7 +109,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	const n = 300000
 	for i := 0; i < n; i++ {
-		for len(w.q) > cap(w.q)/2 {
+		for w.q.Len() > w.q.Cap()/2 {
 			runtime.Gosched()
 		}
 		w.Emit(benchEvent(i))

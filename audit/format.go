@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -279,6 +280,22 @@ type batch struct {
 
 const maxBatch = 256
 
+// smallBatch is the size below which a batch is taken as a sign that the
+// backlog is gone: reset then lets go of arrays grown for a burst.
+const smallBatch = 16
+
+// reset empties b for reuse, releasing the strings its events hold. Memory
+// follows the backlog: a small batch drops arrays a burst grew.
+func (b *batch) reset() {
+	small := len(b.evs) <= smallBatch
+	clear(b.evs)
+	if small && cap(b.evs) > 4*smallBatch {
+		*b = batch{}
+		return
+	}
+	b.evs, b.slab, b.ends, b.hs = b.evs[:0], b.slab[:0], b.ends[:0], b.hs[:0]
+}
+
 // formatWorker formats batches in the order they arrive.
 type formatWorker struct {
 	in  chan *batch
@@ -289,10 +306,7 @@ func (fw *formatWorker) run(lf *lineFormatter) {
 	defer close(fw.out)
 	for b := range fw.in {
 		b.slab, b.ends = b.slab[:0], b.ends[:0]
-		if cap(b.hs) < len(b.evs) {
-			b.hs = make([]index.Hashes, len(b.evs), maxBatch)
-		}
-		b.hs = b.hs[:len(b.evs)]
+		b.hs = slices.Grow(b.hs[:0], len(b.evs))[:len(b.evs)]
 		for i := range b.evs {
 			b.slab = lf.template(b.slab, &b.evs[i])
 			b.ends = append(b.ends, len(b.slab))

@@ -131,7 +131,7 @@ type Writer struct {
 	log  *logrus.Logger
 	boot string
 
-	q        chan Event
+	q        *Queue
 	stop     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
@@ -250,7 +250,7 @@ func Open(o Options) (*Writer, error) {
 	_, _ = rand.Read(boot[:])
 	w := &Writer{
 		o: o, fs: o.fs, now: o.clock, log: o.Log, boot: hex.EncodeToString(boot[:]),
-		q: make(chan Event, o.QueueSize), stop: make(chan struct{}), done: make(chan struct{}),
+		q: NewQueue(o.QueueSize), stop: make(chan struct{}), done: make(chan struct{}),
 		sysReady: make(chan struct{}, 1), fold: newFolder(o.FoldAfter),
 		sealer: chain.NewSealer(key),
 	}
@@ -393,9 +393,7 @@ func (w *Writer) Emit(e Event) {
 		w.summarized.Add(1)
 		return
 	}
-	select {
-	case w.q <- e:
-	default:
+	if !w.q.Push(e) {
 		w.dropped.Add(1)
 	}
 }
@@ -442,7 +440,7 @@ type Stats struct {
 // Stats returns current counters.
 func (w *Writer) Stats() Stats {
 	return Stats{Written: w.written.Load(), Dropped: w.dropped.Load(), Summarized: w.summarized.Load(),
-		Rotations: w.rotations.Load(), Queued: len(w.q), LastDurableSeq: w.durable.Load(),
+		Rotations: w.rotations.Load(), Queued: w.q.Len(), LastDurableSeq: w.durable.Load(),
 		Failing: w.failing.Load(), Checkpoints: w.cp.written.Load(), CheckpointErrors: w.cp.errors.Load()}
 }
 
@@ -499,44 +497,33 @@ func (w *Writer) dispatch() {
 	get := func() *batch {
 		select {
 		case b := <-free:
-			b.evs = b.evs[:0]
 			return b
 		default:
-			return &batch{evs: make([]Event, 0, maxBatch)}
+			// Batches grow with the backlog they carry: a quiet gateway
+			// keeps small ones.
+			return &batch{}
+		}
+	}
+	// drain sends what is queued in batches of at most maxBatch events.
+	drain := func() {
+		for {
+			b := get()
+			if b.evs = w.q.Pop(b.evs, maxBatch); len(b.evs) == 0 {
+				select {
+				case free <- b:
+				default:
+				}
+				return
+			}
+			send(b)
 		}
 	}
 	for {
 		select {
-		case e := <-w.q:
-			b := get()
-			b.evs = append(b.evs, e)
-		fill:
-			for len(b.evs) < maxBatch {
-				select {
-				case e := <-w.q:
-					b.evs = append(b.evs, e)
-				default:
-					break fill
-				}
-			}
-			send(b)
+		case <-w.q.Ready():
+			drain()
 		case <-w.stop:
-			for {
-				b := get()
-			drain:
-				for len(b.evs) < maxBatch {
-					select {
-					case e := <-w.q:
-						b.evs = append(b.evs, e)
-					default:
-						break drain
-					}
-				}
-				if len(b.evs) == 0 {
-					break
-				}
-				send(b)
-			}
+			drain()
 			for _, fw := range w.workers {
 				close(fw.in)
 			}
@@ -568,6 +555,7 @@ func (w *Writer) run() {
 				w.seal(b.slab[start:end], &b.evs[i], &b.hs[i])
 				start = end
 			}
+			b.reset()
 			select {
 			case w.free <- b:
 			default:
