@@ -71,7 +71,8 @@ type Engine struct {
 	notifier Notifier
 	st       *store
 
-	q        chan audit.Event
+	q        *audit.Queue
+	batch    []audit.Event // rulesWorker's buffer for drain
 	tickReq  chan tickReq
 	sendReq  chan tickReq
 	wake     chan struct{} // the outbox has news (capacity 1)
@@ -194,7 +195,7 @@ func Open(o Options) (*Engine, error) {
 	if qs <= 0 {
 		qs = DefaultQueueSize
 	}
-	e.q = make(chan audit.Event, qs)
+	e.q = audit.NewQueue(qs)
 	e.tickReq = make(chan tickReq)
 	e.sendReq = make(chan tickReq)
 	e.wake = make(chan struct{}, 1)
@@ -223,10 +224,9 @@ func (e *Engine) Emit(ev audit.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = e.now()
 	}
-	select {
-	case e.q <- ev:
+	if e.q.Push(ev) {
 		e.stats.events.Add(1)
-	default:
+	} else {
 		e.stats.eventsDropped.Add(1)
 	}
 }
@@ -355,8 +355,8 @@ func (e *Engine) rulesWorker() {
 	}
 	for {
 		select {
-		case ev := <-e.q:
-			e.observe(&ev)
+		case <-e.q.Ready():
+			e.drain()
 		case r := <-e.tickReq:
 			e.drain()
 			e.evaluate(r.now, false)
@@ -409,12 +409,14 @@ func cmpOr(d, def time.Duration) time.Duration {
 // drain observes every event already queued.
 func (e *Engine) drain() {
 	for {
-		select {
-		case ev := <-e.q:
-			e.observe(&ev)
-		default:
+		e.batch = e.q.Pop(e.batch[:0], 256)
+		if len(e.batch) == 0 {
 			return
 		}
+		for i := range e.batch {
+			e.observe(&e.batch[i])
+		}
+		clear(e.batch)
 	}
 }
 
