@@ -116,7 +116,7 @@ func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) 
 		if g, tr = s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now); tr != reason.None {
 			return audit.TokenFP(m.Token), tr
 		}
-	} else if !g.Expires.After(ls.loop.Now) {
+	} else if !g.ValidAt(ls.loop.Now) {
 		return g.FP, reason.TokenExpired
 	}
 	fp = g.FP
@@ -250,7 +250,7 @@ func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Rea
 	if rule != nil && rule.Publish == topics.Token {
 		now := ls.loop.Now
 		for _, g := range c.grants {
-			if g.Expires.After(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, topic, g.UserID)) &&
+			if g.ValidAt(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, topic, g.UserID)) &&
 				topics.RuleAllowsUser(rule, topic, g.UserID) {
 				r = reason.None
 				break

@@ -26,11 +26,27 @@ var ErrFull = errors.New("token table full")
 
 // Grant is what a redeemed token proves. Grants are created at Mint and
 // shared: callers must treat them as read-only.
+//
+// A Grant is held for every live token, so it is kept small: 64 bytes.
 type Grant struct {
 	UserID  string
 	Topics  []string // topics or patterns the token is limited to; empty: any
-	Expires time.Time
-	FP      string // token fingerprint for logs (first 8 hex of SHA-256)
+	Expires int64    // when the token stops being valid, in Unix nanoseconds
+	FP      string   // token fingerprint for logs (first 8 hex of SHA-256)
+}
+
+// ValidAt reports whether the grant has not expired at now.
+func (g *Grant) ValidAt(now time.Time) bool { return now.UnixNano() < g.Expires }
+
+// digest is the key of a token: the first 128 bits of its SHA-256. A
+// 192-bit random token cannot be recovered from it, and two live tokens
+// share a key with probability below 2^-88 at a million entries; half a
+// digest keeps each map slot at 32 bytes.
+type digest [16]byte
+
+func digestOf(token string) digest {
+	sum := sha256.Sum256([]byte(token))
+	return digest(sum[:16])
 }
 
 // entry is stored by value in the map, keyed by the token's digest: one
@@ -53,7 +69,7 @@ type Store struct {
 	opts Options
 
 	mu      sync.Mutex
-	entries map[[sha256.Size]byte]entry // guarded by mu
+	entries map[digest]entry // guarded by mu
 }
 
 // NewStore returns an empty store. Zero options take the SPEC defaults.
@@ -67,7 +83,7 @@ func NewStore(o Options) *Store {
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 1_000_000
 	}
-	return &Store{opts: o, entries: make(map[[sha256.Size]byte]entry)}
+	return &Store{opts: o, entries: make(map[digest]entry)}
 }
 
 // Mint creates a token for userID, limited to topics when non-empty, living
@@ -85,11 +101,12 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 		return "", time.Time{}, fmt.Errorf("mint token: %w", err)
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
-	d := sha256.Sum256([]byte(tok))
+	d := digestOf(tok)
+	exp := now.Add(ttl)
 	e := entry{grant: &Grant{
 		UserID:  userID,
 		Topics:  append([]string(nil), topics...),
-		Expires: now.Add(ttl),
+		Expires: exp.UnixNano(),
 		FP:      fingerprint(d),
 	}}
 	s.mu.Lock()
@@ -101,7 +118,7 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 		}
 	}
 	s.entries[d] = e
-	return tok, e.grant.Expires, nil
+	return tok, exp, nil
 }
 
 // Redeem checks token for connection conn (a non-zero id). The first
@@ -113,17 +130,17 @@ func (s *Store) Redeem(token string, conn uint64, now time.Time) (*Grant, reason
 	if token == "" {
 		return nil, reason.TokenMissing
 	}
-	d := sha256.Sum256([]byte(token))
+	d := digestOf(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[d]
-	// The map is keyed by SHA-256 digest: a lookup's timing can reveal at most
+	// The map is keyed by SHA-256 digests: a lookup's timing can reveal at most
 	// something about a digest, never about a token, and the hash comparison
 	// that found the key compares digests, not tokens.
 	if !ok {
 		return nil, reason.TokenUnknown
 	}
-	if !now.Before(e.grant.Expires) {
+	if !e.grant.ValidAt(now) {
 		delete(s.entries, d)
 		return nil, reason.TokenExpired
 	}
@@ -149,7 +166,7 @@ func (s *Store) Sweep(now time.Time) int {
 func (s *Store) sweepLocked(now time.Time) int {
 	n := 0
 	for d, e := range s.entries {
-		if !now.Before(e.grant.Expires) {
+		if !e.grant.ValidAt(now) {
 			delete(s.entries, d)
 			n++
 		}
@@ -166,7 +183,7 @@ func (s *Store) Len() int {
 
 const hexdigits = "0123456789abcdef"
 
-func fingerprint(d [sha256.Size]byte) string {
+func fingerprint(d digest) string {
 	var b [8]byte
 	for i := 0; i < 4; i++ {
 		b[2*i] = hexdigits[d[i]>>4]

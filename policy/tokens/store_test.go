@@ -3,6 +3,8 @@ package tokens
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,4 +115,34 @@ func TestConcurrentRedeemExactlyOne(t *testing.T) {
 	if ok.Load() != 1 {
 		t.Fatalf("%d connections redeemed one token, want exactly 1", ok.Load())
 	}
+}
+
+// TestMemoryPerToken bounds what a live token costs: the Grant (64 bytes),
+// its strings and a 32-byte map slot. The idle bar (1 KiB of RSS per
+// subscribed connection, token included) depends on it.
+func TestMemoryPerToken(t *testing.T) {
+	const n = 50_000
+	users := make([]string, n)
+	topics := make([][]string, n)
+	for i := range users {
+		users[i] = "u" + strconv.Itoa(i)
+		topics[i] = []string{"user." + users[i]}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s := NewStore(Options{})
+	for i := 0; i < n; i++ {
+		if _, _, err := s.Mint(users[i], topics[i], 0, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes per live token (strings supplied by the caller not counted)", per)
+	if per > 100 {
+		t.Fatalf("%.0f bytes per live token, want ≤ 100", per)
+	}
+	runtime.KeepAlive(s)
 }
