@@ -348,14 +348,30 @@ func parseStatTicks(s string) (cpuTicks, error) {
 	return cpuTicks{u, st}, nil
 }
 
-func parseRSS(status string) int64 {
+func parseRSS(status string) int64 { return statusKB(status, "VmRSS:") }
+
+// statusKB returns the value in KiB of a field of /proc/PID/status, such as
+// "RssFile:"; 0 when it is missing.
+func statusKB(status, field string) int64 {
 	for _, l := range strings.Split(status, "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			n, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			return n
+		if strings.HasPrefix(l, field) {
+			if f := strings.Fields(l); len(f) > 1 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				return n
+			}
 		}
 	}
 	return 0
+}
+
+// rssFileKB returns the file-backed part of a process's RSS in KiB: pages
+// of the program text and other mapped files, shared with the page cache.
+func rssFileKB(pid int) int64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	return statusKB(string(status), "RssFile:")
 }
 
 // ticksToMicros converts clock ticks (USER_HZ = 100 on Linux) to µs.
