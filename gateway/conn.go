@@ -54,28 +54,80 @@ type conn struct {
 	closeReason reason.Reason // why it closed, once known
 	closeCode   uint16        // close code sent or received
 
+	peer4 bool      // the peer is an IPv4 address (peerIP holds it mapped)
+	msg   msgBucket // message-rate bucket
+
 	id      uint64
-	peer    netip.AddrPort
+	peerIP  [16]byte    // raw socket peer address; see peer
 	proxied *netip.Addr // client address from a trusted proxy; nil: the peer
 	opened  int64       // unix nanoseconds
 	timerAt int64       // the live timer, 0 if none
+	// nextPing is when the next ping is due; while closing, when to stop
+	// waiting for the peer.
+	nextPing int64
 
 	hs *[]byte // pooled partial handshake; nil when none
 
 	parser frame.Parser
 
-	out      [][]byte // queued frames; out[0][outOff:] goes next
-	outOff   int32
-	outBytes int32
+	out *backlog // frames waiting for the socket; nil when none
+
+	subs  []subscription
+	grant *tokens.Grant // newest token redeemed here; older ones in loopState.older
+}
+
+// Every open connection costs one conn: keep it at 192 bytes, a Go size
+// class (the idle bar is 1 KiB per connection, its token included).
+const connSize = 192
+
+// backlog is what a connection has queued to write. Only a connection with
+// frames waiting holds one; a drained backlog goes back to its loop's free
+// list, so an idle connection carries a nil pointer instead of 40 bytes.
+type backlog struct {
+	frames   [][]byte // frames[0][off:] goes next
+	off      int32
+	bytes    int32 // bytes queued
 	progress int64 // last write progress, unix nanoseconds
-	// nextPing is when the next ping is due; while closing, when to stop
-	// waiting for the peer.
-	nextPing int64
+}
 
-	subs   []subscription
-	grants []*tokens.Grant // tokens redeemed on this connection, newest last
+// queued is the number of bytes c has waiting for the socket.
+func (c *conn) queued() int32 {
+	if c.out == nil {
+		return 0
+	}
+	return c.out.bytes
+}
 
-	msg msgBucket // message-rate bucket
+// push appends f to c's backlog, taking one from the loop if c has none.
+func (c *conn) push(ls *loopState, f []byte) {
+	if c.out == nil {
+		c.out = ls.takeBacklog()
+	}
+	c.out.frames = append(c.out.frames, f)
+	c.out.bytes += int32(len(f))
+}
+
+// dropBacklog gives c's backlog, drained or not, back to the loop.
+func (c *conn) dropBacklog(ls *loopState) {
+	if c.out != nil {
+		ls.returnBacklog(c.out)
+		c.out = nil
+	}
+}
+
+// setPeer records the socket peer address.
+func (c *conn) setPeer(a netip.Addr) {
+	c.peerIP = a.As16()
+	c.peer4 = a.Is4() || a.Is4In6()
+}
+
+// peer is the raw socket peer address.
+func (c *conn) peer() netip.Addr {
+	a := netip.AddrFrom16(c.peerIP)
+	if c.peer4 {
+		return a.Unmap()
+	}
+	return a
 }
 
 // connFlags packs small per-connection state into one byte.
@@ -106,7 +158,7 @@ func (c *conn) client() netip.Addr {
 	if c.proxied != nil {
 		return *c.proxied
 	}
-	return c.peer.Addr()
+	return c.peer()
 }
 
 // schedule asks for onTimer at t unless an earlier timer is already set.
@@ -133,7 +185,7 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 		}
 		c.schedule(ls, time.Unix(0, c.opened+int64(lim.HandshakeTimeout)))
 	case stateOpen:
-		if c.outBytes > 0 && ns-c.progress >= int64(lim.WriteStallTimeout) {
+		if c.queued() > 0 && ns-c.out.progress >= int64(lim.WriteStallTimeout) {
 			c.slowConsumer(ls, "no write progress")
 			return
 		}
@@ -161,8 +213,8 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 
 func (c *conn) rescheduleOpen(ls *loopState) {
 	at := c.nextPing
-	if c.outBytes > 0 {
-		if stall := c.progress + int64(ls.srv.opts.Limits.WriteStallTimeout); stall < at {
+	if c.queued() > 0 {
+		if stall := c.out.progress + int64(ls.srv.opts.Limits.WriteStallTimeout); stall < at {
 			at = stall
 		}
 	}
@@ -224,7 +276,7 @@ func (c *conn) onReadable(ls *loopState) {
 // feed runs the frame parser over freshly read bytes.
 func (c *conn) feed(ls *loopState, b []byte) {
 	h := connFrames{c: c, ls: ls}
-	if err := c.parser.Feed(b, &h); err != nil {
+	if err := c.parser.Feed(b, &ls.srv.frameLimits, &h); err != nil {
 		if ce, ok := err.(*frame.CloseError); ok {
 			r := reason.ProtocolError
 			switch ce.Code {
@@ -353,15 +405,15 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 	// The cap bounds the backlog: one frame larger than the cap still goes
 	// out to a client that keeps up (SPEC's defaults let a 1 MiB message
 	// through a 256 KiB queue).
-	if c.outBytes > 0 && int(c.outBytes)+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
+	q := c.queued()
+	if q > 0 && int(q)+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
 		c.slowConsumer(ls, "write queue full")
 		return false
 	}
-	if c.outBytes == 0 {
-		c.progress = ls.loop.Now.UnixNano()
+	c.push(ls, f)
+	if q == 0 {
+		c.out.progress = ls.loop.Now.UnixNano()
 	}
-	c.out = append(c.out, f)
-	c.outBytes += int32(len(f))
 	ls.markDirty(c)
 	return true
 }
@@ -369,21 +421,22 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 // write sends queued frames: write for one, writev for several. On a short
 // write the rest waits for EPOLLOUT.
 func (c *conn) write(ls *loopState) {
-	if len(c.out) == 0 || c.fd < 0 {
+	if c.out == nil || len(c.out.frames) == 0 || c.fd < 0 {
 		return
 	}
 	fd := int(c.fd)
+	b := c.out
 	var n int
 	var err error
-	if len(c.out) == 1 {
-		n, err = unix.Write(fd, c.out[0][c.outOff:])
+	if len(b.frames) == 1 {
+		n, err = unix.Write(fd, b.frames[0][b.off:])
 	} else {
-		iov := c.out
+		iov := b.frames
 		if len(iov) > 64 {
 			iov = iov[:64]
 		}
 		first := iov[0]
-		iov[0] = first[c.outOff:]
+		iov[0] = first[b.off:]
 		n, err = unix.Writev(fd, iov)
 		iov[0] = first
 	}
@@ -392,10 +445,10 @@ func (c *conn) write(ls *loopState) {
 		return
 	}
 	if n > 0 {
-		c.progress = ls.loop.Now.UnixNano()
-		c.consume(n)
+		b.progress = ls.loop.Now.UnixNano()
+		c.consume(ls, n)
 	}
-	wantOut := c.outBytes > 0
+	wantOut := c.queued() > 0
 	if wantOut {
 		_ = ls.loop.Modify(fd, c.gen, reactor.Readable|reactor.Writable|reactor.Events(unix.EPOLLRDHUP))
 		c.rescheduleOpenOrClosing(ls)
@@ -410,28 +463,36 @@ func (c *conn) rescheduleOpenOrClosing(ls *loopState) {
 	}
 }
 
-// consume drops n written bytes from the head of the queue.
-func (c *conn) consume(n int) {
-	c.outBytes -= int32(n)
-	for n > 0 && len(c.out) > 0 {
-		rest := len(c.out[0]) - int(c.outOff)
+// consume drops n written bytes from the head of the queue; a drained
+// backlog goes back to the loop.
+func (c *conn) consume(ls *loopState, n int) {
+	b := c.out
+	b.bytes -= int32(n)
+	k := 0
+	for n > 0 && k < len(b.frames) {
+		rest := len(b.frames[k]) - int(b.off)
 		if n < rest {
-			c.outOff += int32(n)
-			return
+			b.off += int32(n)
+			break
 		}
 		n -= rest
-		c.out[0] = nil
-		c.out = c.out[1:]
-		c.outOff = 0
+		b.off = 0
+		k++
 	}
-	if len(c.out) == 0 {
-		c.out = nil // an idle connection keeps no queue memory
+	if k == len(b.frames) {
+		c.dropBacklog(ls)
+		return
+	}
+	if k > 0 {
+		m := copy(b.frames, b.frames[k:])
+		clear(b.frames[m:])
+		b.frames = b.frames[:m]
 	}
 }
 
 func (c *conn) onWritable(ls *loopState) {
 	c.write(ls)
-	if c.fd >= 0 && c.outBytes == 0 {
+	if c.fd >= 0 && c.queued() == 0 {
 		_ = ls.loop.Modify(int(c.fd), c.gen, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	}
 }
@@ -471,9 +532,7 @@ func (c *conn) closeWith(ls *loopState, code uint16, r reason.Reason, text strin
 	if c.closeCode == 0 {
 		c.closeCode = code
 	}
-	f := frame.AppendClose(nil, ws.StatusCode(code), text)
-	c.out = append(c.out, f)
-	c.outBytes += int32(len(f))
+	c.push(ls, frame.AppendClose(nil, ws.StatusCode(code), text))
 	c.state = stateClosing
 	c.flags |= flagSent
 	c.nextPing = ls.loop.Now.Add(grace).UnixNano()
@@ -503,6 +562,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 		ls.unsubscribe(c, len(c.subs)-1)
 	}
 	delete(ls.wamp, c.id)
+	delete(ls.older, c.id)
 	ls.loop.Remove(fd)
 	ls.conns[fd] = nil
 	ls.nconns--
@@ -510,8 +570,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	if c.state == stateOpen {
 		c.state = stateClosing // frames still being parsed are ignored
 	}
-	c.out = nil
-	c.outBytes = 0
+	c.dropBacklog(ls)
 	c.parser.Release()
 	if c.hs != nil {
 		*c.hs = (*c.hs)[:0]
@@ -546,7 +605,7 @@ func (c *conn) emit(ls *loopState, e audit.Event) {
 	if e.IP == "" {
 		e.IP = client.String()
 	}
-	e.PeerIP = c.peer.Addr().String()
+	e.PeerIP = c.peer().String()
 	g := ls.srv.opts.Guard
 	e.CountedPrefix = g.Counted(client).String()
 	if c.state != stateHandshake {
@@ -599,7 +658,7 @@ func (c *conn) proxyHeader(ls *loopState, b []byte) (rest []byte, ok bool) {
 	var client netip.Addr
 	why := reason.None
 	if err == nil {
-		client, why = s.opts.ClientIP.FromProxyHeader(c.peer.Addr(), h)
+		client, why = s.opts.ClientIP.FromProxyHeader(c.peer(), h)
 	}
 	if err != nil || why != reason.None {
 		detail := "missing or malformed PROXY protocol header"
@@ -613,7 +672,7 @@ func (c *conn) proxyHeader(ls *loopState, b []byte) (rest []byte, ok bool) {
 		return nil, false
 	}
 	c.flags |= flagProxyDone
-	if client != c.peer.Addr() {
+	if client != c.peer() {
 		c.proxied = &client
 	}
 	rest = b[n:]
@@ -725,9 +784,8 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 			Reason: reason.BadClientIP.String(), Detail: "garbage forwarding header from a trusted proxy; its own address is used"})
 	}
 	ls.srv.upgraded.Add(1)
-	c.out = append(c.out, res.response)
-	c.outBytes += int32(len(res.response))
-	c.progress = ls.loop.Now.UnixNano()
+	c.push(ls, res.response)
+	c.out.progress = ls.loop.Now.UnixNano()
 	ls.markDirty(c)
 	c.emit(ls, audit.Event{Event: "conn_open", Severity: audit.Info, Stage: audit.StageHandshake})
 	c.sendWelcome(ls)

@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
 // readBufSize is the per-loop read buffer shared by all its connections.
@@ -35,6 +36,12 @@ type loopState struct {
 	// (a v1 PREFIX table, a v2 session awaiting its ticket), by conn id;
 	// an established v2 session or a plain v1 one has no entry.
 	wamp map[uint64]*wampState
+	// older holds, by conn id, the grants of tokens a connection redeemed
+	// before its newest (conn.grant), oldest first; most connections
+	// redeem one token and have no entry.
+	older map[uint64][]*tokens.Grant
+	// backlogs are drained write backlogs, kept for reuse.
+	backlogs []*backlog
 
 	upgrader upgrader
 
@@ -203,11 +210,10 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdic
 		fd:     int32(fd),
 		gen:    gen,
 		id:     s.nextID.Add(1),
-		peer:   peer,
 		opened: now.UnixNano(),
 		state:  stateHandshake,
 	}
-	c.parser.Limits = &s.frameLimits
+	c.setPeer(peer.Addr())
 	if slot {
 		c.flags |= flagSlot
 	}
@@ -219,6 +225,34 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdic
 	ls.nconns++
 	s.conns.Add(1)
 	c.schedule(ls, now.Add(s.opts.Limits.HandshakeTimeout))
+}
+
+// maxSpareBacklogs bounds the drained backlogs a loop keeps for reuse.
+const maxSpareBacklogs = 1024
+
+// takeBacklog returns an empty backlog, reused when one is spare.
+func (ls *loopState) takeBacklog() *backlog {
+	if n := len(ls.backlogs); n > 0 {
+		b := ls.backlogs[n-1]
+		ls.backlogs[n-1] = nil
+		ls.backlogs = ls.backlogs[:n-1]
+		return b
+	}
+	return &backlog{}
+}
+
+// returnBacklog empties b and keeps it for reuse; one grown by a slow
+// consumer's queue gives its frame slice up.
+func (ls *loopState) returnBacklog(b *backlog) {
+	clear(b.frames)
+	frames := b.frames[:0]
+	if cap(frames) > 16 {
+		frames = nil
+	}
+	*b = backlog{frames: frames}
+	if len(ls.backlogs) < maxSpareBacklogs {
+		ls.backlogs = append(ls.backlogs, b)
+	}
 }
 
 // markDirty queues c for the end-of-batch flush.

@@ -117,46 +117,70 @@ func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) 
 			return audit.TokenFP(m.Token), tr
 		}
 	} else if !g.ValidAt(ls.loop.Now) {
-		return g.FP, reason.TokenExpired
+		return g.FP(), reason.TokenExpired
 	}
-	fp = g.FP
-	if g.UserID != m.UserID {
+	fp = g.FP()
+	if g.UserID() != m.UserID {
 		return fp, reason.TokenUserMismatch
 	}
-	if len(g.Topics) > 0 && !topics.TokenAllows(g.Topics, m.Topic, m.UserID) {
+	if !g.Allows(m.Topic, m.UserID) {
 		return fp, reason.TokenTopicMismatch
 	}
 	if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
 		return fp, reason.TopicOtherUser
 	}
-	c.addGrant(g)
+	c.addGrant(ls, g)
 	return fp, reason.None
 }
 
 // addGrant remembers a token redeemed on this connection: it stays valid
 // here, and only here, for further subscriptions and publishes. The newest
-// grant is last; at most eight are kept.
-func (c *conn) addGrant(g *tokens.Grant) {
-	for i, h := range c.grants {
+// grant is c.grant; up to seven older ones wait in ls.older.
+func (c *conn) addGrant(ls *loopState, g *tokens.Grant) {
+	if c.grant == g {
+		return
+	}
+	if c.grant == nil {
+		c.grant = g
+		return
+	}
+	older := ls.older[c.id]
+	for i, h := range older {
 		if h == g {
-			copy(c.grants[i:], c.grants[i+1:])
-			c.grants[len(c.grants)-1] = g
+			older = append(older[:i], older[i+1:]...)
+			break
+		}
+	}
+	if len(older) >= 7 {
+		older = append(older[:0], older[1:]...)
+	}
+	if ls.older == nil {
+		ls.older = make(map[uint64][]*tokens.Grant)
+	}
+	ls.older[c.id] = append(older, c.grant)
+	c.grant = g
+}
+
+// eachGrant calls f with every grant redeemed on c, newest first, until f
+// returns false.
+func (c *conn) eachGrant(ls *loopState, f func(*tokens.Grant) bool) {
+	if c.grant == nil || !f(c.grant) {
+		return
+	}
+	older := ls.older[c.id]
+	for i := len(older) - 1; i >= 0; i-- {
+		if !f(older[i]) {
 			return
 		}
 	}
-	if len(c.grants) >= 8 {
-		copy(c.grants, c.grants[1:])
-		c.grants = c.grants[:7]
-	}
-	c.grants = append(c.grants, g)
 }
 
 // userID is the user of the newest token redeemed here, for audit events.
 func (c *conn) userID() string {
-	if len(c.grants) == 0 {
+	if c.grant == nil {
 		return ""
 	}
-	return c.grants[len(c.grants)-1].UserID
+	return c.grant.UserID()
 }
 
 func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
@@ -249,14 +273,15 @@ func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Rea
 	r := reason.PublishDenied
 	if rule != nil && rule.Publish == topics.Token {
 		now := ls.loop.Now
-		for _, g := range c.grants {
-			if g.ValidAt(now) && (len(g.Topics) == 0 || topics.TokenAllows(g.Topics, topic, g.UserID)) &&
-				topics.RuleAllowsUser(rule, topic, g.UserID) {
+		c.eachGrant(ls, func(g *tokens.Grant) bool {
+			if g.ValidAt(now) && g.Allows(topic, g.UserID()) &&
+				topics.RuleAllowsUser(rule, topic, g.UserID()) {
 				r = reason.None
-				break
+				return false
 			}
-		}
-		if r != reason.None && len(c.grants) == 0 {
+			return true
+		})
+		if r != reason.None && c.grant == nil {
 			r = reason.TokenMissing
 		}
 	}

@@ -15,7 +15,7 @@ import (
 // not fit, c is a slow consumer after all.
 func (c *conn) enqueueEvent(ls *loopState, f []byte, ts *topicSubs) bool {
 	limit := ls.srv.opts.Limits.WriteQueueBytes
-	if c.fd >= 0 && c.state == stateOpen && c.outBytes > 0 && int(c.outBytes)+len(f) > limit &&
+	if c.fd >= 0 && c.state == stateOpen && c.queued() > 0 && int(c.queued())+len(f) > limit &&
 		ts.policy != topics.Disconnect {
 		keepLatest := ts.policy == topics.KeepLatest
 		n := c.dropEvents(ts, keepLatest, limit-len(f))
@@ -31,26 +31,28 @@ func (c *conn) enqueueEvent(ls *loopState, f []byte, ts *topicSubs) bool {
 // frame is kept when part of it is already written. It returns how many
 // frames it dropped.
 func (c *conn) dropEvents(ts *topicSubs, all bool, room int) int {
+	b := c.out
+	if b == nil {
+		return 0
+	}
 	first := 0
-	if c.outOff > 0 {
+	if b.off > 0 {
 		first = 1
 	}
 	dropped := 0
-	kept := c.out[:first]
+	kept := b.frames[:first]
 	prefix := c.eventPrefix(ts)
-	for i := first; i < len(c.out); i++ {
-		fr := c.out[i]
-		if (all || int(c.outBytes) > room) && isEventOf(fr, prefix) {
-			c.outBytes -= int32(len(fr))
+	for i := first; i < len(b.frames); i++ {
+		fr := b.frames[i]
+		if (all || int(b.bytes) > room) && isEventOf(fr, prefix) {
+			b.bytes -= int32(len(fr))
 			dropped++
 			continue
 		}
 		kept = append(kept, fr)
 	}
-	for i := len(kept); i < len(c.out); i++ {
-		c.out[i] = nil
-	}
-	c.out = kept
+	clear(b.frames[len(kept):])
+	b.frames = kept
 	return dropped
 }
 

@@ -14,9 +14,9 @@ func topicFor(name string, p topics.Policy) *topicSubs {
 }
 
 func queue(c *conn, frames ...[]byte) {
+	ls := &loopState{}
 	for _, f := range frames {
-		c.out = append(c.out, f)
-		c.outBytes += int32(len(f))
+		c.push(ls, f)
 	}
 }
 
@@ -31,31 +31,31 @@ func TestDropEvents(t *testing.T) {
 	// other topics' events and replies stay.
 	c := &conn{state: stateOpen}
 	queue(c, ev("news", 1), reply, ev("news2", 1), ev("news", 2), ev("news", 3))
-	room := int(c.outBytes) - 2*len(ev("news", 1))
+	room := int(c.queued()) - 2*len(ev("news", 1))
 	if n := c.dropEvents(news, false, room); n != 2 {
 		t.Fatalf("drop_oldest dropped %d, want 2", n)
 	}
-	if len(c.out) != 3 || !bytes.Equal(c.out[0], reply) || !bytes.Equal(c.out[1], ev("news2", 1)) || !bytes.Equal(c.out[2], ev("news", 3)) {
-		t.Fatalf("queue after drop_oldest: %q", c.out)
+	if q := c.out.frames; len(q) != 3 || !bytes.Equal(q[0], reply) || !bytes.Equal(q[1], ev("news2", 1)) || !bytes.Equal(q[2], ev("news", 3)) {
+		t.Fatalf("queue after drop_oldest: %q", q)
 	}
 
 	// keep_latest: every queued event of the topic goes; a head frame
 	// already partly written stays.
 	c = &conn{state: stateOpen}
 	queue(c, ev("news2", 1), ev("news2", 2), ev("news", 1), ev("news2", 3))
-	c.outOff = 3
+	c.out.off = 3
 	if n := c.dropEvents(other, true, 0); n != 2 {
 		t.Fatalf("keep_latest dropped %d, want 2", n)
 	}
-	if len(c.out) != 2 || !bytes.Equal(c.out[0], ev("news2", 1)) || !bytes.Equal(c.out[1], ev("news", 1)) {
-		t.Fatalf("queue after keep_latest: %q", c.out)
+	if q := c.out.frames; len(q) != 2 || !bytes.Equal(q[0], ev("news2", 1)) || !bytes.Equal(q[1], ev("news", 1)) {
+		t.Fatalf("queue after keep_latest: %q", q)
 	}
 	var sum int32
-	for _, f := range c.out {
+	for _, f := range c.out.frames {
 		sum += int32(len(f))
 	}
-	if sum != c.outBytes {
-		t.Fatalf("outBytes %d, frames hold %d", c.outBytes, sum)
+	if sum != c.queued() {
+		t.Fatalf("queued %d, frames hold %d", c.queued(), sum)
 	}
 	// A topic whose name is a prefix of another's is not confused with it.
 	if isEventOf(ev("news2", 1), news.prefix) {

@@ -23,7 +23,9 @@ func testUpgrader(t testing.TB) (*upgrader, *conn) {
 	o.ClientIP, _ = clientip.NewResolver(nil, "")
 	ls := &loopState{srv: &Server{opts: o}}
 	ls.upgrader.init(ls)
-	return &ls.upgrader, &conn{peer: netip.MustParseAddrPort("127.0.0.1:5000")}
+	c := &conn{}
+	c.setPeer(netip.MustParseAddr("127.0.0.1"))
+	return &ls.upgrader, c
 }
 
 const goodReq = "GET /ws?x=1 HTTP/1.1\r\nHost: gw.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +

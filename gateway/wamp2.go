@@ -41,7 +41,7 @@ func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
 	if st := ls.wamp[c.id]; st != nil && st.authid != "" {
 		return wamp2Challenged
 	}
-	if len(c.grants) > 0 {
+	if c.grant != nil {
 		return wamp2Open
 	}
 	return wamp2Fresh
@@ -175,7 +175,7 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 	}
 	g, r := ls.srv.opts.Tokens.Redeem(m.Signature, c.id, ls.loop.Now)
 	fp := audit.TokenFP(m.Signature)
-	if r == reason.None && g.UserID != authid {
+	if r == reason.None && g.UserID() != authid {
 		r = reason.TokenUserMismatch
 	}
 	if r != reason.None {
@@ -183,26 +183,26 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 			UserID: authid, Reason: r.String(), TokenFP: fp})
 		return
 	}
-	c.addGrant(g)
+	c.addGrant(ls, g)
 	delete(ls.wamp, c.id)
 	c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
-		UserID: authid, TokenFP: g.FP})
+		UserID: authid, TokenFP: g.FP()})
 	ls.scratch = wamp.AppendV2Welcome(ls.scratch[:0], wampIDs.Session(c.id), authid, "user", "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
 
 // ticketGrant is the grant an open v2 session's ticket redeemed.
-func (c *conn) ticketGrant() *tokens.Grant { return c.grants[len(c.grants)-1] }
+func (c *conn) ticketGrant() *tokens.Grant { return c.grant }
 
 func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 	g := c.ticketGrant()
-	ev := audit.Event{Event: "message_rejected", Severity: audit.Notice, UserID: g.UserID}
+	ev := audit.Event{Event: "message_rejected", Severity: audit.Notice, UserID: g.UserID()}
 	if m.Match != "" {
 		ev.Reason, ev.Detail = reason.Unsupported.String(), "pattern-based subscriptions are not supported"
 		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, ev, true)
 		return
 	}
-	msg, v := ls.checkSubscribe(m.Topic, native.AppendString(nil, g.UserID), "")
+	msg, v := ls.checkSubscribe(m.Topic, native.AppendString(nil, g.UserID()), "")
 	if v != nil {
 		ev.Severity, ev.Reason, ev.Detail = audit.Warning, v.Reason.String(), violationDetail(v)
 		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, ev, true)
@@ -241,7 +241,7 @@ func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 	}
 	ls.subscribe(c, msg.Topic)
 	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: msg.Topic, UserID: g.UserID, TokenFP: fp})
+		Topic: msg.Topic, UserID: g.UserID(), TokenFP: fp})
 	ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
 	c.sendText(ls, ls.scratch)
 }

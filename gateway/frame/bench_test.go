@@ -19,7 +19,7 @@ func benchFeed(b *testing.B, f []byte, segment int) {
 	b.SetBytes(int64(len(f)))
 	for b.Loop() {
 		for off := 0; off < len(f); off += segment {
-			if err := p.Feed(f[off:min(off+segment, len(f))], h); err != nil {
+			if err := p.Feed(f[off:min(off+segment, len(f))], nil, h); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -30,7 +30,7 @@ func ExampleParser_Feed() {
 	ping := []byte{0x89, 0x80, 0, 0, 0, 0}
 	bad := []byte{0x81, 0x00}
 	for _, read := range [][]byte{hi[:5], append(hi[5:], ping...), bad} {
-		if err := p.Feed(read, printer{}); err != nil {
+		if err := p.Feed(read, nil, printer{}); err != nil {
 			var ce *frame.CloseError
 			if errors.As(err, &ce) {
 				fmt.Println("close", ce.Code, ce.Reason)

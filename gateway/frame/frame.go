@@ -116,20 +116,15 @@ type Handler interface {
 }
 
 // Parser is one connection's incremental frame state. The zero value is
-// ready and applies the default limits. A Parser is not safe for concurrent
-// use: the event loop that owns the connection owns its parser.
+// ready. A Parser is not safe for concurrent use: the event loop that owns
+// the connection owns its parser. It is 56 bytes, and every open connection
+// has one, so the limits it applies are passed to Feed rather than held.
 //
 // An idle parser (no partial frame, no open fragmented message) holds no
 // buffer. A frame split across reads is kept in a pooled buffer that grows
 // with the bytes actually received (not with the length announced by the
 // header), and is returned to the pool as soon as the frame completes.
 type Parser struct {
-	// Limits bounds frame and message sizes; nil means the defaults. It is
-	// a pointer so that every connection of a server shares one value: it
-	// must not change while the parser is in use. Set it before the first
-	// Feed.
-	Limits *Limits
-
 	frame *[]byte // pooled: payload received so far of a control frame or single-frame message split across Feeds
 	msg   *[]byte // pooled: payload received so far of the open fragmented message
 
@@ -150,15 +145,16 @@ type Parser struct {
 // Feed parses data just read from the socket. data may be a slice of a shared
 // per-loop read buffer: Feed unmasks it in place and copies whatever it must
 // keep, so data may be reused as soon as Feed returns. Complete messages and
-// control frames are dispatched to h in order.
+// control frames are dispatched to h in order. lim bounds frame and message
+// sizes (nil: the defaults); it must be the same for every Feed of a message.
 //
 // Feed returns a *CloseError on a protocol violation (stop reading and close
 // with its Code), or the first error h returned. After an error the parser
 // must not be fed again; call Release.
-func (p *Parser) Feed(data []byte, h Handler) error {
+func (p *Parser) Feed(data []byte, lim *Limits, h Handler) error {
 	for len(data) > 0 {
 		if p.need == 0 {
-			n, err := p.takeHeader(data)
+			n, err := p.takeHeader(data, lim)
 			if err != nil || n == 0 {
 				return err // a violation, or the header needs more bytes
 			}
@@ -200,9 +196,9 @@ func (p *Parser) Feed(data []byte, h Handler) error {
 // header carried from an earlier Feed if any). It returns how many bytes of
 // data it consumed once the header is complete and loaded, or 0 when all of
 // data was kept and more is needed.
-func (p *Parser) takeHeader(data []byte) (int, error) {
+func (p *Parser) takeHeader(data []byte, lim *Limits) (int, error) {
 	if p.nhdr == 0 {
-		n, err := p.header(data)
+		n, err := p.header(data, lim)
 		if err != nil {
 			return 0, err
 		}
@@ -214,7 +210,7 @@ func (p *Parser) takeHeader(data []byte) (int, error) {
 	}
 	have := int(p.nhdr)
 	k := copy(p.hdr[have:], data)
-	n, err := p.header(p.hdr[:have+k])
+	n, err := p.header(p.hdr[:have+k], lim)
 	if err != nil {
 		return 0, err
 	}
@@ -232,7 +228,7 @@ func (p *Parser) takeHeader(data []byte) (int, error) {
 // returns 0 while more bytes are needed. Each check runs as soon as the bytes
 // it needs are present, in byte order, so the verdict never depends on how
 // the input was split. p changes only when the header is complete.
-func (p *Parser) header(b []byte) (int, error) {
+func (p *Parser) header(b []byte, lim *Limits) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -293,10 +289,10 @@ func (p *Parser) header(b []byte) (int, error) {
 		}
 	}
 	if !control {
-		if length > uint64(p.Limits.maxFrame()) {
+		if length > uint64(lim.maxFrame()) {
 			return 0, violation(ws.StatusMessageTooBig, ReasonFrameTooLarge)
 		}
-		if uint64(p.msgLen())+length > uint64(p.Limits.maxMessage()) {
+		if uint64(p.msgLen())+length > uint64(lim.maxMessage()) {
 			return 0, violation(ws.StatusMessageTooBig, ReasonMessageTooLarge)
 		}
 	}
@@ -445,13 +441,13 @@ func (p *Parser) Idle() bool {
 	return p.nhdr == 0 && p.need == 0 && p.msgOp == 0
 }
 
-// Release returns pooled memory and resets the parser to its zero state
-// (keeping Limits). Call it when the connection closes or after Feed returned
-// an error; calling it in the middle of a message drops that message.
+// Release returns pooled memory and resets the parser to its zero state.
+// Call it when the connection closes or after Feed returned an error;
+// calling it in the middle of a message drops that message.
 func (p *Parser) Release() {
 	putBuf(p.frame)
 	putBuf(p.msg)
-	*p = Parser{Limits: p.Limits}
+	*p = Parser{}
 }
 
 func bytesOf(b *[]byte) []byte {

@@ -92,13 +92,13 @@ func (o outcome) String() string {
 
 // feedSplit feeds a copy of in cut at the given offsets (ascending).
 func feedSplit(in []byte, lim *Limits, cuts ...int) outcome {
-	p := Parser{Limits: lim}
+	var p Parser
 	var r record
 	data := slices.Clone(in)
 	var err error
 	prev := 0
 	for _, c := range append(cuts, len(data)) {
-		if err = p.Feed(data[prev:c], &r); err != nil {
+		if err = p.Feed(data[prev:c], lim, &r); err != nil {
 			break
 		}
 		prev = c
@@ -399,22 +399,22 @@ func TestBufferedAndRelease(t *testing.T) {
 	var p Parser
 	var r record
 	f := text("hello world") // 6-byte header, 11-byte payload
-	if err := p.Feed(slices.Clone(f[:4]), &r); err != nil || p.Buffered() != 4 || p.Idle() {
+	if err := p.Feed(slices.Clone(f[:4]), nil, &r); err != nil || p.Buffered() != 4 || p.Idle() {
 		t.Fatalf("partial header: err %v buffered %d idle %v", err, p.Buffered(), p.Idle())
 	}
-	if err := p.Feed(slices.Clone(f[4:6]), &r); err != nil || p.Buffered() != 0 || p.Idle() {
+	if err := p.Feed(slices.Clone(f[4:6]), nil, &r); err != nil || p.Buffered() != 0 || p.Idle() {
 		t.Fatalf("header only: err %v buffered %d idle %v", err, p.Buffered(), p.Idle())
 	}
-	if err := p.Feed(slices.Clone(f[6:10]), &r); err != nil || p.Buffered() != 4 || p.frame == nil {
+	if err := p.Feed(slices.Clone(f[6:10]), nil, &r); err != nil || p.Buffered() != 4 || p.frame == nil {
 		t.Fatalf("partial payload: err %v buffered %d", err, p.Buffered())
 	}
-	if err := p.Feed(slices.Clone(f[10:]), &r); err != nil || p.Buffered() != 0 || !p.Idle() || p.frame != nil {
+	if err := p.Feed(slices.Clone(f[10:]), nil, &r); err != nil || p.Buffered() != 0 || !p.Idle() || p.frame != nil {
 		t.Fatalf("complete: err %v buffered %d idle %v", err, p.Buffered(), p.Idle())
 	}
-	if err := p.Feed(cat(first(ws.OpText, "abc"), cont(false, "de")), &r); err != nil || p.Buffered() != 5 || p.Idle() {
+	if err := p.Feed(cat(first(ws.OpText, "abc"), cont(false, "de")), nil, &r); err != nil || p.Buffered() != 5 || p.Idle() {
 		t.Fatalf("open message: err %v buffered %d idle %v", err, p.Buffered(), p.Idle())
 	}
-	if err := p.Feed(cat(first(ws.OpBinary, "x")[:3]), &r); err == nil {
+	if err := p.Feed(cat(first(ws.OpBinary, "x")[:3]), nil, &r); err == nil {
 		t.Fatalf("a new message inside an open one was accepted")
 	}
 	p.Release()
@@ -422,7 +422,7 @@ func TestBufferedAndRelease(t *testing.T) {
 		t.Fatalf("after Release: buffered %d idle %v", p.Buffered(), p.Idle())
 	}
 	r.events = nil
-	if err := p.Feed(text("again"), &r); err != nil || !slices.Equal(r.events, []string{`msg 1 "again"`}) {
+	if err := p.Feed(text("again"), nil, &r); err != nil || !slices.Equal(r.events, []string{`msg 1 "again"`}) {
 		t.Fatalf("after Release: err %v events %q", err, r.events)
 	}
 }
@@ -432,7 +432,7 @@ func TestBufferedAndRelease(t *testing.T) {
 func TestPartialFrameMemoryFollowsInput(t *testing.T) {
 	var p Parser
 	f := binFrame(strings.Repeat("x", DefaultMaxFrame))
-	if err := p.Feed(slices.Clone(f[:14+100]), &record{}); err != nil {
+	if err := p.Feed(slices.Clone(f[:14+100]), nil, &record{}); err != nil {
 		t.Fatal(err)
 	}
 	if p.frame == nil || cap(*p.frame) > 1024 {
@@ -464,7 +464,7 @@ func TestHandlerErrorStops(t *testing.T) {
 				if n > 0 {
 					k = n
 				}
-				err = p.Feed(data[:k], failing{stop})
+				err = p.Feed(data[:k], nil, failing{stop})
 				data = data[k:]
 			}
 			if err != stop {
@@ -597,7 +597,7 @@ func TestFeedNoAllocs(t *testing.T) {
 		var h nop
 		allocs := testing.AllocsPerRun(1000, func() {
 			copy(buf, f)
-			if err := p.Feed(buf, h); err != nil {
+			if err := p.Feed(buf, nil, h); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -58,7 +58,7 @@ func (c *checker) OnControl(op ws.OpCode, p []byte) error {
 // fuzzFeed feeds a copy of in cut by sizes (cycled; nil: one piece) and
 // checks the parser's state invariants.
 func fuzzFeed(t *testing.T, in []byte, lim *Limits, sizes []int) outcome {
-	p := Parser{Limits: lim}
+	var p Parser
 	h := &checker{t: t, lim: lim}
 	data := slices.Clone(in)
 	var err error
@@ -67,7 +67,7 @@ func fuzzFeed(t *testing.T, in []byte, lim *Limits, sizes []int) outcome {
 		if len(sizes) > 0 {
 			k = min(k, sizes[i%len(sizes)])
 		}
-		err = p.Feed(data[:k], h)
+		err = p.Feed(data[:k], lim, h)
 		data = data[k:]
 		if err == nil && p.Buffered() > len(in) {
 			t.Fatalf("Buffered %d after %d input bytes", p.Buffered(), len(in))

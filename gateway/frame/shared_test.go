@@ -21,7 +21,7 @@ func TestFeedCopiesWhatItKeeps(t *testing.T) {
 				break
 			}
 			copy(scratch, in[off:off+k])
-			if err := p.Feed(scratch[:k], &r); err != nil {
+			if err := p.Feed(scratch[:k], nil, &r); err != nil {
 				t.Fatalf("plan %v: %v", plan, err)
 			}
 			for i := range scratch {

@@ -116,7 +116,7 @@ func TestUTF8AcrossFragments(t *testing.T) {
 					if k == 0 {
 						f = first(ws.OpText, part)
 					}
-					if err := p.Feed(f, &r); err != nil {
+					if err := p.Feed(f, nil, &r); err != nil {
 						if ce := closeErr(err); ce == nil || ce.Code != 1007 || ce.Reason != ReasonInvalidUTF8 {
 							t.Fatalf("%q %q: err %v", s, parts, err)
 						}

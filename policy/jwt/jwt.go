@@ -265,7 +265,7 @@ func (s *Source) Redeem(token string, conn uint64, now time.Time) (*Grant, reaso
 	if r := s.cache.redeem(sha256.Sum256([]byte(c.ID)), digest, conn, exp.Add(s.opts.Leeway), now); r != reason.None {
 		return nil, r
 	}
-	return &Grant{UserID: c.Subject, Topics: c.Topics, Expires: exp.UnixNano(), FP: fingerprint(digest)}, reason.None
+	return tokens.NewGrant(c.Subject, c.Topics, exp, fingerprint(digest)), reason.None
 }
 
 // Sweep drops the jtis whose tokens can no longer be valid and returns how

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,7 +76,7 @@ func TestRedeemValid(t *testing.T) {
 		t.Fatalf("HS256: %s", r)
 	}
 	sum := sha256.Sum256([]byte(hs))
-	if g.UserID != "42" || g.Topics != nil || g.Expires != t0.Add(time.Minute).UnixNano() || g.FP != hex.EncodeToString(sum[:4]) {
+	if g.UserID() != "42" || g.Bound() || g.Expires != t0.Add(time.Minute).UnixNano() || g.FP() != hex.EncodeToString(sum[:4]) {
 		t.Fatalf("HS256 grant %+v", g)
 	}
 
@@ -86,7 +87,7 @@ func TestRedeemValid(t *testing.T) {
 	if r != reason.None {
 		t.Fatalf("EdDSA: %s", r)
 	}
-	if len(g.Topics) != 2 || g.Topics[0] != "news" || g.Topics[1] != "user.{userId}.**" {
+	if got := slices.Collect(g.Topics()); len(got) != 2 || got[0] != "news" || got[1] != "user.{userId}.**" {
 		t.Fatalf("EdDSA grant %+v", g)
 	}
 }

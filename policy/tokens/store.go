@@ -11,10 +11,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"iter"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 // TokenBytes is the number of random bytes in a token: 192 bits, above the
@@ -27,12 +30,52 @@ var ErrFull = errors.New("token table full")
 // Grant is what a redeemed token proves. Grants are created at Mint and
 // shared: callers must treat them as read-only.
 //
-// A Grant is held for every live token, so it is kept small: 64 bytes.
+// A Grant is held for every live token and by every connection that
+// redeemed one, so it is kept to 48 bytes: the user id and the fingerprint
+// share one string, and the topics are one string too.
 type Grant struct {
-	UserID  string
-	Topics  []string // topics or patterns the token is limited to; empty: any
-	Expires int64    // when the token stops being valid, in Unix nanoseconds
-	FP      string   // token fingerprint for logs (first 8 hex of SHA-256)
+	userFP  string // the user id, then the 8-hex-digit token fingerprint
+	topics  string // the topics or patterns it is bound to, space-separated; "": any
+	Expires int64  // when the token stops being valid, in Unix nanoseconds
+	nUser   uint32 // length of the user id in userFP
+}
+
+// NewGrant returns the grant of a token for userID, bound to the given (valid
+// topics or patterns, which contain no spaces; none: any topic), expiring
+// at expires, with fingerprint fp (see audit.TokenFP).
+func NewGrant(userID string, bound []string, expires time.Time, fp string) *Grant {
+	return &Grant{userFP: userID + fp, topics: strings.Join(bound, " "),
+		Expires: expires.UnixNano(), nUser: uint32(len(userID))}
+}
+
+// UserID is the user the token was minted for.
+func (g *Grant) UserID() string { return g.userFP[:g.nUser] }
+
+// FP is the token's fingerprint for logs: the first 8 hex digits of its
+// SHA-256.
+func (g *Grant) FP() string { return g.userFP[g.nUser:] }
+
+// Bound reports whether the token is limited to some topics.
+func (g *Grant) Bound() bool { return g.topics != "" }
+
+// Topics yields the topics or patterns the token is limited to.
+func (g *Grant) Topics() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if g.topics == "" {
+			return
+		}
+		for t := range strings.SplitSeq(g.topics, " ") {
+			if !yield(t) {
+				return
+			}
+		}
+	}
+}
+
+// Allows reports whether a token bound as g covers topic for userID (see
+// topics.TokenAllows); an unbound token covers every topic.
+func (g *Grant) Allows(topic, userID string) bool {
+	return g.topics == "" || topics.TokenAllowsSpaced(g.topics, topic, userID)
 }
 
 // ValidAt reports whether the grant has not expired at now.
@@ -70,7 +113,13 @@ type Store struct {
 
 	mu      sync.Mutex
 	entries map[digest]entry // guarded by mu
+	// interned holds one copy of each topic list tokens were recently
+	// bound to, so that the tokens of a busy topic share it; guarded by mu.
+	interned map[string]string
 }
+
+// maxInterned bounds Store.interned.
+const maxInterned = 4096
 
 // NewStore returns an empty store. Zero options take the SPEC defaults.
 func NewStore(o Options) *Store {
@@ -83,13 +132,13 @@ func NewStore(o Options) *Store {
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 1_000_000
 	}
-	return &Store{opts: o, entries: make(map[digest]entry)}
+	return &Store{opts: o, entries: make(map[digest]entry), interned: make(map[string]string)}
 }
 
-// Mint creates a token for userID, limited to topics when non-empty, living
+// Mint creates a token for userID, limited to the bound topics when non-empty, living
 // ttl (the default when zero). It returns the token, which the store does not
 // keep, and its expiry.
-func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
+func (s *Store) Mint(userID string, bound []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
 	if ttl == 0 {
 		ttl = s.opts.TTL
 	}
@@ -101,16 +150,23 @@ func (s *Store) Mint(userID string, topics []string, ttl time.Duration, now time
 		return "", time.Time{}, fmt.Errorf("mint token: %w", err)
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
+	for _, t := range bound {
+		if t == "" || strings.ContainsRune(t, ' ') {
+			return "", time.Time{}, fmt.Errorf("topic %q: not a topic or pattern", t)
+		}
+	}
 	d := digestOf(tok)
 	exp := now.Add(ttl)
-	e := entry{grant: &Grant{
-		UserID:  userID,
-		Topics:  append([]string(nil), topics...),
-		Expires: exp.UnixNano(),
-		FP:      fingerprint(d),
-	}}
+	g := NewGrant(userID, bound, exp, fingerprint(d))
+	e := entry{grant: g}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if t, ok := s.interned[g.topics]; ok {
+		g.topics = t
+	} else if g.topics != "" && len(s.interned) < maxInterned {
+		g.topics = strings.Clone(g.topics) // not a substring of a request body
+		s.interned[g.topics] = g.topics
+	}
 	if len(s.entries) >= s.opts.MaxEntries {
 		s.sweepLocked(now)
 		if len(s.entries) >= s.opts.MaxEntries {
@@ -170,6 +226,9 @@ func (s *Store) sweepLocked(now time.Time) int {
 			delete(s.entries, d)
 			n++
 		}
+	}
+	if n > 0 && len(s.interned) >= maxInterned {
+		clear(s.interned) // refilled by the topics still in use
 	}
 	return n
 }

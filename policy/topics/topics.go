@@ -518,6 +518,22 @@ func TokenAllows(patterns []string, topic, userID string) bool {
 	return false
 }
 
+// TokenAllowsSpaced is TokenAllows for patterns joined by spaces, as a
+// token's grant holds them. It does not allocate.
+func TokenAllowsSpaced(patterns, topic, userID string) bool {
+	if !ValidTopic(topic) {
+		return false
+	}
+	for patterns != "" {
+		var p string
+		p, patterns, _ = strings.Cut(patterns, " ")
+		if matchPattern(p, topic, userID) {
+			return true
+		}
+	}
+	return false
+}
+
 // matchPattern matches a valid topic against an uncompiled pattern without
 // allocating; a malformed pattern matches nothing.
 func matchPattern(p, topic, userID string) bool {
