@@ -32,8 +32,18 @@ type subscription struct {
 	idx   int32
 	// v1 is the exact string a WAMP v1 client subscribed with when it is
 	// not the topic name (a CURIE, or a seed JSON topic that carries a
-	// token): its EVENTs must echo it. Never log it.
-	v1 string
+	// token): its EVENTs must echo it. Never log it. A pointer keeps the
+	// common subscription at 24 bytes.
+	v1 *string
+}
+
+// v1String is the string a WAMP v1 client subscribed with when it differs
+// from the topic name, else "".
+func (s subscription) v1String() string {
+	if s.v1 == nil {
+		return ""
+	}
+	return *s.v1
 }
 
 // publication is one message to one topic, with its frame per protocol.
@@ -75,7 +85,7 @@ func (p *publication) frame(pr proto) []byte {
 // encoded for it alone.
 func (p *publication) frameFor(c *conn, ts *topicSubs) []byte {
 	if c.proto == protoWAMP1 {
-		if raw := c.subOf(ts).v1; raw != "" {
+		if raw := c.subOf(ts).v1String(); raw != "" {
 			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data)
 			return frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
 		}

@@ -92,7 +92,7 @@ func (f *pubFilter) allows(id uint64) bool {
 func (c *conn) eventPrefix(ts *topicSubs) []byte {
 	switch c.proto {
 	case protoWAMP1:
-		raw := c.subOf(ts).v1
+		raw := c.subOf(ts).v1String()
 		if raw == "" {
 			raw = ts.name
 		}
@@ -263,7 +263,7 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 	}
 	ls.subscribe(c, m.Topic)
 	if raw != m.Topic {
-		c.subs[len(c.subs)-1].v1 = raw // a fresh string from the parser
+		c.subs[len(c.subs)-1].v1 = &raw // a fresh string from the parser
 	}
 	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
@@ -274,13 +274,13 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 	i := -1
 	for j := range c.subs {
-		if c.subs[j].v1 == raw {
+		if c.subs[j].v1String() == raw {
 			i = j
 			break
 		}
 	}
 	if s := c.expand(ls, raw); i < 0 && !wamp.IsSeed(s) {
-		if j := c.findSub(s); j >= 0 && !wamp.IsSeed(c.subs[j].v1) {
+		if j := c.findSub(s); j >= 0 && !wamp.IsSeed(c.subs[j].v1String()) {
 			i = j
 		}
 	}

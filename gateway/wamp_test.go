@@ -193,6 +193,9 @@ func TestConnSize(t *testing.T) {
 	if n := unsafe.Sizeof(conn{}); n > connSize {
 		t.Fatalf("conn is %d bytes, want at most %d", n, connSize)
 	}
+	if n := unsafe.Sizeof(subscription{}); n > 24 {
+		t.Fatalf("subscription is %d bytes, want at most 24", n)
+	}
 }
 
 func TestWAMP1SeedSubscribeAndEvent(t *testing.T) {
