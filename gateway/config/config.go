@@ -27,6 +27,9 @@ type Config struct {
 	DataDir string   `yaml:"data_dir"`
 	Admin   Admin    `yaml:"admin"`
 	Origins []string `yaml:"origins"`
+	// AllowMissingOrigin admits upgrade requests without an Origin header
+	// (non-browser clients; browsers always send one). Nil: true.
+	AllowMissingOrigin *bool `yaml:"allow_missing_origin"`
 
 	TrustedProxies []string `yaml:"trusted_proxies"`  // CIDRs whose forwarding headers are believed
 	ClientIPHeader string   `yaml:"client_ip_header"` // X-Forwarded-For, X-Real-IP or CF-Connecting-IP
@@ -59,11 +62,18 @@ type Limits struct {
 	WriteQueueBytes         int           `yaml:"write_queue_bytes"`          // queued for one client
 	WriteStallTimeout       time.Duration `yaml:"write_stall_timeout"`        // without write progress
 	MaxSubscriptionsPerConn int           `yaml:"max_subscriptions_per_conn"` // topics per connection
+	MessageTimeout          time.Duration `yaml:"message_timeout"`            // a started message must complete within it
+	// InboundBufferPerIP and InboundBufferTotal cap the inbound bytes held
+	// for unfinished messages, WAMP v1 prefix tables and stored topic
+	// strings: per counted address and in all.
+	InboundBufferPerIP int `yaml:"inbound_buffer_per_ip"`
+	InboundBufferTotal int `yaml:"inbound_buffer_total"`
 
 	PerIPConnections  int  `yaml:"per_ip_connections"`  // open connections per counted address
 	ConnRate          Rate `yaml:"conn_rate"`           // connection attempts per counted address
 	HandshakeFailRate Rate `yaml:"handshake_fail_rate"` // failed handshakes per counted address
-	MsgRate           Rate `yaml:"msg_rate"`            // messages per connection
+	MsgRate           Rate `yaml:"msg_rate"`            // messages (and pings) per connection
+	BytesRate         Rate `yaml:"bytes_rate"`          // inbound bytes per second per counted address
 	IPv6Prefix        int  `yaml:"ipv6_prefix"`         // bits of an IPv6 address that count as one client
 }
 
@@ -106,6 +116,8 @@ type JWT struct {
 	SecretEnv     string   `yaml:"secret_env"`      // environment variable holding the HS256 secret
 	SecretFile    string   `yaml:"secret_file"`     // file holding the HS256 secret (0600)
 	PublicKeyFile string   `yaml:"public_key_file"` // PEM Ed25519 public key for EdDSA
+	Audience      string   `yaml:"audience"`        // required "aud" when set
+	Issuer        string   `yaml:"issuer"`          // required "iss" when set
 }
 
 // Topic is one topic rule (SPEC §7).

@@ -28,17 +28,22 @@ const (
 	AuditUnavailable  // audit sink failing under fail_closed
 	ShuttingDown      // server going away
 	HandshakeFailRate // too many failed handshakes from this address
+	BadHeader         // duplicated Host or Sec-WebSocket-Key, or a forbidden byte in a field
+	FDExhausted       // the process is out of file descriptors
 
 	// frames
 	ProtocolError // RFC 6455 violation (1002)
 	InvalidUTF8   // text not UTF-8 (1007)
 	FrameTooLarge // frame over max_frame_bytes (1009)
 	MessageTooLarge
-	MsgRate      // per-connection message rate
-	SlowConsumer // out queue over its cap or stalled
-	PingTimeout  // two missed pongs
-	ClientClosed // the client sent a close frame or hung up
-	ReadError    // socket error
+	MsgRate        // per-connection message rate
+	SlowConsumer   // out queue over its cap or stalled
+	PingTimeout    // two missed pongs
+	ClientClosed   // the client sent a close frame or hung up
+	ReadError      // socket error
+	MessageTimeout // a started message not completed within limits.message_timeout
+	InboundBudget  // inbound bytes held over the per-address or global budget
+	BytesRate      // per-address inbound byte rate exceeded
 
 	// messages
 	BadJSON         // not JSON
@@ -49,6 +54,7 @@ const (
 	TokenUnknown
 	TokenExpired
 	TokenReplayed
+	TokenTheft         // a spent token presented again from another address or user
 	TokenUserMismatch  // token bound to another userId
 	TokenTopicMismatch // token not valid for this topic
 	TokenInvalid       // JWT: bad signature, alg, claims
@@ -80,6 +86,8 @@ var names = [count]string{
 	AuditUnavailable:     "audit_unavailable",
 	ShuttingDown:         "shutting_down",
 	HandshakeFailRate:    "handshake_fail_rate",
+	BadHeader:            "bad_header",
+	FDExhausted:          "fd_exhausted",
 	ProtocolError:        "protocol_error",
 	InvalidUTF8:          "invalid_utf8",
 	FrameTooLarge:        "frame_too_large",
@@ -89,6 +97,9 @@ var names = [count]string{
 	PingTimeout:          "ping_timeout",
 	ClientClosed:         "client_closed",
 	ReadError:            "read_error",
+	MessageTimeout:       "message_timeout",
+	InboundBudget:        "inbound_budget",
+	BytesRate:            "bytes_rate",
 	BadJSON:              "bad_json",
 	TooDeep:              "too_deep",
 	SchemaViolation:      "schema_violation",
@@ -97,6 +108,7 @@ var names = [count]string{
 	TokenUnknown:         "token_unknown",
 	TokenExpired:         "token_expired",
 	TokenReplayed:        "token_replayed",
+	TokenTheft:           "token_theft_suspected",
 	TokenUserMismatch:    "token_user_mismatch",
 	TokenTopicMismatch:   "token_topic_mismatch",
 	TokenInvalid:         "token_invalid",
