@@ -353,6 +353,20 @@ var segmentByte = func() (t [256]bool) {
 	return t
 }()
 
+// MaxUserIDLen is the longest user id, in bytes.
+const MaxUserIDLen = 128
+
+// ValidUserID reports whether id can be a user id: one topic segment
+// ([A-Za-z0-9_:@-], 1 to MaxUserIDLen bytes). A user id never contains the
+// topic separator ".", so that "user.{userId}.**" can only ever match the
+// topics of the one user whose id fills that segment: were "alice.smith"
+// allowed, user "alice" would match "user.alice.smith.inbox". Every place
+// that accepts a user id (minting, JWT claims, client messages) holds to
+// this rule. It does not allocate.
+func ValidUserID(id string) bool {
+	return len(id) <= MaxUserIDLen && validSegment(id)
+}
+
 // ValidTopic reports whether t is a concrete topic name: dot-separated
 // non-empty segments of [A-Za-z0-9_:@-], at most MaxLen bytes. It does not
 // allocate.

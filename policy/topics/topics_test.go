@@ -475,3 +475,27 @@ func BenchmarkTokenAllows(b *testing.B) {
 		TokenAllows(pats, "user.42.inbox", "42")
 	}
 }
+
+func TestValidUserID(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{
+		{"42", true},
+		{"alice", true},
+		{"alice_smith-2@example:1", true},
+		{"", false},
+		{"alice.smith", false}, // the topic separator: would let "alice" read alice.smith's topics
+		{"*", false},
+		{"**", false},
+		{"{userId}", false},
+		{"a b", false},
+		{"a\x00", false},
+		{strings.Repeat("a", MaxUserIDLen), true},
+		{strings.Repeat("a", MaxUserIDLen+1), false},
+	} {
+		if got := ValidUserID(tc.id); got != tc.want {
+			t.Errorf("ValidUserID(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+}
