@@ -97,9 +97,7 @@ func (up *upgrader) init(ls *loopState) {
 				up.fwd = append(up.fwd, string(value))
 			}
 			if bytes.EqualFold(key, []byte("Origin")) {
-				if up.hasOrigin {
-					return up.reject(reason.BadOrigin, http.StatusForbidden, "more than one Origin header")
-				}
+				// headerFault has refused a second Origin already.
 				up.hasOrigin = true
 				up.origin = append(up.origin[:0], value...)
 			}
@@ -186,6 +184,12 @@ func (up *upgrader) upgrade(c *conn, req []byte, now time.Time) upgradeResult {
 	up.c, up.fwd, up.client, up.badFwd, up.slot = c, up.fwd[:0], netip.Addr{}, false, false
 	r := up.ls.srv.opts.ClientIP
 	up.fwdOn = r.HasTrusted() && r.Trusted(c.client())
+	if fault := headerFault(req); fault != "" {
+		// Refused before anything reads a field: the parser below would
+		// take a second Host or key, a folded line or a bare LF its own way,
+		// and a proxy in front of us another.
+		return upgradeResult{reject: reason.BadHeader, status: http.StatusBadRequest, message: fault, detail: fault}
+	}
 	up.in.Reset(req)
 	up.out.Reset()
 

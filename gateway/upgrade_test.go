@@ -46,7 +46,7 @@ func TestUpgrade(t *testing.T) {
 		{name: "only others", extra: "Sec-WebSocket-Protocol: mqtt\r\n", reject: reason.BadSubprotocol, status: 400},
 		{name: "same origin", extra: "Origin: http://gw.example:8080\r\n"},
 		{name: "cross origin", extra: "Origin: http://evil.example\r\n", reject: reason.BadOrigin, status: 403},
-		{name: "two origins", extra: "Origin: http://gw.example:8080\r\nOrigin: http://evil.example\r\n", reject: reason.BadOrigin, status: 403},
+		{name: "two origins", extra: "Origin: http://gw.example:8080\r\nOrigin: http://evil.example\r\n", reject: reason.BadHeader, status: 400},
 		{name: "wrong path", path: "/other", reject: reason.BadPath, status: 404},
 	}
 	for _, c := range cases {
@@ -87,6 +87,8 @@ func FuzzUpgrade(f *testing.F) {
 	f.Add([]byte(goodReq + "\r\n"))
 	f.Add([]byte(goodReq + "Sec-WebSocket-Protocol: portcullis.v1, wamp\r\nOrigin: null\r\n\r\n"))
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Add([]byte(goodReq + "Host: evil.example\r\nX-A: a\x00\n b\r\n\r\n"))
+	f.Add([]byte(goodReq + "X-A: a\r\n\tb\r\nOrigin : x\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		up, cn := testUpgrader(t)
 		res := up.upgrade(cn, append(in, "\r\n\r\n"...), time.Now())

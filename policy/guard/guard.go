@@ -146,12 +146,32 @@ func (g *Guard) Release(addr netip.Addr) {
 	g.o.Limits.Release(g.Counted(addr))
 }
 
+// HoldRefused counts a socket from addr that Admit refused for a rate or
+// cap and that stays open until its refusal is answered (429): at most
+// ratelimit.RefusedAllowance per counted prefix at once, each counting
+// against the prefix's open-connection cap. False means the socket must
+// be reset now. Every true must be paired with ReleaseRefused(addr).
+func (g *Guard) HoldRefused(addr netip.Addr) bool {
+	if g.o.Lists.Allowed(addr) {
+		return false // never refused, so never held
+	}
+	return g.o.Limits.HoldRefused(g.Counted(addr))
+}
+
+// ReleaseRefused gives back a socket held by HoldRefused for addr.
+func (g *Guard) ReleaseRefused(addr netip.Addr) {
+	if g.o.Lists.Allowed(addr) {
+		return
+	}
+	g.o.Limits.ReleaseRefused(g.Counted(addr))
+}
+
 // handshakeReasons are the failures that count against an address's
 // handshake failure rate.
 func isHandshakeFailure(r reason.Reason) bool {
 	switch r {
 	case reason.HandshakeTimeout, reason.HandshakeTooLarge, reason.BadHandshake, reason.BadOrigin,
-		reason.BadSubprotocol, reason.BadPath, reason.ProxyHeader:
+		reason.BadSubprotocol, reason.BadPath, reason.ProxyHeader, reason.BadHeader:
 		return true
 	}
 	return false
