@@ -125,10 +125,8 @@ func silenceRoutes(eng *alerting.Engine, aw audit.Sink) map[string]http.Handler 
 				Comment  string             `json:"comment"`
 				Actor    string             `json:"actor"`
 			}
-			dec := json.NewDecoder(r.Body)
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&req); err != nil {
-				admin.Error(w, http.StatusBadRequest, "bad_request", "invalid JSON body: "+err.Error())
+			if err := admin.Decode(r, &req); err != nil {
+				admin.Error(w, http.StatusBadRequest, "bad_request", err.Error())
 				return
 			}
 			d, err := time.ParseDuration(req.For)

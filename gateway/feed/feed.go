@@ -5,9 +5,10 @@
 // there is exactly one poller per topic however many subscribe — the
 // seed's per-subscription timers, done once.
 //
-// A response that is not 2xx, is larger than the cap, is not JSON or does
-// not arrive in time publishes nothing and is audited. feed imports
-// nothing from gateway: it publishes through a function.
+// A response that is not 2xx, is larger than the cap, is not UTF-8 JSON,
+// nests deeper than client data may or does not arrive in time publishes
+// nothing and is audited (feed_failed). feed imports nothing from gateway:
+// it publishes through a function.
 package feed
 
 import (
@@ -20,15 +21,22 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 // DefaultMaxBytes caps a feed response (1 MiB, the default message cap).
 const DefaultMaxBytes = 1 << 20
+
+// MaxDepth is the deepest feed response published, in levels of arrays
+// and objects ("{}" is one): the depth a client's published data can have,
+// its message envelope taking one of schema.DefaultMaxDepth.
+const MaxDepth = schema.DefaultMaxDepth - 1
 
 // Options wire a Runner.
 type Options struct {
@@ -188,8 +196,17 @@ func (r *Runner) fetch(ctx context.Context, url string, timeout time.Duration) (
 		return nil, "feed_too_large", fmt.Errorf("feed %s: response over %d bytes", url, r.o.MaxBytes)
 	}
 	body = bytes.TrimSpace(body)
+	// Relayed in text frames: a byte that is not UTF-8 would make every
+	// browser subscribed drop its connection, and json.Valid accepts one
+	// inside a string.
+	if !utf8.Valid(body) {
+		return nil, "feed_bad_utf8", fmt.Errorf("feed %s: response is not valid UTF-8", url)
+	}
 	if !json.Valid(body) {
 		return nil, "feed_bad_json", fmt.Errorf("feed %s: response is not JSON", url)
+	}
+	if !schema.DepthWithin(body, MaxDepth) {
+		return nil, "feed_too_deep", fmt.Errorf("feed %s: response nests deeper than %d levels of arrays and objects", url, MaxDepth)
 	}
 	return body, "", nil
 }

@@ -34,7 +34,7 @@ func TestFetchOutcomes(t *testing.T) {
 	}
 	var published []string
 	ev := &events{}
-	r := New(Options{Rules: rules, Audit: ev, MaxBytes: 32,
+	r := New(Options{Rules: rules, Audit: ev, MaxBytes: 80,
 		Publish: func(topic string, data []byte) int { published = append(published, string(data)); return 1 }})
 	cases := []struct {
 		name, body string
@@ -45,7 +45,11 @@ func TestFetchOutcomes(t *testing.T) {
 		{"good", ` {"a":1} `, 200, `{"a":1}`, ""},
 		{"server error", `{"a":1}`, 500, "", "feed_status"},
 		{"not JSON", `<html>`, 200, "", "feed_bad_json"},
-		{"too large", `"` + strings.Repeat("x", 40) + `"`, 200, "", "feed_too_large"},
+		{"too large", `"` + strings.Repeat("x", 100) + `"`, 200, "", "feed_too_large"},
+		{"0xff in a string", "{\"a\":\"\xff\"}", 200, "", "feed_bad_utf8"},
+		{"surrogate in UTF-8", "\"\xed\xa0\x80\"", 200, "", "feed_bad_utf8"},
+		{"too deep", strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), 200, "", "feed_too_deep"},
+		{"UTF-8 text", `"é€"`, 200, `"é€"`, ""},
 	}
 	for _, c := range cases {
 		published, ev.ev = nil, nil
@@ -61,7 +65,7 @@ func TestFetchOutcomes(t *testing.T) {
 			t.Fatalf("%s: published %q, events %+v", c.name, published, ev.ev)
 		}
 	}
-	if st := r.Stats(); st.Polls != 4 || st.Failures != 3 {
+	if st := r.Stats(); st.Polls != 8 || st.Failures != 6 {
 		t.Fatalf("stats %+v", st)
 	}
 }
