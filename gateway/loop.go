@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,12 +21,57 @@ const readBufSize = 64 << 10
 // acceptBatch bounds the accepts handled per readiness event, for fairness.
 const acceptBatch = 128
 
+// Accept back-off while the process is out of file descriptors: the
+// listener leaves epoll for acceptPauseMin, doubling up to acceptPauseMax
+// while every resume finds descriptors still exhausted.
+const (
+	acceptPauseMin = 250 * time.Millisecond
+	acceptPauseMax = time.Second
+)
+
+// An exhaustion episode ends once the process has fdHeadroom spare
+// descriptors and no accept has failed for want of one for fdQuiet: a
+// freed descriptor taken at once by the next connection, or a backlog of
+// waiting connections drained in a burst, does not end and restart it.
+const (
+	fdHeadroom = 8
+	fdQuiet    = 2 * time.Second
+)
+
+// shedBatch bounds the waiting connections reset in one go while out of
+// descriptors: the listen backlog (reactor.Listen's 4096) drains at once.
+const shedBatch = 4096
+
+// refusalHolder is the part of a Guard that bounds the refused sockets of
+// an address left open until their refusal is answered (policy/guard
+// implements it). Without it every refused socket is reset at accept.
+type refusalHolder interface {
+	// HoldRefused counts a refused socket from addr that stays open until
+	// it is answered, or reports false when the address already has as
+	// many as it may: the socket is then reset. Each true is paired with
+	// one ReleaseRefused.
+	HoldRefused(addr netip.Addr) bool
+	// ReleaseRefused gives back a socket held by HoldRefused.
+	ReleaseRefused(addr netip.Addr)
+}
+
 // loopState is the gateway side of one reactor loop. Loop goroutine only,
 // except topicCount.
 type loopState struct {
 	srv  *Server
 	loop *reactor.Loop
-	lfd  int // listener; -1 once closed
+	lfd  int    // listener; -1 once closed
+	lgen uint32 // the listener's reactor generation, for its back-off timer
+
+	held refusalHolder // the Guard's, nil if it has none
+	// acceptPause is the current back-off of the listener while the
+	// process is out of file descriptors (0: accepting normally);
+	// acceptPaused says the listener is out of epoll until its timer;
+	// listenerAt is that timer's time (unix ns), 0 if none, so that a
+	// superseded one is ignored.
+	acceptPause  time.Duration
+	acceptPaused bool
+	listenerAt   int64
 
 	conns   []*conn // by fd
 	nconns  int
@@ -62,9 +109,12 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 	}
 	ls.loop = loop
 	ls.upgrader.init(ls)
-	if _, err := loop.Add(lfd, reactor.Readable); err != nil {
+	ls.held, _ = s.opts.Guard.(refusalHolder)
+	gen, err := loop.Add(lfd, reactor.Readable)
+	if err != nil {
 		return nil, err
 	}
+	ls.lgen = gen
 	return ls, nil
 }
 
@@ -89,6 +139,13 @@ func (ls *loopState) OnEvent(fd int, ev reactor.Events) {
 
 // OnTimer implements reactor.Handler.
 func (ls *loopState) OnTimer(fd int, at int64) {
+	if fd == ls.lfd {
+		if at == ls.listenerAt {
+			ls.listenerAt = 0
+			ls.onListenerTimer()
+		}
+		return
+	}
 	c := ls.conn(fd)
 	if c == nil || c.timerAt != at {
 		return // superseded timer
@@ -110,15 +167,17 @@ func (ls *loopState) accept() {
 	for i := 0; i < acceptBatch; i++ {
 		fd, sa, err := unix.Accept4(ls.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
-			if err == unix.EAGAIN || err == unix.EINTR {
-				return
-			}
 			if err == unix.EMFILE || err == unix.ENFILE {
-				s.opts.Log.WithError(err).Warn("accept: out of file descriptors")
+				ls.outOfFDs(err)
 			}
+			// EAGAIN, EINTR, or an error of one connection that aborted
+			// before it was accepted: the next readiness event retries.
 			return
 		}
 		s.accepted.Add(1)
+		if ls.acceptPause != 0 || s.fds.short.Load() {
+			ls.acceptedAgain()
+		}
 		peer := reactor.SockaddrToAddrPort(sa)
 		if ls.shuttingDown {
 			unix.Close(fd)
@@ -141,8 +200,15 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 	}
 	if !s.opts.AuditHealthy() {
 		// fail_closed: nobody is admitted while refusals cannot be
-		// recorded; answered 503 once the request is in.
-		ls.open(fd, peer, false, Verdict{Reason: reason.AuditUnavailable, RetryAfter: 5 * time.Second})
+		// recorded; answered 503 once the request is in, within the same
+		// allowance of waiting refused sockets per address (an
+		// allow-listed address has no count and is always answered).
+		v := Verdict{Reason: reason.AuditUnavailable, RetryAfter: 5 * time.Second}
+		if s.opts.Guard.Exempt(addr) {
+			ls.open(fd, peer, false, v)
+		} else {
+			ls.refuseLater(fd, peer, v, netip.Prefix{})
+		}
 		return
 	}
 	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
@@ -153,9 +219,7 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 		s.refuse(fd, peer, v.Reason, counted, "")
 		return
 	default:
-		// A rate or cap: answer 429 once the request is in, so the
-		// client reads why instead of a reset.
-		ls.open(fd, peer, false, v)
+		ls.refuseLater(fd, peer, v, counted)
 		return
 	}
 	if s.conns.Load() >= int64(s.opts.Limits.MaxConnections) {
@@ -173,6 +237,43 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 	ls.open(fd, peer, !proxy, Verdict{})
 }
 
+// refuseLater handles a socket refused for a rate or cap. A few per
+// address (policy/ratelimit.RefusedAllowance) stay open, counted against
+// the address's connection cap and against max_connections, until the
+// request is in and the refusal can be answered with a 429 the client
+// reads; the strike comes with that answer. Beyond them, or at
+// max_connections, the socket is reset now without a byte read, audited,
+// and struck now: a burst of silent sockets is counted as it arrives,
+// not when the handshake timeout would have fired.
+func (ls *loopState) refuseLater(fd int, peer netip.AddrPort, v Verdict, counted netip.Prefix) {
+	s := ls.srv
+	addr := peer.Addr()
+	detail := "reset at accept: the server is at its connection limit"
+	if s.conns.Load() < int64(s.opts.Limits.MaxConnections) {
+		if v.Reason != reason.GlobalConnections && ls.held != nil && ls.held.HoldRefused(addr) {
+			ls.open(fd, peer, true, v)
+			return
+		}
+		detail = "reset at accept: too many refused connections of this address await their answer"
+		if v.Reason == reason.GlobalConnections {
+			detail = "reset at accept: the per-address limiter table is full"
+		}
+	}
+	s.refuse(fd, peer, v.Reason, counted, detail)
+	s.opts.Guard.Strike(addr, v.Reason, ls.loop.Now)
+}
+
+// releaseSlot gives back what c's flagSlot stands for: a refused socket
+// waiting for its answer (still in the handshake with a pending verdict)
+// holds a refusal hold, any other an admission slot of the Guard.
+func (ls *loopState) releaseSlot(c *conn) {
+	if c.state == stateHandshake && c.closeReason != reason.None && ls.held != nil {
+		ls.held.ReleaseRefused(c.client())
+		return
+	}
+	ls.srv.opts.Guard.Release(c.client())
+}
+
 // refuse resets a socket at accept without reading from it: SO_LINGER 0
 // sends RST and leaves no TIME_WAIT behind, which matters under a flood.
 func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, counted netip.Prefix, detail string) {
@@ -188,15 +289,18 @@ func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, counted ne
 }
 
 // open registers an accepted socket in the handshake state. slot says it
-// holds a Guard slot for the peer; a non-zero pending verdict is answered
-// (429) as soon as the request is complete.
+// holds a Guard slot for the peer (with a pending verdict: a refusal
+// hold); a non-zero pending verdict is answered (429) as soon as the
+// request is complete.
 func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdict) {
 	s := ls.srv
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.opts.Limits.SendBufferBytes)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	if err != nil {
-		if slot {
+		if slot && pending.Reason != reason.None {
+			ls.held.ReleaseRefused(peer.Addr())
+		} else if slot {
 			s.opts.Guard.Release(peer.Addr())
 		}
 		unix.Close(fd)
@@ -225,6 +329,218 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdic
 	ls.nconns++
 	s.conns.Add(1)
 	c.schedule(ls, now.Add(s.opts.Limits.HandshakeTimeout))
+}
+
+// fdShortage is the process-wide state of file descriptor exhaustion: a
+// reserve descriptor that is given up to accept and reset the waiting
+// connections, and the current episode, logged and audited once when it
+// starts and once when it ends.
+type fdShortage struct {
+	short atomic.Bool   // an episode is in progress
+	last  atomic.Int64  // latest accept that failed for want of a descriptor, unix ns
+	shed  atomic.Uint64 // connections reset for want of a descriptor in this episode
+
+	mu      sync.Mutex
+	reserve int       // an open /dev/null while held; guarded by mu
+	held    bool      // reserve is open; guarded by mu
+	since   time.Time // the episode's start; guarded by mu
+}
+
+// openReserve takes the reserve descriptor.
+func (f *fdShortage) openReserve() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.retakeLocked() {
+		return fmt.Errorf("open the reserve descriptor: %w", unix.EMFILE)
+	}
+	return nil
+}
+
+// retakeLocked opens the reserve if it is not held and reports whether it
+// is. Requires that f.mu is held.
+func (f *fdShortage) retakeLocked() bool {
+	if !f.held {
+		if fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			f.reserve, f.held = fd, true
+		}
+	}
+	return f.held
+}
+
+// closeReserve gives the reserve descriptor back for good.
+func (f *fdShortage) closeReserve() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held {
+		unix.Close(f.reserve)
+		f.held = false
+	}
+}
+
+// shedOn frees the reserve descriptor and with it accepts and resets (no
+// byte read or written) up to max connections waiting on listener lfd,
+// then takes the reserve again. It returns how many it reset.
+func (f *fdShortage) shedOn(lfd, max int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held {
+		unix.Close(f.reserve)
+		f.held = false
+	}
+	n := 0
+	for n < max {
+		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			break // EAGAIN: none waiting; EMFILE: the freed descriptor was taken meanwhile
+		}
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(fd)
+		n++
+	}
+	f.retakeLocked()
+	return n
+}
+
+// headroom reports whether the process can open fdHeadroom descriptors
+// besides the reserve (duplicates of it, closed at once).
+func (f *fdShortage) headroom() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.retakeLocked() {
+		return false
+	}
+	var dups [fdHeadroom]int
+	n := 0
+	for ; n < fdHeadroom; n++ {
+		d, err := unix.FcntlInt(uintptr(f.reserve), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		dups[n] = d
+	}
+	for _, d := range dups[:n] {
+		unix.Close(d)
+	}
+	return n == fdHeadroom
+}
+
+// outOfFDs handles an accept that failed for want of a descriptor: it
+// starts an episode (logged and audited once, critical), resets the
+// waiting connections with the reserve descriptor so that their clients
+// get an answer instead of a hang, and takes the listener out of epoll for
+// a back-off: level-triggered, it would otherwise report the same waiting
+// connection again and again and spin the loop.
+func (ls *loopState) outOfFDs(err error) {
+	s := ls.srv
+	f := &s.fds
+	now := ls.loop.Now
+	f.last.Store(now.UnixNano())
+	f.mu.Lock()
+	started := !f.short.Load()
+	if started {
+		f.short.Store(true)
+		f.since = now
+		f.shed.Store(0)
+	}
+	f.mu.Unlock()
+	if started {
+		s.opts.Log.WithError(err).Error("accept: out of file descriptors; new connections are reset until descriptors free up")
+		s.emit(audit.Event{Time: now, Event: "fd_exhausted", Severity: audit.Critical, Stage: audit.StageSystem,
+			Reason: reason.FDExhausted.String(), Detail: audit.Cap("accept failed: " + err.Error() +
+				"; new connections are reset at accept and the listener backs off until descriptors free up")})
+	}
+	if n := f.shedOn(ls.lfd, shedBatch); n > 0 {
+		f.shed.Add(uint64(n))
+		s.accepted.Add(uint64(n))
+		s.rejected.Add(uint64(n))
+	}
+	ls.pauseAccept(now)
+}
+
+// pauseAccept takes the listener out of epoll until its back-off timer.
+func (ls *loopState) pauseAccept(now time.Time) {
+	ls.acceptPause = min(max(2*ls.acceptPause, acceptPauseMin), acceptPauseMax)
+	if !ls.acceptPaused {
+		if err := ls.loop.Detach(ls.lfd); err != nil {
+			ls.srv.opts.Log.WithError(err).Error("accept: cannot pause the listener")
+			return
+		}
+		ls.acceptPaused = true
+	}
+	ls.listenerTimer(now.Add(ls.acceptPause))
+}
+
+// listenerTimer sets the listener's one live timer for at.
+func (ls *loopState) listenerTimer(at time.Time) {
+	ls.listenerAt = at.UnixNano()
+	ls.loop.SetTimer(ls.lfd, ls.lgen, at)
+}
+
+// onListenerTimer puts a paused listener back into epoll (waiting
+// connections report at once) and, during an episode, checks whether it
+// is over, again every acceptPauseMax until it is, even when nobody
+// connects.
+func (ls *loopState) onListenerTimer() {
+	if ls.lfd < 0 || ls.shuttingDown {
+		return
+	}
+	now := ls.loop.Now
+	if ls.acceptPaused {
+		if err := ls.loop.Attach(ls.lfd, reactor.Readable); err != nil {
+			ls.srv.opts.Log.WithError(err).Error("accept: cannot resume the listener")
+			ls.listenerTimer(now.Add(acceptPauseMax))
+			return
+		}
+		ls.acceptPaused = false
+	}
+	if ls.srv.fds.short.Load() && !ls.tryRecover(now) && ls.listenerAt == 0 {
+		ls.listenerTimer(now.Add(acceptPauseMax))
+	}
+}
+
+// acceptedAgain runs for a socket accepted while this loop was backing off
+// or an episode was in progress: the back-off ends, and so does the
+// episode if descriptors are free again.
+func (ls *loopState) acceptedAgain() {
+	ls.acceptPause = 0
+	if ls.srv.fds.short.Load() {
+		ls.tryRecover(ls.loop.Now)
+	}
+}
+
+// tryRecover ends the current episode if no accept has failed for fdQuiet
+// and the process has headroom again, and reports whether the episode is
+// over.
+func (ls *loopState) tryRecover(now time.Time) bool {
+	f := &ls.srv.fds
+	if now.UnixNano()-f.last.Load() < int64(fdQuiet) || !f.headroom() {
+		return false
+	}
+	ls.recovered(now)
+	return true
+}
+
+// recovered ends the current episode (if another loop has not already):
+// logged and audited once, with how many connections it reset.
+func (ls *loopState) recovered(now time.Time) {
+	s := ls.srv
+	f := &s.fds
+	f.mu.Lock()
+	ended := f.short.Load()
+	f.short.Store(false)
+	since := f.since
+	f.mu.Unlock()
+	if !ended {
+		return
+	}
+	shed := f.shed.Load()
+	d := now.Sub(since)
+	s.opts.Log.WithField("reset", shed).WithField("lasted", d.Round(time.Millisecond).String()).
+		Info("accept: file descriptors available again")
+	s.emit(audit.Event{Time: now, Event: "fd_recovered", Severity: audit.Info, Stage: audit.StageSystem,
+		Reason: reason.FDExhausted.String(), Count: int64(shed), DurationMS: d.Milliseconds(),
+		Detail: fmt.Sprintf("file descriptors available again after %s; %d connections were reset meanwhile",
+			d.Round(time.Millisecond), shed)})
 }
 
 // maxSpareBacklogs bounds the drained backlogs a loop keeps for reuse.

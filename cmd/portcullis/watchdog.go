@@ -55,7 +55,7 @@ func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
 				switch {
 				case !fdHigh && used*10 >= limit*9:
 					fdHigh = true
-					sink.Emit(audit.Event{Time: now, Event: "fd_exhaustion", Severity: audit.Critical, Stage: audit.StageSystem,
+					sink.Emit(audit.Event{Time: now, Event: "fd_pressure", Severity: audit.Critical, Stage: audit.StageSystem,
 						Count: int64(used), Detail: fmt.Sprintf("%d of %d file descriptors in use", used, limit)})
 				case fdHigh && used*10 < limit*8:
 					fdHigh = false

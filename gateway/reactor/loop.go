@@ -133,6 +133,32 @@ func (l *Loop) Remove(fd int) {
 	unix.Close(fd)
 }
 
+// Detach stops watching fd without closing it: no more events, but its
+// generation stays, so a timer set for it still fires and Attach resumes
+// it. A listener is detached to stop a level-triggered readiness it cannot
+// act on (no descriptor to accept into) from spinning the loop. Loop
+// goroutine only.
+func (l *Loop) Detach(fd int) error {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return fmt.Errorf("epoll del fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// Attach watches a detached fd again for ev, under the generation it had.
+// Loop goroutine only.
+func (l *Loop) Attach(fd int, ev Events) error {
+	gen := l.Gen(fd)
+	if gen == 0 {
+		return fmt.Errorf("epoll attach fd %d: not registered", fd)
+	}
+	e := unix.EpollEvent{Events: uint32(ev), Fd: int32(fd), Pad: int32(gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &e); err != nil {
+		return fmt.Errorf("epoll attach fd %d: %w", fd, err)
+	}
+	return nil
+}
+
 // Gen returns fd's current generation, 0 if unregistered.
 func (l *Loop) Gen(fd int) uint32 {
 	if fd < len(l.gens) {

@@ -24,6 +24,13 @@ const (
 	DefaultPerIPConnections = 50      // open connections per key
 )
 
+// RefusedAllowance is how many refused sockets of one key may stay open at
+// once waiting for their request, so that the refusal is answered (429 with
+// Retry-After) rather than reset: enough for an honest client that retries
+// a few times, too few to hold sockets with. Such sockets count against
+// the key's PerIPConnections like admitted ones; see HoldRefused.
+const RefusedAllowance = 4
+
 // numShards is the number of independently locked parts of a Table.
 const numShards = 64
 
@@ -108,7 +115,7 @@ func (v Verdict) Reason() reason.Reason {
 // Stats is a snapshot of a Table's counters.
 type Stats struct {
 	Entries   int    // keys held
-	Conns     int    // open connections counted (Acquire minus Release)
+	Conns     int    // open sockets counted (Acquire and HoldRefused minus their releases)
 	Evictions uint64 // idle entries dropped to make room for a new key
 	Swept     uint64 // idle entries dropped by Sweep
 	// Refused counts refusals by verdict (index Verdict; Allow stays 0).
@@ -162,7 +169,8 @@ type entry struct {
 	conn       *rate.Limiter // attempts; nil: full bucket
 	fail       *rate.Limiter // handshake failures; nil: full bucket
 	last       int64         // latest AllowConn/HandshakeFailed, Unix ns
-	conns      int32         // open connections
+	conns      int32         // open sockets: admitted ones and refused ones held
+	refused    int32         // of conns, refused sockets held by HoldRefused
 }
 
 // NewTable returns an empty Table for cfg, or an error naming the bad
@@ -248,7 +256,8 @@ func (t *Table) decide(p netip.Prefix, f func(s *shard, e *entry) Verdict) Verdi
 }
 
 // Acquire counts one more open connection of p, or refuses with
-// PerIPConns when p already has PerIPConnections. Every Allow must be
+// PerIPConns when p already has PerIPConnections open sockets (refused
+// ones held by HoldRefused included). Every Allow must be
 // paired with one Release(p) when the connection closes.
 func (t *Table) Acquire(p netip.Prefix) Verdict {
 	return t.decide(p, t.acquireLocked)
@@ -257,7 +266,8 @@ func (t *Table) Acquire(p netip.Prefix) Verdict {
 // Admit is AllowConn followed by Acquire under one lock: the accept path's
 // single call. On Allow the caller holds one open connection of p and must
 // Release it; a refused attempt holds nothing (but did take its attempt
-// token, as every attempt counts).
+// token, as every attempt counts) unless the caller then holds it with
+// HoldRefused.
 func (t *Table) Admit(p netip.Prefix, now time.Time) Verdict {
 	return t.decide(p, func(s *shard, e *entry) Verdict {
 		if v := t.allowLocked(s, e, now); v != Allow {
@@ -270,13 +280,54 @@ func (t *Table) Admit(p netip.Prefix, now time.Time) Verdict {
 // Release gives back one open connection of p taken by Acquire or Admit.
 // A Release without a matching Acquire is ignored.
 func (t *Table) Release(p netip.Prefix) {
+	t.release(p, false)
+}
+
+// HoldRefused counts one more open socket of p that Admit refused and that
+// stays open until its refusal is answered. It reports false, holding
+// nothing, when p already holds RefusedAllowance such sockets or no entry
+// can be had (TableFull, an invalid p): the caller then resets the socket
+// at once. A held socket counts against p's PerIPConnections until
+// ReleaseRefused(p), which every true must be paired with.
+func (t *Table) HoldRefused(p netip.Prefix) bool {
+	if !p.IsValid() {
+		return false
+	}
+	s := t.shard(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := t.getLocked(s, p)
+	if e == nil || e.refused >= RefusedAllowance {
+		return false
+	}
+	if e.conns == 0 {
+		s.unlink(e)
+	}
+	e.conns++
+	e.refused++
+	s.conns++
+	return true
+}
+
+// ReleaseRefused gives back a socket held by HoldRefused. One without a
+// matching HoldRefused is ignored.
+func (t *Table) ReleaseRefused(p netip.Prefix) {
+	t.release(p, true)
+}
+
+// release gives back one open socket of p: a refused one held by
+// HoldRefused, else an admitted one.
+func (t *Table) release(p netip.Prefix, refused bool) {
 	if !p.IsValid() {
 		return
 	}
 	s := t.shard(p)
 	s.mu.Lock()
-	if e := s.m[p]; e != nil && e.conns > 0 {
+	if e := s.m[p]; e != nil && e.conns > 0 && (!refused || e.refused > 0) && (refused || e.conns > e.refused) {
 		e.conns--
+		if refused {
+			e.refused--
+		}
 		s.conns--
 		if e.conns == 0 {
 			s.pushFront(e)
