@@ -168,8 +168,30 @@ func (c *conn) wamp1Malformed(ls *loopState, r reason.Reason, detail string) {
 		Reason: r.String(), Detail: capString(detail, 200)})
 }
 
-// onWAMP1Message handles one complete text message of WAMP v1.
+// wampOversize refuses a WAMP message over the size cap of its type
+// before it is parsed: 1009, a strike, and the connection closes.
+func (c *conn) wampOversize(ls *loopState, limit int) {
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: reason.MessageTooLarge.String(), Code: 1009,
+		Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"})
+	c.closeWith(ls, 1009, reason.MessageTooLarge, "message too large for its type", 2*time.Second)
+}
+
+// onWAMP1Message handles one complete text message of WAMP v1. The type
+// code is read first: a type a client may not send, or a message over its
+// type's size cap, is refused before anything else is parsed.
 func (c *conn) onWAMP1Message(ls *loopState, payload []byte) {
+	if code, ok := wamp.PeekType(payload); ok {
+		limit, known := wamp.V1MaxBytes(wamp.V1Type(code))
+		switch {
+		case !known:
+			c.wamp1Malformed(ls, reason.UnknownOp, "message type not accepted from a client")
+			return
+		case len(payload) > limit:
+			c.wampOversize(ls, limit)
+			return
+		}
+	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
 		c.wamp1Malformed(ls, reason.TooDeep, "message nesting too deep")
 		return
@@ -181,12 +203,17 @@ func (c *conn) onWAMP1Message(ls *loopState, payload []byte) {
 	}
 	switch m.Type {
 	case wamp.V1Prefix:
-		if err := ls.wampState(c).prefixes.Set(m.Prefix, m.Topic); err != nil {
+		st := ls.wampState(c)
+		before := st.prefixes.Bytes()
+		if err := st.prefixes.Set(m.Prefix, m.Topic); err != nil {
 			c.wamp1Malformed(ls, parseReason(err), err.Error())
+			return
 		}
+		c.hold(ls, st.prefixes.Bytes()-before) // the table counts against the inbound budget
 	case wamp.V1Call:
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
-			Reason: reason.Unsupported.String(), Detail: "CALL: RPC is not supported"})
+		if !c.unsupported(ls, "CALL: RPC is not supported") {
+			return
+		}
 		ls.scratch = wamp.AppendV1CallError(ls.scratch[:0], m.CallID, wamp.ErrorUnsupported, "RPC is not supported")
 		c.sendText(ls, ls.scratch)
 	case wamp.V1Subscribe:
@@ -197,6 +224,10 @@ func (c *conn) onWAMP1Message(ls *loopState, payload []byte) {
 		c.onWAMP1Publish(ls, &m)
 	}
 }
+
+// v1StringBytes is what keeping a v1 subscription's raw topic string
+// costs against the inbound budget: the string and its header.
+func v1StringBytes(raw string) int { return len(raw) + 16 }
 
 // expand resolves a CURIE with c's PREFIX table.
 func (c *conn) expand(ls *loopState, raw string) string {
@@ -247,15 +278,20 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 			Topic: m.Topic, UserID: m.UserID, Reason: reason.TooManySubscriptions.String()})
 		return
 	}
-	fp, r := c.authorize(ls, &m)
+	fp, r, sp := c.authorizeSpent(ls, &m, nil)
 	if r != reason.None {
 		ev, sev := "subscribe_denied", audit.Notice
 		if r.IsAuth() {
 			ev, sev = "auth_failed", audit.Warning
 		}
-		c.wamp1Close(ls, 1008, audit.Event{Event: ev, Severity: sev,
-			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp})
+		e := audit.Event{Event: ev, Severity: sev,
+			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp}
+		spentEvent(&e, r, sp, ls.loop.Now)
+		c.wamp1Close(ls, 1008, e)
 		return
+	}
+	if raw != m.Topic && !c.hold(ls, v1StringBytes(raw)) {
+		return // the string kept for EVENTs is over the inbound budget
 	}
 	if fp != "" {
 		c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
@@ -291,6 +327,9 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 		return
 	}
 	topic := c.subs[i].topic.name
+	if v1 := c.subs[i].v1; v1 != nil {
+		c.hold(ls, -v1StringBytes(*v1))
+	}
 	ls.unsubscribe(c, i)
 	c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: topic, UserID: c.userID()})

@@ -140,6 +140,9 @@ type Parser struct {
 	fin   bool      // current frame's FIN bit
 	msgOp ws.OpCode // opcode of the open fragmented message; 0 (OpContinuation) when none
 	u8    utf8Carry // incomplete code point at the end of the text validated so far
+	// started is when the frame or message in progress began, in the
+	// caller's clock (see MarkStarted); it fills what was padding.
+	started uint32
 }
 
 // Feed parses data just read from the socket. data may be a slice of a shared
@@ -440,6 +443,15 @@ func (p *Parser) Buffered() int {
 func (p *Parser) Idle() bool {
 	return p.nhdr == 0 && p.need == 0 && p.msgOp == 0
 }
+
+// MarkStarted records t, in a clock of the caller's choosing (the gateway
+// uses milliseconds since the connection opened), as when the frame or
+// message in progress began. The parser keeps it until Release and
+// never interprets it; it is meaningful only while the parser is not Idle.
+func (p *Parser) MarkStarted(t uint32) { p.started = t }
+
+// Started is the time last recorded by MarkStarted (0 if none).
+func (p *Parser) Started() uint32 { return p.started }
 
 // Release returns pooled memory and resets the parser to its zero state.
 // Call it when the connection closes or after Feed returned an error;

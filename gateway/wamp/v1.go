@@ -2,6 +2,7 @@ package wamp
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 )
 
@@ -23,6 +24,22 @@ const (
 
 // ErrorUnsupported is the CALLERROR URI for RPC, which Portcullis lacks.
 const ErrorUnsupported = "http://portcullis.dev/error#unsupported"
+
+// V1MaxBytes is the largest client message of type t accepted for
+// parsing, in bytes: a size cap per type (the gateway's message size limit
+// alone for PUBLISH, whose data is relayed). ok is false for a type a
+// client may not send.
+func V1MaxBytes(t V1Type) (n int, ok bool) {
+	switch t {
+	case V1Prefix, V1Subscribe, V1Unsubscribe:
+		return MaxTopicMsgBytes, true
+	case V1Call:
+		return MaxCallBytes, true
+	case V1Publish:
+		return math.MaxInt, true
+	}
+	return 0, false
+}
 
 // V1Message is a parsed client message of WAMP v1. Strings are copies;
 // Event aliases the parsed input and is valid only as long as that buffer
@@ -190,8 +207,17 @@ const (
 // Prefixes is one WAMP v1 connection's PREFIX table. The zero value is an
 // empty table ready for use. Not safe for concurrent use.
 type Prefixes struct {
-	m map[string]string
+	m     map[string]string
+	bytes int // see Bytes
 }
+
+// PrefixEntryBytes is what Bytes counts for one entry beyond its strings:
+// the map slot and the two string headers.
+const PrefixEntryBytes = 64
+
+// Bytes is the memory the table holds, in bytes: its prefixes and URIs
+// plus PrefixEntryBytes per entry.
+func (p *Prefixes) Bytes() int { return p.bytes }
 
 // Set registers prefix for uri, replacing an earlier registration. A
 // prefix must be non-empty, at most MaxPrefixBytes and contain no ':'; a
@@ -211,7 +237,11 @@ func (p *Prefixes) Set(prefix, uri string) error {
 	if p.m == nil {
 		p.m = make(map[string]string)
 	}
+	if old, ok := p.m[prefix]; ok {
+		p.bytes -= len(prefix) + len(old) + PrefixEntryBytes
+	}
 	p.m[prefix] = uri
+	p.bytes += len(prefix) + len(uri) + PrefixEntryBytes
 	return nil
 }
 

@@ -2,6 +2,7 @@ package wamp
 
 import (
 	"encoding/json"
+	"math"
 	"regexp"
 	"strconv"
 )
@@ -91,6 +92,26 @@ var looseURI = regexp.MustCompile(`^([^\s.#]+\.)*([^\s.#]+)$`)
 
 // ValidURI reports whether s is a loose WAMP URI of at most MaxURIBytes.
 func ValidURI(s string) bool { return len(s) <= MaxURIBytes && looseURI.MatchString(s) }
+
+// V2MaxBytes is the largest client message of type t a broker accepts
+// for parsing, in bytes: a size cap per type (the gateway's message size
+// limit alone for PUBLISH, whose data is relayed). ok is false for a type
+// a client may not send to a broker.
+func V2MaxBytes(t V2Type) (n int, ok bool) {
+	switch t {
+	case V2Hello, V2Authenticate:
+		return MaxAuthBytes, true
+	case V2Abort, V2Goodbye, V2Unsubscribe:
+		return MaxSmallBytes, true
+	case V2Subscribe:
+		return MaxTopicMsgBytes, true
+	case V2Call, V2Register:
+		return MaxCallBytes, true
+	case V2Publish:
+		return math.MaxInt, true
+	}
+	return 0, false
+}
 
 // ParseV2 parses one client message of WAMP v2: HELLO, AUTHENTICATE,
 // ABORT, GOODBYE, SUBSCRIBE, UNSUBSCRIBE, PUBLISH or CALL/REGISTER (which

@@ -40,6 +40,66 @@ const (
 	MaxURIBytes = 512
 )
 
+// Size caps of client messages by type, in bytes, applied before a
+// message is parsed: the gateway refuses a larger one by its type code
+// alone (PeekType), so a message whose body is never used cannot cost
+// more than reading it.
+const (
+	// MaxSmallBytes caps messages made of a few ids and a URI: WAMP v2
+	// UNSUBSCRIBE, ABORT and GOODBYE.
+	MaxSmallBytes = 1024
+	// MaxCallBytes caps RPC requests (v1 CALL, v2 CALL and REGISTER),
+	// which are refused: only their call or request id is read.
+	MaxCallBytes = 2048
+	// MaxTopicMsgBytes caps messages that carry one topic and no data:
+	// v1 PREFIX, SUBSCRIBE and UNSUBSCRIBE (a topic may be a seed JSON
+	// topic of up to MaxSeedBytes, escaped inside a JSON string; a longer
+	// one within this cap is refused by the seed rules) and v2 SUBSCRIBE.
+	MaxTopicMsgBytes = 8192
+	// MaxAuthBytes caps v2 HELLO and AUTHENTICATE (details with roles, a
+	// ticket of up to 4 KiB).
+	MaxAuthBytes = 8192
+)
+
+// PeekType reads the type code of a WAMP message, `[` code followed by
+// `,` or `]` (JSON whitespace allowed), without looking further; ok is
+// false when b does not begin so. It never allocates.
+func PeekType(b []byte) (code int, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return 0, false
+	}
+	i = skipSpace(b, i+1)
+	start := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < 4 {
+		code = code*10 + int(b[i]-'0')
+		i++
+	}
+	n := i - start
+	if n == 0 || n > 3 || (n > 1 && b[start] == '0') || code > 255 {
+		return 0, false
+	}
+	i = skipSpace(b, i)
+	if i >= len(b) || (b[i] != ',' && b[i] != ']') {
+		return 0, false
+	}
+	return code, true
+}
+
+// skipSpace returns the index of the first byte of b at or after i that is
+// not JSON whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
 // ErrKind classifies a parse failure; the gateway maps it to a reason.
 type ErrKind uint8
 
