@@ -160,6 +160,7 @@ func sampleLine(e *audit.Event) string {
 	add("reason", e.Reason)
 	add("detail", e.Detail)
 	add("token_fp", e.TokenFP)
+	add("redeemed_ip", e.RedeemedIP)
 	add("actor", e.Actor)
 	if e.Count > 0 {
 		b.WriteString(" count=" + itoa(e.Count))

@@ -81,6 +81,12 @@ type Event struct {
 	Count         int64     // for summary events: how many were folded into this one
 	Actor         string    // who did it, for admin actions
 	First, Last   time.Time // for summary events: when the first and last folded event happened
+	// RedeemedIP is, for a spent token presented again (token_replayed,
+	// token_theft_suspected), the client address of the connection that
+	// redeemed it; RedeemedAgoS is how long before, in whole seconds
+	// (written whenever RedeemedIP is, zero included).
+	RedeemedIP   string
+	RedeemedAgoS int64
 }
 
 // Sink receives events. Emit never blocks on I/O and is safe for use by

@@ -108,6 +108,10 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 	dst = append(dst, '"')
 	dst = str(dst, "proto", e.Proto)
 	dst = str(dst, "reason", e.Reason)
+	if e.RedeemedIP != "" {
+		dst = num(dst, "redeemed_ago_s", e.RedeemedAgoS)
+		dst = str(dst, "redeemed_ip", e.RedeemedIP)
+	}
 	dst = append(dst, `,"seq":0,"severity":`...)
 	dst = AppendJSONString(dst, e.Severity.String())
 	dst = str(dst, "stage", string(e.Stage))
@@ -147,6 +151,10 @@ func (lf *lineFormatter) logrusTemplate(dst []byte, e *Event) []byte {
 	add("detail", e.Detail)
 	add("token_fp", e.TokenFP)
 	add("actor", e.Actor)
+	if e.RedeemedIP != "" {
+		f["redeemed_ip"] = Cap(e.RedeemedIP)
+		f["redeemed_ago_s"] = e.RedeemedAgoS
+	}
 	if e.Conn != 0 {
 		f["conn"] = e.Conn
 	}

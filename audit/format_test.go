@@ -38,6 +38,9 @@ func eventFrom(r *rand.Rand, pick func() string) Event {
 	if r.IntN(4) == 0 {
 		e.Event = "conn_close"
 	}
+	if r.IntN(2) == 0 {
+		e.RedeemedIP, e.RedeemedAgoS = pick(), r.Int64N(7200)
+	}
 	return e
 }
 
@@ -64,7 +67,8 @@ func FuzzTemplateMatchesLogrus(f *testing.F) {
 	}
 	lf := newLineFormatter("n", "b")
 	f.Fuzz(func(t *testing.T, a, b string, conn uint64, code int) {
-		e := Event{Time: time.Unix(1, 2), Event: "e" + a, IP: b, Detail: a + b, UserID: b, Conn: conn, Code: code}
+		e := Event{Time: time.Unix(1, 2), Event: "e" + a, IP: b, Detail: a + b, UserID: b, Conn: conn, Code: code,
+			RedeemedIP: a, RedeemedAgoS: int64(code)}
 		if fast, ref := lf.template(nil, &e), lf.logrusTemplate(nil, &e); !bytes.Equal(fast, ref) {
 			t.Fatalf("fast   %s\nlogrus %s", fast, ref)
 		}

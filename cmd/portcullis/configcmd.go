@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -41,8 +42,13 @@ func configCommand() *cobra.Command {
 			if err != nil {
 				return failf("schemas: %v", err)
 			}
-			if _, _, err := topicRules(cfg, val); err != nil {
+			set, _, err := topicRules(cfg, val)
+			if err != nil {
 				return failf("%s: topics: %v", args[0], err)
+			}
+			// Warnings leave the exit code at 0: the config is valid.
+			for _, w := range set.Warnings() {
+				fmt.Fprintf(os.Stderr, "%s: warning: %s\n", args[0], w)
 			}
 			if _, err := alertConfig(cfg.Alerting); err != nil {
 				return failf("%s: %v", args[0], err)

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -78,7 +77,7 @@ func New(o Options) *API {
 		a.mux.Handle("DELETE /v1/bans/{addr...}", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.removeBan(w, r, b) })))
 	}
 	for pattern, h := range o.Routes {
-		a.mux.Handle(pattern, a.auth(h))
+		a.mux.Handle(pattern, a.auth(a.checkedBody(h)))
 	}
 	a.mux.Handle("/v1/", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
@@ -137,29 +136,19 @@ func (a *API) auth(next http.Handler) http.Handler {
 	})
 }
 
-// decode reads a JSON body strictly: unknown fields and trailing data are
-// errors.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fmt.Errorf("body over %d bytes", MaxBodyBytes)
-		}
-		return fmt.Errorf("invalid JSON body: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("invalid JSON body: data after the object")
-	}
-	return nil
-}
+// decode reads a JSON body strictly (see DecodeBytes): invalid UTF-8,
+// unknown, case-mismatched and duplicate keys and trailing data are errors.
+func decode(r *http.Request, v any) error { return Decode(r, v) }
 
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: "admin", Severity: audit.Notice, Stage: audit.StageAdmin,
 		IP: remoteIP(r), Reason: code, Detail: audit.Cap(r.Method + " " + r.URL.Path + ": " + msg), Code: status})
 	Error(w, status, code, msg)
 }
+
+// UserIDRule is the error message for a userId that is not one topic
+// segment (topics.ValidUserID).
+const UserIDRule = `userId must be 1-128 characters of [A-Za-z0-9_@:-] or an integer; it is one topic segment, so it cannot contain "."`
 
 type tokenRequest struct {
 	UserID json.RawMessage `json:"userId"`
@@ -184,19 +173,6 @@ func UserID(raw json.RawMessage) (string, error) {
 	return "", errors.New("userId must be a string or an integer")
 }
 
-func validUserID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.@:", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
 func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 	if a.o.Tokens == nil {
 		a.refuse(w, r, http.StatusConflict, "tokens_from_site",
@@ -213,8 +189,8 @@ func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, err := UserID(req.UserID)
-	if err != nil || !validUserID(user) {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", "userId must be 1-128 characters of [A-Za-z0-9_.@:-] or an integer")
+	if err != nil || !topics.ValidUserID(user) {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", UserIDRule)
 		return
 	}
 	for _, t := range req.Topics {
@@ -265,6 +241,10 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Data) == 0 {
 		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is required (any JSON value)")
+		return
+	}
+	if err := checkData(req.Data); err != nil {
+		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	data, err := compact(req.Data)

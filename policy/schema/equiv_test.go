@@ -23,7 +23,7 @@ func (v *Validator) schemaOnly(raw []byte) (Message, *Violation) {
 // take them), other valid messages, and invalid ones.
 func corpus() (plain, other, invalid []string) {
 	ids := []string{``, `"id":0,`, `"id":7,`, `"id":9007199254740991,`}
-	users := []string{``, `"userId":"42",`, `"userId":42,`, `"userId":"a.b@c:d-e_f",`, `"userId":"` + strings.Repeat("u", 128) + `",`}
+	users := []string{``, `"userId":"42",`, `"userId":42,`, `"userId":"a_b@c:d-e_f",`, `"userId":"` + strings.Repeat("u", 128) + `",`}
 	tokens := []string{``, `"token":"` + tok + `",`, `"token":"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiI0MiJ9.c2ln~+/=",`, `"token":"` + strings.Repeat("t", 16) + `",`}
 	topics := []string{`"topic":"news"`, `"topic":"user.42.inbox"`, `"topic":"tenant:acme.orders-1@x_y"`, `"topic":"` + strings.Repeat("t", 200) + `"`}
 	for _, id := range ids {
@@ -73,7 +73,7 @@ func corpus() (plain, other, invalid []string) {
 		`{"op":"subscribe","topic":"a b"}`, `{"op":"subscribe","topic":"a/b"}`, `{"op":"subscribe","topic":"a*"}`,
 		`{"op":"subscribe","topic":"` + strings.Repeat("t", 201) + `"}`, `{"op":"subscribe","topic":"é"}`,
 		`{"op":"subscribe","topic":"a\u0000"}`, "{\"op\":\"subscribe\",\"topic\":\"a\x01\"}", `{"op":"subscribe","topic":"a\"}`,
-		`{"op":"subscribe","topic":"a","userId":""}`, `{"op":"subscribe","topic":"a","userId":"a b"}`,
+		`{"op":"subscribe","topic":"a","userId":""}`, `{"op":"subscribe","topic":"a","userId":"a b"}`, `{"op":"subscribe","topic":"a","userId":"alice.smith"}`, `{"op":"subscribe","topic":"a","userId":"."}`,
 		`{"op":"subscribe","topic":"a","userId":"` + strings.Repeat("u", 129) + `"}`, `{"op":"subscribe","topic":"a","userId":-1}`,
 		`{"op":"subscribe","topic":"a","userId":1.5}`, `{"op":"subscribe","topic":"a","userId":null}`,
 		`{"op":"subscribe","topic":"a","userId":9007199254740992}`, `{"op":"subscribe","topic":"a","userId":1e400}`,

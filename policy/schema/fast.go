@@ -40,7 +40,7 @@ var shapes = [...]opShape{
 // Charset tables for the plain-string fields.
 var (
 	topicByte  [256]bool // [A-Za-z0-9_:@.-]; topicShape places the dots
-	userIDByte [256]bool // [A-Za-z0-9_.@:-]
+	userIDByte [256]bool // [A-Za-z0-9_@:-]: one topic segment (topics.ValidUserID), never "."
 	tokenByte  [256]bool // [A-Za-z0-9_.~+/=-]
 )
 
@@ -55,7 +55,7 @@ func init() {
 	for _, c := range "_:@.-" {
 		topicByte[c] = true
 	}
-	for _, c := range "_.@:-" {
+	for _, c := range "_@:-" {
 		userIDByte[c] = true
 	}
 	for _, c := range "_.~+/=-" {
@@ -69,8 +69,13 @@ const (
 	maxTopicLen  = 200
 	maxUserIDLen = 128
 	minTokenLen  = 16
-	maxTokenLen  = 2048
+	maxTokenLen  = MaxTokenLen
 )
+
+// MaxTokenLen is the longest token a client may present, in bytes, whatever
+// the token source: the client schemas (schemas/subscribe.json, checked
+// equal by a test) and the jwt source (policy/jwt) share it.
+const MaxTokenLen = 2048
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 

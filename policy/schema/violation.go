@@ -100,7 +100,7 @@ func (nativeText) pattern(field string) string {
 	case "topic":
 		return "topic must be dot-separated segments of [A-Za-z0-9_:@-]"
 	case "userId":
-		return "userId must be 1-128 characters of [A-Za-z0-9_.@:-] or an integer 0..2^53-1"
+		return "userId must be 1-128 characters of [A-Za-z0-9_@:-] (no \".\": a userId is one topic segment) or an integer 0..2^53-1"
 	case "token":
 		return "token must be 16-2048 characters of [A-Za-z0-9_.~+/=-]"
 	}

@@ -93,10 +93,11 @@ func digestOf(token string) digest {
 }
 
 // entry is stored by value in the map, keyed by the token's digest: one
-// allocation per token (its Grant), not two.
+// allocation per unredeemed token (its Grant), a second one (32 bytes)
+// once redeemed.
 type entry struct {
-	grant      *Grant
-	redeemedBy uint64 // connection id; 0 while unredeemed
+	grant    *Grant
+	redeemed *Redemption // nil while unredeemed
 }
 
 // Options bound the store.
@@ -137,8 +138,13 @@ func NewStore(o Options) *Store {
 
 // Mint creates a token for userID, limited to the bound topics when non-empty, living
 // ttl (the default when zero). It returns the token, which the store does not
-// keep, and its expiry.
+// keep, and its expiry. userID must be a topics.ValidUserID: one topic
+// segment, so that no user id can reach into another user's namespace.
 func (s *Store) Mint(userID string, bound []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
+	if !topics.ValidUserID(userID) {
+		return "", time.Time{}, fmt.Errorf("user id %q: not 1-%d characters of [A-Za-z0-9_:@-] (a user id is one topic segment, never containing \".\")",
+			capID(userID), topics.MaxUserIDLen)
+	}
 	if ttl == 0 {
 		ttl = s.opts.TTL
 	}
@@ -177,14 +183,18 @@ func (s *Store) Mint(userID string, bound []string, ttl time.Duration, now time.
 	return tok, exp, nil
 }
 
-// Redeem checks token for connection conn (a non-zero id). The first
-// connection that presents a live token redeems it; later presentations on
-// the same connection succeed again; any other connection gets
-// reason.TokenReplayed. Other failures: TokenMissing, TokenUnknown,
-// TokenExpired.
-func (s *Store) Redeem(token string, conn uint64, now time.Time) (*Grant, reason.Reason) {
+// Redeem checks token for the connection p describes. The first
+// connection that presents a live token redeems it, and the store
+// remembers that connection, its address and the time; later
+// presentations on the same connection succeed again. On any other
+// connection the token is spent: see Redemption.Again for the
+// reason.TokenReplayed (an honest reconnect) or reason.TokenTheft verdict,
+// and Result.Spent says who redeemed it and when. Other failures:
+// TokenMissing, TokenUnknown, TokenExpired. A Presenter without an
+// address (only Conn set) makes every spent token a replay.
+func (s *Store) Redeem(token string, p Presenter, now time.Time) Result {
 	if token == "" {
-		return nil, reason.TokenMissing
+		return refused(reason.TokenMissing, "no token")
 	}
 	d := digestOf(token)
 	s.mu.Lock()
@@ -194,21 +204,22 @@ func (s *Store) Redeem(token string, conn uint64, now time.Time) (*Grant, reason
 	// something about a digest, never about a token, and the hash comparison
 	// that found the key compares digests, not tokens.
 	if !ok {
-		return nil, reason.TokenUnknown
+		return refused(reason.TokenUnknown, "not a token this gateway minted, or swept after expiring")
 	}
 	if !e.grant.ValidAt(now) {
 		delete(s.entries, d)
-		return nil, reason.TokenExpired
+		return refused(reason.TokenExpired, "token expired")
 	}
-	switch e.redeemedBy {
-	case 0:
-		e.redeemedBy = conn
+	if e.redeemed == nil {
+		red := NewRedemption(p, now)
+		e.redeemed = &red
 		s.entries[d] = e
-	case conn:
-	default:
-		return nil, reason.TokenReplayed
+		return Result{Grant: e.grant}
 	}
-	return e.grant, reason.None
+	if res := e.redeemed.Again(p, e.grant.UserID()); res.Reason != reason.None {
+		return res
+	}
+	return Result{Grant: e.grant}
 }
 
 // Sweep drops expired tokens and returns how many it dropped.
@@ -238,6 +249,14 @@ func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.entries)
+}
+
+// capID cuts an attacker-supplied user id for an error message.
+func capID(id string) string {
+	if len(id) > topics.MaxUserIDLen+8 {
+		return id[:topics.MaxUserIDLen] + "…"
+	}
+	return id
 }
 
 const hexdigits = "0123456789abcdef"

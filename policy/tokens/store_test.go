@@ -44,7 +44,7 @@ func TestRedeem(t *testing.T) {
 		{"expired", tok, 1, t0.Add(61 * time.Second), reason.TokenExpired},
 	}
 	for _, c := range cases {
-		g, r := s.Redeem(c.token, c.conn, c.now)
+		g, r := redeemOn(s, c.token, c.conn, c.now)
 		if r != c.want {
 			t.Errorf("%s: reason %v, want %v", c.name, r, c.want)
 		}
@@ -57,7 +57,7 @@ func TestRedeem(t *testing.T) {
 func TestFingerprintMatchesSHA256(t *testing.T) {
 	s := NewStore(Options{})
 	tok, _, _ := s.Mint("u", nil, 0, t0)
-	g, r := s.Redeem(tok, 9, t0)
+	g, r := redeemOn(s, tok, 9, t0)
 	if r != reason.None {
 		t.Fatal(r)
 	}
@@ -108,7 +108,7 @@ func TestConcurrentRedeemExactlyOne(t *testing.T) {
 		wg.Add(1)
 		go func(conn uint64) {
 			defer wg.Done()
-			if _, r := s.Redeem(tok, conn, t0); r == reason.None {
+			if _, r := redeemOn(s, tok, conn, t0); r == reason.None {
 				ok.Add(1)
 			}
 		}(uint64(i))
@@ -154,8 +154,8 @@ func TestGrantTopicsSharedAndChecked(t *testing.T) {
 	bound := func() []string { return []string{"news", "user.{userId}.**"} }
 	tok1, _, _ := s.Mint("7", bound(), 0, t0)
 	tok2, _, _ := s.Mint("8", bound(), 0, t0)
-	g1, _ := s.Redeem(tok1, 1, t0)
-	g2, _ := s.Redeem(tok2, 2, t0)
+	g1, _ := redeemOn(s, tok1, 1, t0)
+	g2, _ := redeemOn(s, tok2, 2, t0)
 	if unsafe.StringData(g1.topics) != unsafe.StringData(g2.topics) {
 		t.Error("two tokens bound to the same topics keep two copies of them")
 	}
@@ -179,7 +179,7 @@ func TestGrantTopicsSharedAndChecked(t *testing.T) {
 		t.Error("a topic with a space was accepted")
 	}
 	tok3, _, _ := s.Mint("9", nil, 0, t0)
-	if g3, _ := s.Redeem(tok3, 3, t0); g3.Bound() || !g3.Allows("anything", "9") {
+	if g3, _ := redeemOn(s, tok3, 3, t0); g3.Bound() || !g3.Allows("anything", "9") {
 		t.Error("an unbound token does not cover every topic")
 	}
 }

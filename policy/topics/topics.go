@@ -23,6 +23,22 @@
 //   - "{userId}": one segment that must equal the user the token was issued
 //     to (at most one per pattern).
 //
+// A "**" right after "{userId}" also matches nothing: "user.{userId}.**"
+// matches "user.bob" as well as "user.bob.inbox", so a user namespace
+// protects its own root topic — without it, "user.bob" would fall to a
+// later rule or to the default, and under default: token every token
+// holder could read it. Set.Warnings reports the user namespaces whose
+// topics still reach a rule or default that does not check the user.
+//
+// # User ids
+//
+// A user id is exactly one topic segment (ValidUserID: [A-Za-z0-9_:@-],
+// 1 to MaxUserIDLen bytes, never "."). Minting, JWT claims and the client
+// schema all hold to it, and a {userId} segment grants nothing to a user
+// id outside it, so "user.{userId}.**" cannot be stretched across another
+// user's id: "alice.smith" can never be a user, and "user.alice.smith.inbox"
+// is alice's topic.
+//
 // # Rules
 //
 // Rules are tried in config order and the first match decides: a
@@ -308,14 +324,18 @@ func compilePattern(p string) ([]seg, int, error) {
 func covers(a, b []seg) bool {
 	for i := range a {
 		if a[i].kind == rest {
-			return i < len(b)
+			if optionalRest(a, i) {
+				return true // a matches b's topics however deep, from i on
+			}
+			return i < len(b) && !optionalRest(b, i)
 		}
 		if i >= len(b) {
 			return false
 		}
 		switch b[i].kind {
 		case rest:
-			return false
+			// Only a {userId}.** of a matches all that b's ** may.
+			return a[i].kind == user && i+1 < len(a) && optionalRest(a, i+1) && !optionalRest(b, i)
 		case lit:
 			if a[i].kind == lit && a[i].lit != b[i].lit {
 				return false
@@ -327,6 +347,12 @@ func covers(a, b []seg) bool {
 		}
 	}
 	return len(a) == len(b)
+}
+
+// optionalRest reports whether segs[i] is a "**" that may match no
+// segment at all: one right after {userId} (see the package documentation).
+func optionalRest(segs []seg, i int) bool {
+	return segs[i].kind == rest && i > 0 && segs[i-1].kind == user
 }
 
 func validSegment(s string) bool {
@@ -401,8 +427,11 @@ func ValidPattern(p string) bool {
 // before deciding anything). It does not allocate.
 func match(segs []seg, topic string) (userID string, ok bool) {
 	more := true // a valid topic has at least one segment
-	for _, s := range segs {
+	for i, s := range segs {
 		if !more {
+			if optionalRest(segs, i) {
+				return userID, true // the root of a user namespace
+			}
 			return "", false
 		}
 		if s.kind == rest {
@@ -503,17 +532,17 @@ func decide(access Access, r *Rule, p Params, userID string, hasValidToken bool,
 	if !hasValidToken {
 		return reason.TokenMissing
 	}
-	if r != nil && r.userSeg >= 0 && (userID == "" || p.UserID != userID) {
+	if r != nil && r.userSeg >= 0 && (!ValidUserID(userID) || p.UserID != userID) {
 		return reason.TopicOtherUser
 	}
 	return reason.None
 }
 
 // RuleAllowsUser reports whether topic matches r with its {userId} segment,
-// if any, equal to userID.
+// if any, equal to userID, which must then be a ValidUserID.
 func RuleAllowsUser(r *Rule, topic, userID string) bool {
 	u, ok := match(r.segs, topic)
-	return ok && (r.userSeg < 0 || (userID != "" && u == userID))
+	return ok && (r.userSeg < 0 || (ValidUserID(userID) && u == userID))
 }
 
 // TokenAllows reports whether a token issued to userID and bound to
@@ -554,14 +583,14 @@ func matchPattern(p, topic, userID string) bool {
 	if p == "" || len(p) > MaxLen {
 		return false
 	}
-	more := true
+	more, prevUser := true, false
 	for {
 		ps, last := p, true
 		if j := strings.IndexByte(p, '.'); j >= 0 {
 			ps, p, last = p[:j], p[j+1:], false
 		}
 		if !more {
-			return false
+			return prevUser && ps == "**" && last // the root of a user namespace
 		}
 		if ps == "**" {
 			return last
@@ -575,7 +604,7 @@ func matchPattern(p, topic, userID string) bool {
 		switch ps {
 		case "*":
 		case UserIDSegment:
-			if userID == "" || part != userID {
+			if part != userID || !ValidUserID(userID) {
 				return false
 			}
 		default:
@@ -583,6 +612,7 @@ func matchPattern(p, topic, userID string) bool {
 				return false
 			}
 		}
+		prevUser = ps == UserIDSegment
 		if last {
 			return !more
 		}

@@ -67,7 +67,7 @@ func TestMatch(t *testing.T) {
 		{"public", "**", ""},
 		{"user.42.inbox", "user.{userId}.**", "42"},
 		{"user.42.a.b", "user.{userId}.**", "42"},
-		{"user.42", "**", ""},
+		{"user.42", "user.{userId}.**", "42"}, // the namespace's root
 		{"inbox.7", "inbox.{userId}", "7"},
 		{"inbox.7.x", "**", ""},
 		{"chat.lobby", "chat.**", ""},
@@ -205,7 +205,6 @@ func TestCanSubscribe(t *testing.T) {
 		{Match: "closed.**", Subscribe: Deny},
 		{Match: "public.*", Subscribe: Public},
 		{Match: "user.{userId}.**"},
-		{Match: "user.**", Subscribe: Public}, // never reached for user.X.Y: the rule above comes first
 		{Match: "news"},
 	}, Deny)
 	cases := []struct {
@@ -229,7 +228,11 @@ func TestCanSubscribe(t *testing.T) {
 		{"user id prefix", "user.77.inbox", "7", true, reason.TopicOtherUser},
 		{"user id suffix", "user.7.inbox", "77", true, reason.TopicOtherUser},
 		{"user id case", "user.Ab.inbox", "ab", true, reason.TopicOtherUser},
-		{"user.X alone falls to user.**", "user.8", "7", false, reason.None},
+		{"another user's root topic", "user.8", "7", true, reason.TopicOtherUser},
+		{"own root topic", "user.7", "7", true, reason.None},
+		{"root topic, no token", "user.7", "", false, reason.TokenMissing},
+		{"user id with a dot", "user.alice.smith.inbox", "alice.smith", true, reason.TopicOtherUser},
+		{"user id too long", "user." + strings.Repeat("u", 129) + ".x", strings.Repeat("u", 129), true, reason.TopicOtherUser},
 		{"invalid topic", "user..inbox", "", true, reason.TopicDenied},
 		{"invalid topic 2", "public.x.", "", false, reason.TopicDenied},
 		{"pattern as topic", "public.*", "", false, reason.TopicDenied},
@@ -296,6 +299,9 @@ func TestRuleAllowsUser(t *testing.T) {
 		{"user.42.inbox", "42", true},
 		{"user.42.inbox", "43", false},
 		{"user.42.inbox", "", false},
+		{"user.42", "42", true},  // the namespace's root
+		{"user.42", "43", false}, // another user's root
+		{"user.a.b.inbox", "a.b", false},
 		{"news", "42", false}, // not this rule's topic
 	} {
 		if got := RuleAllowsUser(r, tc.topic, tc.user); got != tc.want {
@@ -327,6 +333,9 @@ func TestTokenAllows(t *testing.T) {
 		{"own user", []string{"user.{userId}.**"}, "user.7.x", true},
 		{"other user", []string{"user.{userId}.**"}, "user.8.x", false},
 		{"user id prefix", []string{"user.{userId}.**"}, "user.77.x", false},
+		{"own user root", []string{"user.{userId}.**"}, "user.7", true},
+		{"other user root", []string{"user.{userId}.**"}, "user.8", false},
+		{"root needs {userId} before **", []string{"user.*.**"}, "user.7", false},
 		{"user last", []string{"inbox.{userId}"}, "inbox.7", true},
 		{"user last, longer topic", []string{"inbox.{userId}"}, "inbox.7.x", false},
 		{"empty list", nil, "news", false},
@@ -345,6 +354,9 @@ func TestTokenAllows(t *testing.T) {
 	}
 	if TokenAllows([]string{"user.{userId}.**"}, "user.7.x", "") {
 		t.Error("{userId} matched an empty user")
+	}
+	if TokenAllows([]string{"user.{userId}.**"}, "user.alice.smith.x", "alice.smith") {
+		t.Error("{userId} matched a user id with a dot")
 	}
 }
 
