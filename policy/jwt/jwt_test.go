@@ -71,7 +71,7 @@ func TestRedeemValid(t *testing.T) {
 	s := f.source(t, Options{Algorithms: []string{HS256, EdDSA}})
 
 	hs := sign(t, jwt.SigningMethodHS256, secret, claimsAt(t0, "j-hs"))
-	g, r := s.Redeem(hs, 1, t0)
+	g, r := redeemOn(s, hs, 1, t0)
 	if r != reason.None {
 		t.Fatalf("HS256: %s", r)
 	}
@@ -83,7 +83,7 @@ func TestRedeemValid(t *testing.T) {
 	c := claimsAt(t0, "j-ed")
 	c["topics"] = []string{"news", "user.{userId}.**"}
 	ed := sign(t, jwt.SigningMethodEdDSA, f.edPriv, c)
-	g, r = s.Redeem(ed, 2, t0)
+	g, r = redeemOn(s, ed, 2, t0)
 	if r != reason.None {
 		t.Fatalf("EdDSA: %s", r)
 	}
@@ -160,7 +160,7 @@ func TestRedeemRefuses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g, r := tc.src.Redeem(tc.token, 1, tc.now)
+			g, r := redeemOn(tc.src, tc.token, 1, tc.now)
 			if r != tc.want {
 				t.Fatalf("got %s, want %s", r, tc.want)
 			}
@@ -179,20 +179,20 @@ func TestLeeway(t *testing.T) {
 	s := f.source(t, Options{})
 	tok := sign(t, jwt.SigningMethodHS256, secret, claimsAt(t0, "j"))
 	exp := t0.Add(time.Minute)
-	if _, r := s.Redeem(tok, 1, exp.Add(29*time.Second)); r != reason.None {
+	if _, r := redeemOn(s, tok, 1, exp.Add(29*time.Second)); r != reason.None {
 		t.Fatalf("29 s after exp: %s", r)
 	}
-	if _, r := s.Redeem(tok, 1, exp.Add(30*time.Second)); r != reason.TokenExpired {
+	if _, r := redeemOn(s, tok, 1, exp.Add(30*time.Second)); r != reason.TokenExpired {
 		t.Fatalf("30 s after exp: %s", r)
 	}
 	nbf := claimsAt(t0, "k")
 	nbf["nbf"] = t0.Add(29 * time.Second).Unix()
-	if _, r := s.Redeem(sign(t, jwt.SigningMethodHS256, secret, nbf), 1, t0); r != reason.None {
+	if _, r := redeemOn(s, sign(t, jwt.SigningMethodHS256, secret, nbf), 1, t0); r != reason.None {
 		t.Fatalf("nbf 29 s ahead: %s", r)
 	}
 	far := claimsAt(t0, "m")
 	far["exp"] = t0.Add(time.Hour + 29*time.Second).Unix()
-	if _, r := s.Redeem(sign(t, jwt.SigningMethodHS256, secret, far), 1, t0); r != reason.None {
+	if _, r := redeemOn(s, sign(t, jwt.SigningMethodHS256, secret, far), 1, t0); r != reason.None {
 		t.Fatalf("exp at max ttl + 29 s: %s", r)
 	}
 }
@@ -201,34 +201,34 @@ func TestOneUse(t *testing.T) {
 	f := newFixture(t)
 	s := f.source(t, Options{})
 	tok := sign(t, jwt.SigningMethodHS256, secret, claimsAt(t0, "once"))
-	if _, r := s.Redeem(tok, 7, t0); r != reason.None {
+	if _, r := redeemOn(s, tok, 7, t0); r != reason.None {
 		t.Fatalf("first: %s", r)
 	}
-	if _, r := s.Redeem(tok, 7, t0.Add(10*time.Second)); r != reason.None {
+	if _, r := redeemOn(s, tok, 7, t0.Add(10*time.Second)); r != reason.None {
 		t.Fatalf("same connection again: %s", r)
 	}
-	if _, r := s.Redeem(tok, 8, t0.Add(10*time.Second)); r != reason.TokenReplayed {
+	if _, r := redeemOn(s, tok, 8, t0.Add(10*time.Second)); r != reason.TokenReplayed {
 		t.Fatalf("another connection: %s", r)
 	}
 	// Another token carrying the same jti is a replay even on the same
 	// connection: the jti is spent.
 	c := claimsAt(t0, "once")
 	c["topics"] = []string{"admin.**"}
-	if _, r := s.Redeem(sign(t, jwt.SigningMethodHS256, secret, c), 7, t0); r != reason.TokenReplayed {
+	if _, r := redeemOn(s, sign(t, jwt.SigningMethodHS256, secret, c), 7, t0); r != reason.TokenReplayed {
 		t.Fatalf("same jti, other token: %s", r)
 	}
 	// The jti stays spent until the token is dead, then it is forgotten.
 	lapse := t0.Add(time.Minute + DefaultLeeway)
-	if _, r := s.Redeem(tok, 8, lapse.Add(-time.Nanosecond)); r != reason.TokenReplayed {
+	if _, r := redeemOn(s, tok, 8, lapse.Add(-time.Nanosecond)); r != reason.TokenReplayed {
 		t.Fatalf("just before lapse: %s", r)
 	}
-	if _, r := s.Redeem(tok, 8, lapse); r != reason.TokenExpired {
+	if _, r := redeemOn(s, tok, 8, lapse); r != reason.TokenExpired {
 		t.Fatalf("at lapse: %s", r)
 	}
 	if n := s.Sweep(lapse); n != 1 || s.Len() != 0 {
 		t.Fatalf("sweep dropped %d, %d left", n, s.Len())
 	}
-	if _, r := s.Redeem(tok, 0, t0); r != reason.Internal {
+	if _, r := redeemOn(s, tok, 0, t0); r != reason.Internal {
 		t.Fatalf("connection id 0: %s", r)
 	}
 }
@@ -242,33 +242,33 @@ func TestCacheFullRefuses(t *testing.T) {
 	b := sign(t, jwt.SigningMethodHS256, secret, claimsAt(t0.Add(20*time.Second), "b"))
 	c := sign(t, jwt.SigningMethodHS256, secret, claimsAt(t0.Add(20*time.Second), "c"))
 	for i, tok := range []string{a, b} {
-		if _, r := s.Redeem(tok, 1, t0.Add(20*time.Second)); r != reason.None {
+		if _, r := redeemOn(s, tok, 1, t0.Add(20*time.Second)); r != reason.None {
 			t.Fatalf("token %d: %s", i, r)
 		}
 	}
-	if _, r := s.Redeem(c, 2, t0.Add(20*time.Second)); r != reason.Internal {
+	if _, r := redeemOn(s, c, 2, t0.Add(20*time.Second)); r != reason.Internal {
 		t.Fatalf("full cache: %s", r)
 	}
 	if s.Refused() != 1 {
 		t.Fatalf("refused counter %d", s.Refused())
 	}
-	if _, r := s.Redeem(a, 2, t0.Add(20*time.Second)); r != reason.TokenReplayed {
+	if _, r := redeemOn(s, a, 2, t0.Add(20*time.Second)); r != reason.TokenReplayed {
 		t.Fatalf("held jti on a full cache: %s", r)
 	}
 	// a lapses at t0+1m30s, making room; c (exp t0+1m20s, lapsing at
 	// t0+1m50s) is still valid then and gets the slot.
 	now := t0.Add(time.Minute + DefaultLeeway)
-	if _, r := s.Redeem(c, 2, now.Add(-time.Nanosecond)); r != reason.Internal {
+	if _, r := redeemOn(s, c, 2, now.Add(-time.Nanosecond)); r != reason.Internal {
 		t.Fatalf("c just before a lapses: %s", r)
 	}
-	if _, r := s.Redeem(c, 2, now); r != reason.None {
+	if _, r := redeemOn(s, c, 2, now); r != reason.None {
 		t.Fatalf("c once a lapsed: %s", r)
 	}
 	if s.Len() != 2 || s.Refused() != 2 {
 		t.Fatalf("len %d refused %d", s.Len(), s.Refused())
 	}
 	d := sign(t, jwt.SigningMethodHS256, secret, claimsAt(now, "d"))
-	if _, r := s.Redeem(d, 3, now); r != reason.Internal {
+	if _, r := redeemOn(s, d, 3, now); r != reason.Internal {
 		t.Fatalf("d on a full cache: %s", r)
 	}
 }
@@ -293,7 +293,7 @@ func TestConcurrentRedeem(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, results[i] = s.Redeem(tok, uint64(i+1), t0)
+				_, results[i] = redeemOn(s, tok, uint64(i+1), t0)
 			}()
 		}
 		close(start)
@@ -371,7 +371,7 @@ func TestLoad(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if _, r := s.Redeem(tc.tok, 1, t0); r != reason.None {
+		if _, r := redeemOn(s, tc.tok, 1, t0); r != reason.None {
 			t.Fatalf("%s: redeem %s", tc.name, r)
 		}
 	}
