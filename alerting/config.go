@@ -170,11 +170,13 @@ type Config struct {
 const (
 	RuleBan           = "ban"
 	RuleTokenReplayed = "token_replayed"
+	RuleTokenTheft    = "token_theft_suspected"
 	RuleAuthRate      = "auth_failure_rate"
 	RuleAuthRate24    = "auth_failure_rate_prefix"
 	RuleConnFlood     = "conn_flood"
 	RuleConnFlood24   = "conn_flood_prefix"
 	RuleAuditDropped  = "audit_dropped"
+	RuleJTITableFull  = "jti_table_full"
 	RuleSystem        = "gateway_trouble"
 )
 
@@ -186,6 +188,11 @@ func DefaultRules() []Rule {
 		{Name: RuleBan, Event: "ban", Severity: audit.Critical, Summary: "addresses banned"},
 		{Name: RuleTokenReplayed, Event: "auth_failed", Reason: "token_replayed", Severity: audit.Warning,
 			Summary: "one-use tokens replayed"},
+		// A spent token from another address than the one that redeemed
+		// it: a stolen token, mailed at once (the thief's address is also
+		// banned, which the ban rule reports separately).
+		{Name: RuleTokenTheft, Event: "auth_failed", Reason: "token_theft_suspected", Severity: audit.Critical,
+			Summary: "stolen tokens presented from another address"},
 		{Name: RuleAuthRate, Event: "auth_failed", Threshold: 50, Window: time.Minute, Severity: audit.Critical,
 			Summary: "auth failures above 50/min", Inhibits: attack},
 		{Name: RuleAuthRate24, Event: "auth_failed", Threshold: 10, Window: time.Minute, CountBy: []string{"ip_prefix24"},
@@ -195,8 +202,10 @@ func DefaultRules() []Rule {
 		{Name: RuleConnFlood24, Event: "conn_rejected", Threshold: 300, Window: time.Minute, CountBy: []string{"ip_prefix24"},
 			Severity: audit.Critical, Summary: "connection flood from one /24", Inhibits: attack},
 		{Name: RuleAuditDropped, Event: "audit_dropped", Severity: audit.Critical, Summary: "audit events lost"},
+		{Name: RuleJTITableFull, Event: "jti_table_full", Severity: audit.Critical,
+			Summary: "used-jti table full: valid JWTs refused"},
 		{Name: RuleSystem, Stage: audit.StageSystem, MinSeverity: audit.Critical,
-			ExceptEvents: []string{"ban", "audit_dropped"}, Severity: audit.Critical, Summary: "gateway in trouble"},
+			ExceptEvents: []string{"ban", "audit_dropped", "jti_table_full"}, Severity: audit.Critical, Summary: "gateway in trouble"},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
 	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
@@ -55,7 +56,12 @@ type conn struct {
 	closeCode   uint16        // close code sent or received
 
 	peer4 bool      // the peer is an IPv4 address (peerIP holds it mapped)
+	unsup uint8     // unsupported requests in a row; see unsupported
 	msg   msgBucket // message-rate bucket
+	// held is how many inbound bytes this connection has charged to its
+	// address's budget (Server.inbound): its parser's partial frame and
+	// message, its WAMP v1 PREFIX table and stored topic strings.
+	held int32
 
 	id      uint64
 	peerIP  [16]byte    // raw socket peer address; see peer
@@ -135,7 +141,7 @@ type connFlags uint8
 
 const (
 	flagSent      connFlags = 1 << iota // close frame sent
-	flagSlot                            // holds a per-address slot of the Guard for client()
+	flagSlot                            // holds a per-address slot of the Guard for client() (refused, awaiting its answer: a refusal hold; see releaseSlot)
 	flagProxyDone                       // the PROXY protocol header has been read
 	flagBanned                          // a strike on this connection banned its address
 	// the high nibble counts messages refused for rate since the last
@@ -185,6 +191,10 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 		}
 		c.schedule(ls, time.Unix(0, c.opened+int64(lim.HandshakeTimeout)))
 	case stateOpen:
+		if !c.parser.Idle() && ns >= c.messageDeadline(ls) {
+			c.messageTimedOut(ls)
+			return
+		}
 		if c.queued() > 0 && ns-c.out.progress >= int64(lim.WriteStallTimeout) {
 			c.slowConsumer(ls, "no write progress")
 			return
@@ -217,6 +227,9 @@ func (c *conn) rescheduleOpen(ls *loopState) {
 		if stall := c.out.progress + int64(ls.srv.opts.Limits.WriteStallTimeout); stall < at {
 			at = stall
 		}
+	}
+	if !c.parser.Idle() {
+		at = min(at, c.messageDeadline(ls))
 	}
 	c.schedule(ls, time.Unix(0, at))
 }
@@ -267,16 +280,43 @@ func (c *conn) onReadable(ls *loopState) {
 			c.handshake(ls, buf[:n])
 		}
 	case stateOpen:
+		if ls.srv.opts.Limits.BytesRate.PerSecond > 0 && !ls.srv.inbound.Take(c.counted(ls), n, ls.loop.Now) {
+			c.overBytesRate(ls)
+			return
+		}
 		c.feed(ls, buf[:n])
 	case stateClosing:
 		// Draining until the peer's close or EOF; frames are ignored.
 	}
 }
 
-// feed runs the frame parser over freshly read bytes.
+// feed runs the frame parser over freshly read bytes, then charges what
+// the parser holds to the address's inbound budget and starts the clock of
+// a message left unfinished.
 func (c *conn) feed(ls *loopState, b []byte) {
+	before, wasIdle := c.parser.Buffered(), c.parser.Idle()
 	h := connFrames{c: c, ls: ls}
-	if err := c.parser.Feed(b, &ls.srv.frameLimits, &h); err != nil {
+	err := c.parser.Feed(b, &ls.srv.frameLimits, &h)
+	switch {
+	case c.fd < 0:
+		return // finished while parsing: everything is released
+	case err == nil && c.state == stateOpen:
+		if !c.hold(ls, c.parser.Buffered()-before) {
+			c.dropParser(ls, before)
+			return
+		}
+		if !c.parser.Idle() && (wasIdle || h.done) {
+			// A new frame or message is in progress: its clock starts now.
+			c.parser.MarkStarted(c.sinceOpen(ls))
+			c.schedule(ls, time.Unix(0, c.messageDeadline(ls)))
+		}
+		return
+	default:
+		// Closing: nothing more is parsed, so the partial input goes now
+		// (before is what the parser had charged).
+		c.dropParser(ls, before)
+	}
+	if err != nil {
 		if ce, ok := err.(*frame.CloseError); ok {
 			r := reason.ProtocolError
 			switch ce.Code {
@@ -299,8 +339,9 @@ func (c *conn) feed(ls *loopState, b []byte) {
 
 // connFrames adapts a conn to frame.Handler without allocating.
 type connFrames struct {
-	c  *conn
-	ls *loopState
+	c    *conn
+	ls   *loopState
+	done bool // a data message completed in this Feed
 }
 
 // errStop stops the parser once the connection has stopped reading; it is
@@ -309,6 +350,7 @@ var errStop = errors.New("connection no longer open")
 
 func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	c, ls := h.c, h.ls
+	h.done = true
 	if c.state != stateOpen {
 		return errStop
 	}
@@ -333,6 +375,11 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 		c.onWAMP2Message(ls, payload)
 	default:
 		c.onNativeMessage(ls, payload)
+	}
+	if c.unsup&unsupThis != 0 {
+		c.unsup &^= unsupThis
+	} else {
+		c.unsup = 0
 	}
 	if c.banNow(ls) || c.state != stateOpen {
 		return errStop
@@ -375,6 +422,20 @@ func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
 	c, ls := h.c, h.ls
 	switch op {
 	case ws.OpPing:
+		// A ping costs a message of the rate: over it there is no pong,
+		// and a client that keeps pinging is closed.
+		if !ls.srv.opts.Limits.MsgRate.allow(&c.msg, ls.loop.Now.UnixNano()-c.opened) {
+			n := c.flags.denials() + 1
+			c.flags.setDenials(n)
+			if n > maxDenials {
+				c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+					Reason: reason.MsgRate.String(), Detail: "kept pinging over the message rate", Code: 1008})
+				c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
+				return errStop
+			}
+			return nil
+		}
+		c.flags.setDenials(0)
 		c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+2), ws.OpPong, payload), false)
 	case ws.OpPong:
 		c.missed = 0
@@ -572,6 +633,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	}
 	c.dropBacklog(ls)
 	c.parser.Release()
+	c.hold(ls, -int(c.held))
 	if c.hs != nil {
 		*c.hs = (*c.hs)[:0]
 		hsPool.Put(c.hs)
@@ -580,7 +642,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	s.conns.Add(-1)
 	if c.flags&flagSlot != 0 {
 		c.flags &^= flagSlot
-		s.opts.Guard.Release(c.client())
+		ls.releaseSlot(c)
 	}
 	if wasOpen {
 		s.upgraded.Add(-1)
@@ -802,4 +864,108 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 		hsPool.Put(c.hs)
 		c.hs = nil
 	}
+}
+
+// counted is the prefix c's client address is limited under: the key of
+// its inbound byte budget and byte rate.
+func (c *conn) counted(ls *loopState) netip.Prefix {
+	return ls.srv.opts.Guard.Counted(c.client())
+}
+
+// sinceOpen is the loop's time in milliseconds since c opened: the clock
+// of the parser's MarkStarted (it wraps after 49 days; messageDeadline
+// only ever takes differences).
+func (c *conn) sinceOpen(ls *loopState) uint32 {
+	return uint32((ls.loop.Now.UnixNano() - c.opened) / int64(time.Millisecond))
+}
+
+// messageDeadline is when the frame or message in progress must be
+// complete, in unix nanoseconds: limits.message_timeout after it began.
+func (c *conn) messageDeadline(ls *loopState) int64 {
+	elapsed := c.sinceOpen(ls) - c.parser.Started()
+	return ls.loop.Now.UnixNano() - int64(elapsed)*int64(time.Millisecond) + int64(ls.srv.opts.Limits.MessageTimeout)
+}
+
+// messageTimedOut closes a connection whose message did not complete in
+// time, whatever control frames kept it busy, and frees what it held.
+func (c *conn) messageTimedOut(ls *loopState) {
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: reason.MessageTimeout.String(), Code: 1008,
+		Detail: "message not complete within " + ls.srv.opts.Limits.MessageTimeout.String()})
+	c.closeWith(ls, 1008, reason.MessageTimeout, "message not complete in time", 2*time.Second)
+	c.dropParser(ls, c.parser.Buffered())
+}
+
+// dropParser frees the parser's partial input and gives back charged, the
+// bytes charged for it (its Buffered at the last charge); for a connection
+// that will parse nothing more.
+func (c *conn) dropParser(ls *loopState, charged int) {
+	c.parser.Release()
+	c.hold(ls, -charged)
+}
+
+// hold charges n more inbound bytes held by c (negative: gives them back)
+// to its address's budget and the global one. Over either budget nothing
+// is charged: the refusal is audited, the connection closed with 1008 and
+// hold returns false; the caller frees what it was about to keep.
+func (c *conn) hold(ls *loopState, n int) bool {
+	if n == 0 {
+		return true
+	}
+	if n < 0 {
+		n = max(n, -int(c.held))
+		ls.srv.inbound.Release(c.counted(ls), int64(-n))
+		c.held += int32(n)
+		return true
+	}
+	v := ls.srv.inbound.Hold(c.counted(ls), int64(n))
+	if v == ratelimit.HoldOK {
+		c.held += int32(n)
+		return true
+	}
+	// Over the address's own budget it is a strike; over the global one
+	// the client that tipped it may be innocent (like global_connections),
+	// so it is refused without one.
+	r, detail := reason.InboundBudget, "the address holds limits.inbound_buffer_per_ip in unfinished messages and tables"
+	if v == ratelimit.HoldOverTotal {
+		r, detail = reason.GlobalInbound, "the server holds limits.inbound_buffer_total in unfinished messages and tables"
+	}
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: r.String(), Detail: detail, Code: 1008})
+	c.closeWith(ls, 1008, r, "inbound buffer budget exceeded", 2*time.Second)
+	return false
+}
+
+// overBytesRate closes a connection whose address sends more bytes than
+// limits.bytes_rate allows; the bytes just read are not parsed.
+func (c *conn) overBytesRate(ls *loopState) {
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+		Reason: reason.BytesRate.String(), Detail: "address over limits.bytes_rate", Code: 1008})
+	c.closeWith(ls, 1008, reason.BytesRate, "byte rate exceeded", 2*time.Second)
+	c.dropParser(ls, c.parser.Buffered())
+}
+
+// Unsupported requests (RPC over WAMP) are answered while they stay few:
+// the one after maxUnsupported in a row closes the connection.
+const (
+	maxUnsupported = 3
+	unsupThis      = 0x80 // c.unsup: this message was unsupported (the low bits count)
+)
+
+// unsupported records a request for an operation Portcullis lacks (a
+// strike, weighted by policy/bans) and reports whether the connection
+// may go on: false after maxUnsupported in a row, when it has been closed
+// with 1008.
+func (c *conn) unsupported(ls *loopState, detail string) bool {
+	n := c.unsup&^unsupThis + 1
+	c.unsup = n | unsupThis
+	if n > maxUnsupported {
+		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
+			Reason: reason.Unsupported.String(), Detail: "kept sending unsupported requests: " + detail, Code: 1008})
+		c.closeWith(ls, 1008, reason.Unsupported, "unsupported requests", 2*time.Second)
+		return false
+	}
+	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
+		Reason: reason.Unsupported.String(), Detail: detail})
+	return true
 }

@@ -47,7 +47,7 @@ func BenchmarkSubscribePipeline(b *testing.B) {
 		b.Fatal(err)
 	}
 	loop.Now = now
-	ls := &loopState{srv: &Server{opts: Options{Schema: val, Topics: rules, Tokens: store}}, loop: loop}
+	ls := &loopState{srv: &Server{opts: Options{Schema: val, Topics: rules, Tokens: store, Guard: openGuard{}}}, loop: loop}
 	c := &conn{state: stateOpen}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -29,7 +29,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
@@ -48,7 +48,11 @@ type Limits struct {
 	WriteStallTimeout    time.Duration // time without write progress before it is a slow consumer (10 s)
 	MaxSubscriptionsConn int           // subscriptions per connection (100)
 	SendBufferBytes      int           // SO_SNDBUF per connection (64 KiB)
-	MsgRate              Rate          // messages per connection; zero PerSecond: unlimited
+	MsgRate              Rate          // messages (and pings) per connection; zero PerSecond: unlimited
+	MessageTimeout       time.Duration // a message (or frame) whose first byte arrived must complete within it (10 s)
+	InboundBufferPerIP   int           // inbound bytes held per counted address: unfinished messages, WAMP v1 tables (4 MiB)
+	InboundBufferTotal   int           // inbound bytes held in all (256 MiB)
+	BytesRate            Rate          // inbound bytes per second per counted address (Burst in bytes); zero PerSecond: unlimited
 }
 
 func (l *Limits) setDefaults() {
@@ -72,6 +76,10 @@ func (l *Limits) setDefaults() {
 	defd(&l.HandshakeTimeout, 10*time.Second)
 	defd(&l.PingInterval, 25*time.Second)
 	defd(&l.WriteStallTimeout, 10*time.Second)
+	defd(&l.MessageTimeout, 10*time.Second)
+	def(&l.InboundBufferPerIP, 4<<20)
+	def(&l.InboundBufferTotal, 256<<20)
+	l.InboundBufferTotal = max(l.InboundBufferTotal, l.InboundBufferPerIP)
 }
 
 // Options configure a Server.
@@ -103,17 +111,25 @@ type Options struct {
 	Log    *logrus.Logger
 }
 
-// TokenSource redeems client tokens (SPEC §6): the first connection that
-// presents a valid token redeems it, any other gets reason.TokenReplayed.
-// Grants are shared and read-only. Safe for concurrent use.
+// TokenSource redeems client tokens: policy/tokens.Store or
+// policy/jwt.Source. Redeem presents token for the connection p describes
+// (its id, client address, counted prefix and claimed user). The first
+// connection that presents a valid token redeems it and gets its Grant
+// (shared, read-only); that connection may present it again. On any other
+// connection the token is spent: reason.TokenReplayed from the redeemer's
+// counted address as the token's user (a reconnect), reason.TokenTheft
+// otherwise, with Result.Spent naming the redeemer. Result.Detail says
+// why a token was refused, for the audit trail only. Safe for concurrent
+// use.
 type TokenSource interface {
-	Redeem(token string, conn uint64, now time.Time) (*tokens.Grant, reason.Reason)
+	Redeem(token string, p tokens.Presenter, now time.Time) tokens.Result
 }
 
 // Server is a running gateway. Create with Start.
 type Server struct {
 	opts        Options
-	frameLimits frame.Limits // shared by every connection's parser
+	frameLimits frame.Limits       // shared by every connection's parser
+	inbound     *ratelimit.Inbound // inbound bytes held and byte rate per counted address
 	loops       []*loopState
 	bootID      string
 	nextID      atomic.Uint64
@@ -128,6 +144,8 @@ type Server struct {
 	delivered     atomic.Uint64
 	slowConsumers atomic.Uint64
 	droppedEvents atomic.Uint64 // dropped under drop_oldest / keep_latest
+
+	fds fdShortage // reserve descriptor and exhaustion episodes (loop.go)
 
 	feedMu    sync.Mutex
 	feedLoops map[string]int // feed topic → loops with subscribers of it
@@ -183,6 +201,16 @@ func Start(o Options) (*Server, error) {
 	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:]),
 		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes},
 		feedLoops:   make(map[string]int)}
+	inbound, err := ratelimit.NewInbound(ratelimit.InboundConfig{
+		HeldPerKey: int64(o.Limits.InboundBufferPerIP), HeldTotal: int64(o.Limits.InboundBufferTotal),
+		Rate: ratelimit.Rate{PerSecond: o.Limits.BytesRate.PerSecond, Burst: o.Limits.BytesRate.Burst}})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.inbound = inbound
+	if err := s.fds.openReserve(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 
 	listen := o.Listen
 	for i := 0; i < o.Loops; i++ {
@@ -228,6 +256,7 @@ func (s *Server) closeLoops() {
 	for _, ls := range s.loops {
 		ls.loop.Remove(ls.lfd)
 	}
+	s.fds.closeReserve()
 }
 
 // Addr is the address the WebSocket listener is bound to.
@@ -298,6 +327,10 @@ type Stats struct {
 	HeapInuse     uint64 `json:"heap_inuse_bytes"`
 	HeapReleased  uint64 `json:"heap_released_bytes"`
 	RuntimeSys    uint64 `json:"runtime_sys_bytes"` // all memory the Go runtime obtained
+
+	// InboundHeldBytes is what unfinished messages and WAMP v1 tables
+	// hold against limits.inbound_buffer_total.
+	InboundHeldBytes int64 `json:"inbound_held_bytes"`
 }
 
 // Stats returns current counters.
@@ -315,6 +348,7 @@ func (s *Server) Stats() Stats {
 		Loops:         len(s.loops),
 		Goroutines:    runtime.NumGoroutine(),
 	}
+	st.InboundHeldBytes = s.inbound.HeldTotal()
 	var stall int64
 	for _, ls := range s.loops {
 		st.Topics += ls.topicCount.Load()
@@ -367,6 +401,7 @@ func (s *Server) stopLoops() {
 	for _, ls := range s.loops {
 		<-ls.loop.Done()
 	}
+	s.fds.closeReserve()
 }
 
 // DisconnectPrefix closes, with 1008, every connection whose client address

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -93,6 +94,45 @@ func (c *conn) authorize(ls *loopState, m *schema.Message) (fp string, r reason.
 // authorizeWith is authorize where g, if not nil, is a grant already
 // redeemed on this connection (a WAMP v2 ticket) standing in for m.Token.
 func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason) {
+	fp, r, _ = c.authorizeSpent(ls, m, g)
+	return fp, r
+}
+
+// redeem presents token for this connection, from its client address,
+// as userID.
+func (c *conn) redeem(ls *loopState, token, userID string) tokens.Result {
+	client := c.client()
+	return ls.srv.opts.Tokens.Redeem(token, tokens.Presenter{Conn: c.id, Addr: client,
+		Counted: ls.srv.opts.Guard.Counted(client), UserID: userID}, ls.loop.Now)
+}
+
+// spentEvent completes the audit event e of a token refused for r with
+// res, the token source's answer: res.Detail, when e has none; for a spent
+// token the address that redeemed it and how many seconds ago; and — for
+// a suspected theft (reason.TokenTheft) — critical severity, whatever path
+// refused it. An e refused before or after redeeming (res.Reason
+// reason.None) gets nothing.
+func spentEvent(e *audit.Event, r reason.Reason, res tokens.Result, now time.Time) {
+	if res.Reason == reason.None || res.Reason != r {
+		return
+	}
+	if e.Detail == "" {
+		e.Detail = res.Detail
+	}
+	if r == reason.TokenTheft {
+		e.Severity = audit.Critical
+	}
+	if sp := res.Spent; (r == reason.TokenReplayed || r == reason.TokenTheft) && sp.By.IsValid() {
+		e.RedeemedIP = sp.By.String()
+		// Loops read the clock at different instants: never negative.
+		e.RedeemedAgoS = max(int64(now.Sub(sp.At)/time.Second), 0)
+	}
+}
+
+// authorizeSpent is authorizeWith, also returning the token source's
+// answer when redeeming m.Token failed (see spentEvent); a zero Result
+// otherwise.
+func (c *conn) authorizeSpent(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason, res tokens.Result) {
 	s := ls.srv
 	rule := s.opts.Topics.Match(m.Topic)
 	access := s.opts.Topics.Default()
@@ -101,36 +141,36 @@ func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) 
 	}
 	switch access {
 	case topics.Deny:
-		return "", reason.TopicDenied
+		return "", reason.TopicDenied, res
 	case topics.Public:
 		if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
-			return "", reason.TopicOtherUser
+			return "", reason.TopicOtherUser, res
 		}
-		return "", reason.None
+		return "", reason.None, res
 	}
 	if g == nil {
 		if m.Token == "" {
-			return "", reason.TokenMissing
+			return "", reason.TokenMissing, res
 		}
-		var tr reason.Reason
-		if g, tr = s.opts.Tokens.Redeem(m.Token, c.id, ls.loop.Now); tr != reason.None {
-			return audit.TokenFP(m.Token), tr
+		if res = c.redeem(ls, m.Token, m.UserID); res.Reason != reason.None {
+			return audit.TokenFP(m.Token), res.Reason, res
 		}
+		g, res = res.Grant, tokens.Result{}
 	} else if !g.ValidAt(ls.loop.Now) {
-		return g.FP(), reason.TokenExpired
+		return g.FP(), reason.TokenExpired, res
 	}
 	fp = g.FP()
 	if g.UserID() != m.UserID {
-		return fp, reason.TokenUserMismatch
+		return fp, reason.TokenUserMismatch, res
 	}
 	if !g.Allows(m.Topic, m.UserID) {
-		return fp, reason.TokenTopicMismatch
+		return fp, reason.TokenTopicMismatch, res
 	}
 	if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
-		return fp, reason.TopicOtherUser
+		return fp, reason.TopicOtherUser, res
 	}
 	c.addGrant(ls, g)
-	return fp, reason.None
+	return fp, reason.None, res
 }
 
 // addGrant remembers a token redeemed on this connection: it stays valid
@@ -195,14 +235,16 @@ func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 		c.sendError(ls, m, reason.TooManySubscriptions, "")
 		return
 	}
-	fp, r := c.authorize(ls, m)
+	fp, r, sp := c.authorizeSpent(ls, m, nil)
 	if r != reason.None {
 		ev, sev := "subscribe_denied", audit.Notice
 		if r.IsAuth() {
 			ev, sev = "auth_failed", audit.Warning
 		}
-		c.emit(ls, audit.Event{Event: ev, Severity: sev, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp})
+		e := audit.Event{Event: ev, Severity: sev, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp}
+		spentEvent(&e, r, sp, ls.loop.Now)
+		c.emit(ls, e)
 		c.sendError(ls, m, r, "")
 		return
 	}

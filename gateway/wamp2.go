@@ -80,8 +80,21 @@ func (c *conn) wamp2Error(ls *loopState, typ wamp.V2Type, req uint64, uri string
 	}
 }
 
-// onWAMP2Message handles one complete text message of WAMP v2.
+// onWAMP2Message handles one complete text message of WAMP v2. The type
+// code is read first: a type a broker does not take, or a message over its
+// type's size cap, is refused before anything else is parsed.
 func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
+	if code, ok := wamp.PeekType(payload); ok {
+		limit, known := wamp.V2MaxBytes(wamp.V2Type(code))
+		switch {
+		case !known:
+			c.wamp2Violation(ls, reason.UnknownOp, "message type not accepted from a client by a broker")
+			return
+		case len(payload) > limit:
+			c.wampOversize(ls, limit)
+			return
+		}
+	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
 		c.wamp2Violation(ls, reason.TooDeep, "message nesting too deep")
 		return
@@ -130,8 +143,10 @@ func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
 		if m.Type == wamp.V2Register {
 			uri = wamp.ErrNotAuthorized
 		}
-		c.wamp2Error(ls, m.Type, m.Request, uri, audit.Event{Event: "message_rejected", Severity: audit.Notice,
-			Reason: reason.Unsupported.String(), Detail: "RPC is not supported"}, true)
+		if c.unsupported(ls, "RPC is not supported") {
+			ls.scratch = wamp.AppendV2Error(ls.scratch[:0], m.Type, m.Request, uri)
+			c.sendText(ls, ls.scratch)
+		}
 	}
 }
 
@@ -173,14 +188,16 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 			UserID: authid, Reason: v.Reason.String(), Detail: "ticket: " + violationDetail(v)})
 		return
 	}
-	g, r := ls.srv.opts.Tokens.Redeem(m.Signature, c.id, ls.loop.Now)
+	res := c.redeem(ls, m.Signature, authid)
+	g, r := res.Grant, res.Reason
 	fp := audit.TokenFP(m.Signature)
 	if r == reason.None && g.UserID() != authid {
 		r = reason.TokenUserMismatch
 	}
 	if r != reason.None {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "auth_failed", Severity: audit.Warning,
-			UserID: authid, Reason: r.String(), TokenFP: fp})
+		e := audit.Event{Event: "auth_failed", Severity: audit.Warning, UserID: authid, Reason: r.String(), TokenFP: fp}
+		spentEvent(&e, r, res, ls.loop.Now)
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, e)
 		return
 	}
 	c.addGrant(ls, g)

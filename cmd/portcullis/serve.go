@@ -33,6 +33,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	jwttoken "github.com/portcullis-gw/portcullis/policy/jwt"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
@@ -223,7 +224,11 @@ func serve(cfg *config.Config, logLevel string) error {
 	defer aw.Close()
 	defer closeAlerts()
 
-	orig, err := origin.NewChecker(cfg.Origins, true)
+	allowMissingOrigin := origin.DefaultAllowMissing
+	if cfg.AllowMissingOrigin != nil {
+		allowMissingOrigin = *cfg.AllowMissingOrigin
+	}
+	orig, err := origin.NewChecker(cfg.Origins, allowMissingOrigin)
 	if err != nil {
 		return failf("origins: %v", err)
 	}
@@ -235,10 +240,20 @@ func serve(cfg *config.Config, logLevel string) error {
 	if err != nil {
 		return failf("topics: %v", err)
 	}
-	src, err := tokenSource(cfg)
+	src, err := newTokenSource(cfg, sink)
 	if err != nil {
 		return failf("%v", err)
 	}
+	if src.jwt != nil {
+		if err := src.jwt.OpenState(filepath.Join(cfg.DataDir, "jti.db"), time.Now()); err != nil {
+			return failf("tokens.jwt: %v", err)
+		}
+	}
+	defer func() {
+		if err := src.close(time.Now()); err != nil {
+			log.WithError(err).Error("tokens: close the jti state file")
+		}
+	}()
 	resolver, err := clientip.NewResolver(cfg.TrustedProxies, cfg.ClientIPHeader)
 	if err != nil {
 		return failf("%v", err)
@@ -285,6 +300,10 @@ func serve(cfg *config.Config, logLevel string) error {
 			WriteStallTimeout:    cfg.Limits.WriteStallTimeout,
 			MaxSubscriptionsConn: cfg.Limits.MaxSubscriptionsPerConn,
 			MsgRate:              gateway.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
+			MessageTimeout:       cfg.Limits.MessageTimeout,
+			InboundBufferPerIP:   cfg.Limits.InboundBufferPerIP,
+			InboundBufferTotal:   cfg.Limits.InboundBufferTotal,
+			BytesRate:            gateway.Rate{PerSecond: cfg.Limits.BytesRate.Rate, Burst: cfg.Limits.BytesRate.Burst},
 		},
 		Guard:         pipe.guard,
 		AuditHealthy:  aw.Healthy,
@@ -412,24 +431,49 @@ type tokenSrc struct {
 	redeemer gateway.TokenSource
 	minter   admin.Minter // nil for jwt: the site mints
 	sweep    func(now time.Time) int
+	close    func(now time.Time) error // writes what is pending to disk
+	jwt      *jwttoken.Source          // nil for store
 }
 
-// tokenSource builds the store or jwt source of tokens.source.
-func tokenSource(cfg *config.Config) (tokenSrc, error) {
+// tokenSource builds the token source as `config check` sees it.
+func tokenSource(cfg *config.Config) (tokenSrc, error) { return newTokenSource(cfg, audit.Discard{}) }
+
+// newTokenSource builds the store or jwt source of tokens.source. The jwt
+// source reports a full replay table to sink (jti_table_full, critical;
+// jti_table_recovered); serve then opens its state file, <data>/jti.db.
+func newTokenSource(cfg *config.Config, sink audit.Sink) (tokenSrc, error) {
 	if cfg.Tokens.Source == "jwt" {
 		j := cfg.Tokens.JWT
 		src, err := jwttoken.Load(jwttoken.Config{
-			Options:    jwttoken.Options{Algorithms: j.Algorithms, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries},
+			Options: jwttoken.Options{Algorithms: j.Algorithms, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries,
+				Audience: j.Audience, Issuer: j.Issuer, TableAlarm: jtiTableAlarm(sink)},
 			SecretEnv:  j.SecretEnv,
 			SecretFile: j.SecretFile, PublicKeyFile: j.PublicKeyFile,
 		}, os.Getenv)
 		if err != nil {
 			return tokenSrc{}, fmt.Errorf("tokens.jwt: %w", err)
 		}
-		return tokenSrc{redeemer: src, sweep: src.Sweep}, nil
+		return tokenSrc{redeemer: src, sweep: src.Sweep, close: src.Close, jwt: src}, nil
 	}
 	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
-	return tokenSrc{redeemer: store, minter: store, sweep: store.Sweep}, nil
+	return tokenSrc{redeemer: store, minter: store, sweep: store.Sweep, close: func(time.Time) error { return nil }}, nil
+}
+
+// jtiTableAlarm audits the jwt source's replay table filling up (an
+// outage for every new visitor: critical, mailed by the default rules)
+// and draining again, once per episode.
+func jtiTableAlarm(sink audit.Sink) func(jwttoken.TableEvent) {
+	return func(e jwttoken.TableEvent) {
+		if e.Full {
+			sink.Emit(audit.Event{Time: e.At, Event: "jti_table_full", Severity: audit.Critical, Stage: audit.StageSystem,
+				Reason: reason.Internal.String(),
+				Detail: fmt.Sprintf("used-jti table full (%d of tokens.max_entries %d): valid JWTs with a new jti are refused "+
+					"until entries lapse (at most tokens.max_ttl + 60s); raise tokens.max_entries or lower tokens.max_ttl", e.Held, e.Max)})
+			return
+		}
+		sink.Emit(audit.Event{Time: e.At, Event: "jti_table_recovered", Severity: audit.Notice, Stage: audit.StageSystem,
+			Detail: fmt.Sprintf("used-jti table has room again (%d of %d); %d valid JWTs were refused since start", e.Held, e.Max, e.Refused)})
+	}
 }
 
 // topicRules compiles the config's topic rules and the JSON Schemas of

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // validateTokens checks the token source and, for jwt, where its keys live.
@@ -29,6 +30,13 @@ func (d *decoder) validateTokens() {
 				}
 			default:
 				d.bad(fmt.Sprintf("tokens.jwt.algorithms[%d]", i), "%q: supported are HS256 and EdDSA (never none)", a)
+			}
+		}
+		// Compared byte for byte with the token's aud and iss: stray
+		// spaces would refuse every token.
+		for _, kv := range [...]struct{ key, v string }{{"tokens.jwt.audience", t.JWT.Audience}, {"tokens.jwt.issuer", t.JWT.Issuer}} {
+			if len(kv.v) > 256 || strings.TrimSpace(kv.v) != kv.v || strings.ContainsFunc(kv.v, unicode.IsControl) {
+				d.bad(kv.key, "%q must be at most 256 bytes, without control characters or surrounding spaces", kv.v)
 			}
 		}
 	default:
@@ -56,6 +64,7 @@ func (d *decoder) validateLimits() {
 			d.bad(r.key+".burst", "must not be negative")
 		}
 	}
+	d.validateInbound()
 	if l.IPv6Prefix < 32 || l.IPv6Prefix > 128 {
 		d.bad("limits.ipv6_prefix", "%d must be between 32 and 128 (64 counts one subscriber line)", l.IPv6Prefix)
 	}
@@ -67,6 +76,36 @@ func (d *decoder) validateLimits() {
 	}
 	if c.ProxyProtocol && len(c.TrustedProxies) == 0 {
 		d.bad("proxy_protocol", "needs trusted_proxies: a PROXY header is accepted only from a trusted proxy")
+	}
+}
+
+// validateInbound checks the limits on inbound bytes: the message
+// timeout, the budgets of bytes held and the per-address byte rate.
+func (d *decoder) validateInbound() {
+	l := d.c.Limits
+	if l.MessageTimeout <= 0 {
+		d.bad("limits.message_timeout", "must be a positive duration")
+	}
+	switch {
+	case l.InboundBufferPerIP <= 0:
+		d.bad("limits.inbound_buffer_per_ip", "must be a positive number of bytes (zero is not \"unlimited\")")
+	case l.InboundBufferPerIP < l.MaxMessageBytes:
+		d.bad("limits.inbound_buffer_per_ip", "%d is below limits.max_message_bytes %d (at %s): one unfinished message of that size must fit",
+			l.InboundBufferPerIP, l.MaxMessageBytes, d.at("limits.max_message_bytes"))
+	}
+	switch {
+	case l.InboundBufferTotal <= 0:
+		d.bad("limits.inbound_buffer_total", "must be a positive number of bytes (zero is not \"unlimited\")")
+	case l.InboundBufferTotal < l.InboundBufferPerIP:
+		d.bad("limits.inbound_buffer_total", "%d is below limits.inbound_buffer_per_ip %d (at %s)",
+			l.InboundBufferTotal, l.InboundBufferPerIP, d.at("limits.inbound_buffer_per_ip"))
+	}
+	if l.BytesRate.Rate <= 0 {
+		d.bad("limits.bytes_rate.rate", "must be a positive number of bytes per second")
+	}
+	if l.BytesRate.Burst < l.MaxMessageBytes {
+		d.bad("limits.bytes_rate.burst", "%d is below limits.max_message_bytes %d (at %s): one message of that size must fit in the burst",
+			l.BytesRate.Burst, l.MaxMessageBytes, d.at("limits.max_message_bytes"))
 	}
 }
 

@@ -68,9 +68,14 @@ func TestStrikeTable(t *testing.T) {
 			banAt: -1,
 		},
 		{
-			name:  "weights: token_replayed (3) + 2 weight-1 strikes ban",
-			steps: []step{{r: reason.TokenReplayed}, {at: min, r: reason.ConnRate}, {at: 2 * min, r: reason.MsgRate}},
-			banAt: 2, wantDur: 10 * min,
+			name:  "weights: token_theft_suspected bans at once",
+			steps: []step{{r: reason.TokenTheft}},
+			banAt: 0, wantDur: 10 * min,
+		},
+		{
+			name:  "weights: token_replayed (a reconnect) weighs 1",
+			steps: []step{{r: reason.TokenReplayed}, {at: min, r: reason.TokenReplayed}, {at: 2 * min, r: reason.TokenReplayed}, {at: 3 * min, r: reason.ConnRate}, {at: 4 * min, r: reason.TokenReplayed}},
+			banAt: 4, wantDur: 10 * min,
 		},
 		{
 			name:  "weights: schema abuse (2) counts double",

@@ -65,8 +65,11 @@ type Config struct {
 }
 
 // DefaultWeights returns the strike weight of every reason: a fresh map the
-// caller may change. Token replay and schema abuse weigh more than a rate
-// hit; reasons an honest client or our own side cause (the client hung up,
+// caller may change. A suspected token theft bans at once; schema abuse
+// weighs more than a rate hit; a replayed token from the address and user
+// that redeemed it (a browser reconnecting) weighs like a rate hit, so a
+// few reconnects from an office behind one NAT do not ban it; reasons an
+// honest client or our own side cause (the client hung up,
 // a slow network, shutdown, a global cap, a misbehaving trusted proxy) weigh
 // 0 and are not counted.
 func DefaultWeights() map[reason.Reason]int {
@@ -81,12 +84,16 @@ func DefaultWeights() map[reason.Reason]int {
 		reason.BadSubprotocol:    1,
 		reason.BadPath:           1,
 		reason.HandshakeFailRate: 1,
+		reason.BadHeader:         1,
 		// frames
 		reason.ProtocolError:   1,
 		reason.InvalidUTF8:     1,
 		reason.FrameTooLarge:   2,
 		reason.MessageTooLarge: 2,
 		reason.MsgRate:         1,
+		reason.MessageTimeout:  1, // a message left unfinished
+		reason.InboundBudget:   1, // unfinished messages over the buffer budget
+		reason.BytesRate:       1, // inbound bytes over limits.bytes_rate
 		// messages
 		reason.BadJSON:              1,
 		reason.TooDeep:              2,
@@ -95,7 +102,8 @@ func DefaultWeights() map[reason.Reason]int {
 		reason.TokenMissing:         1,
 		reason.TokenUnknown:         1,
 		reason.TokenExpired:         1,
-		reason.TokenReplayed:        3,
+		reason.TokenReplayed:        1,           // a spent token from its redeemer's address and user: a reconnect
+		reason.TokenTheft:           MaxMaxRetry, // a spent token from elsewhere: bans at once under any maxretry
 		reason.TokenUserMismatch:    2,
 		reason.TokenTopicMismatch:   2,
 		reason.TokenInvalid:         2,
@@ -103,10 +111,11 @@ func DefaultWeights() map[reason.Reason]int {
 		reason.TopicOtherUser:       2,
 		reason.PublishDenied:        1,
 		reason.TooManySubscriptions: 1,
+		reason.Unsupported:          1, // RPC and binary frames; a few in a row close
 		// Weight 0 (listed for the record): None, Blocked, Banned,
 		// GlobalConnections, BadClientIP, ProxyHeader, AuditUnavailable,
 		// ShuttingDown, SlowConsumer, PingTimeout, ClientClosed, ReadError,
-		// NotSubscribed, Unsupported, Internal.
+		// NotSubscribed, Internal.
 	}
 }
 

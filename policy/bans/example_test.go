@@ -18,8 +18,8 @@ func Example() {
 	defer m.Close()
 
 	a := netip.MustParseAddr("2001:db8:1:2::7")
-	m.Strike(a, reason.TokenReplayed, now) // weight 3
-	m.Strike(a, reason.ConnRate, now)      // weight 1
+	m.Strike(a, reason.SchemaViolation, now) // weight 2
+	m.Strike(a, reason.TooDeep, now)         // weight 2
 	b, banned := m.Strike(netip.MustParseAddr("2001:db8:1:2::8"), reason.MsgRate, now.Add(time.Minute))
 	fmt.Println(banned, b.Prefix, b.Remaining(now.Add(time.Minute)), b.Reason)
 

@@ -42,7 +42,8 @@ const (
 	ClientClosed   // the client sent a close frame or hung up
 	ReadError      // socket error
 	MessageTimeout // a started message not completed within limits.message_timeout
-	InboundBudget  // inbound bytes held over the per-address or global budget
+	InboundBudget  // inbound bytes held by one address over its budget
+	GlobalInbound  // inbound bytes held by everyone over the global budget (not the client's fault alone)
 	BytesRate      // per-address inbound byte rate exceeded
 
 	// messages
@@ -99,6 +100,7 @@ var names = [count]string{
 	ReadError:            "read_error",
 	MessageTimeout:       "message_timeout",
 	InboundBudget:        "inbound_budget",
+	GlobalInbound:        "global_inbound_budget",
 	BytesRate:            "bytes_rate",
 	BadJSON:              "bad_json",
 	TooDeep:              "too_deep",
@@ -142,3 +144,12 @@ func Parse(s string) (Reason, bool) {
 // IsAuth reports whether r is a token problem: the client only ever learns
 // "auth_failed", the audit trail gets r.
 func (r Reason) IsAuth() bool { return r >= TokenMissing && r <= TokenInvalid }
+
+// All returns every reason but None, in declaration order.
+func All() []Reason {
+	all := make([]Reason, 0, count-1)
+	for r := None + 1; r < count; r++ {
+		all = append(all, r)
+	}
+	return all
+}
