@@ -50,7 +50,7 @@ func TestFloorReader(t *testing.T) {
 // BenchmarkWriteFloor measures the least CPU any server can spend to deliver
 // one small message to one loopback TCP subscriber: a single write(2) of a
 // ready-made WebSocket frame, no protocol, no bookkeeping. The subscribers
-// are read by a separate process, as in `portcullis bench fanout`, and each
+// are read by a separate process, as in `portcullis-bench fanout`, and each
 // round writes once to every socket then pauses 200 ms (5 messages/s).
 //
 // On loopback the kernel runs the receiver's TCP input path inside the

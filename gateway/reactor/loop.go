@@ -52,8 +52,12 @@ type Loop struct {
 	gens []uint32 // current generation per fd; owned by the loop goroutine
 	next uint32
 
-	mu      sync.Mutex
-	tasks   []func() // guarded by mu
+	mu    sync.Mutex
+	tasks []func() // guarded by mu
+	// closed is set, under mu, by the final drain that takes the last
+	// tasks: from then on Post refuses, so a task is either queued before
+	// that drain (and runs) or refused (and Post returns false).
+	closed  bool // guarded by mu
 	pending atomic.Bool
 
 	wheel wheel
@@ -168,19 +172,31 @@ func (l *Loop) Gen(fd int) uint32 {
 }
 
 // Post queues f to run on the loop goroutine and wakes the loop. Safe for
-// use by multiple goroutines. It returns false once the loop has stopped.
+// use by multiple goroutines. It returns true when f will run, and false
+// (f never runs) once Stop has been called or Run has taken its final
+// batch; the check and the queueing happen under the lock the final drain
+// takes, so no task can slip in after it.
 func (l *Loop) Post(f func()) bool {
-	if l.stop.Load() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.stop.Load() {
 		return false
 	}
-	l.mu.Lock()
 	l.tasks = append(l.tasks, f)
-	l.mu.Unlock()
+	// The wake-up is written under mu too: Run closes the eventfd only after
+	// its final drain has set closed under mu, so the descriptor written to
+	// here is still the loop's own and never a reused number.
 	if !l.pending.Swap(true) {
-		var one = [8]byte{1}
-		_, _ = unix.Write(l.efd, one[:])
+		l.wake()
 	}
 	return true
+}
+
+// wake makes the loop's epoll_wait return. l.mu must be held, so that the
+// eventfd is not closed meanwhile (see Post).
+func (l *Loop) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.efd, one[:])
 }
 
 // SetTimer asks for OnTimer(fd) at or shortly after at (1/8 s resolution).
@@ -190,11 +206,16 @@ func (l *Loop) SetTimer(fd int, gen uint32, at time.Time) {
 	l.wheel.add(timerRef{fd: int32(fd), gen: gen, at: at.UnixNano()})
 }
 
-// Stop asks the loop to return from Run after its current batch.
+// Stop asks the loop to return from Run after its current batch. The tasks
+// posted before Stop still run (in Run's final drain); every Post after it
+// returns false. Calling Stop again, or after Run has returned, does nothing.
 func (l *Loop) Stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.stop.Store(true)
-	var one = [8]byte{1}
-	_, _ = unix.Write(l.efd, one[:])
+	if !l.closed {
+		l.wake()
+	}
 }
 
 // Done is closed when Run has returned.
@@ -204,8 +225,7 @@ func (l *Loop) Done() <-chan struct{} { return l.done }
 // which it keeps for the loop's whole life.
 func (l *Loop) Run() error {
 	defer close(l.done)
-	defer unix.Close(l.epfd)
-	defer unix.Close(l.efd)
+	defer l.finish()
 	var batch []func()
 	for !l.stop.Load() {
 		timeout := l.wheel.timeout(time.Now())
@@ -255,12 +275,26 @@ func (l *Loop) Run() error {
 			l.events = make([]unix.EpollEvent, 2*len(l.events))
 		}
 	}
-	// Run the tasks posted before Stop so nobody waits on them forever.
-	l.mu.Lock()
-	batch, l.tasks = l.tasks, nil
-	l.mu.Unlock()
-	for _, f := range batch {
-		f()
-	}
 	return nil
+}
+
+// finish ends Run, also when epoll_wait failed: it runs the tasks posted
+// before Stop, so nobody waits on them forever, then closes the loop's
+// descriptors. Setting closed in the same critical section that takes the
+// last tasks makes every later Post return false: a task is run here or
+// refused, never queued and lost. Once closed is set nobody writes to the
+// eventfd (Post and Stop write only under mu while it is unset), so closing
+// it cannot make them write to a reused descriptor number.
+func (l *Loop) finish() {
+	l.mu.Lock()
+	batch := l.tasks
+	l.tasks = nil
+	l.closed = true
+	l.mu.Unlock()
+	for i, f := range batch {
+		f()
+		batch[i] = nil
+	}
+	unix.Close(l.efd)
+	unix.Close(l.epfd)
 }

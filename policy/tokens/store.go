@@ -1,4 +1,4 @@
-// Package tokens is the `store` token source of SPEC §6: the gateway mints
+// Package tokens is the `store` token source of docs/CONFIG.md: the gateway mints
 // one-use tokens bound to a user (and optionally to topics), keeps only their
 // SHA-256 digests, and lets exactly one connection redeem each of them.
 //
@@ -9,11 +9,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis-gw/portcullis/policy/reason"
@@ -21,7 +23,7 @@ import (
 )
 
 // TokenBytes is the number of random bytes in a token: 192 bits, above the
-// 128-bit floor of SPEC §6. Encoded with unpadded URL-safe base64 (32 chars).
+// 128-bit floor of docs/CONFIG.md. Encoded with unpadded URL-safe base64 (32 chars).
 const TokenBytes = 24
 
 // ErrFull is returned by Mint when the table holds MaxEntries live tokens.
@@ -102,27 +104,71 @@ type entry struct {
 
 // Options bound the store.
 type Options struct {
-	TTL        time.Duration // default lifetime (SPEC: 60 s)
+	TTL        time.Duration // default lifetime (60 s)
 	MaxTTL     time.Duration // longest lifetime a caller may ask for (1 h)
 	MaxEntries int           // live tokens held at most (1,000,000)
 }
 
 // Store holds minted tokens by digest. It is safe for use by multiple
 // goroutines.
+//
+// The tokens are spread by digest over shards, each a map under its own
+// mutex, so that the loops redeeming tokens rarely wait for one another
+// and a sweep never holds a lock over more than one shard: about
+// shardTarget entries when the store is full (see shardCount), which takes
+// well under a millisecond to walk.
 type Store struct {
 	opts Options
 
-	mu      sync.Mutex
-	entries map[digest]entry // guarded by mu
+	shards []shard
+	mask   uint32       // len(shards)-1; len(shards) is a power of two
+	n      atomic.Int64 // tokens held across all shards, live or not yet swept
+
+	// sweepMu lets one sweep walk the store at a time, so that the
+	// periodic sweep and the Mints that find the store full do not walk it
+	// side by side. No shard lock is taken before it.
+	sweepMu sync.Mutex
+
+	internMu sync.Mutex
 	// interned holds one copy of each topic list tokens were recently
-	// bound to, so that the tokens of a busy topic share it; guarded by mu.
+	// bound to, so that the tokens of a busy topic share it; guarded by
+	// internMu.
 	interned map[string]string
+}
+
+// shard is one part of a Store: the tokens whose digest selects it.
+type shard struct {
+	mu      sync.Mutex
+	entries map[digest]entry // guarded by mu; nil until the first token
+	_       [64 - 16]byte    // one cache line per shard: loops redeeming in neighbouring shards do not share one
 }
 
 // maxInterned bounds Store.interned.
 const maxInterned = 4096
 
-// NewStore returns an empty store. Zero options take the SPEC defaults.
+// Sharding bounds. A full store has about shardTarget tokens per shard, so
+// that a sweep holds one shard's lock over about that many entries at a
+// time; minShards spreads the loops of a small store, and maxShards bounds
+// the fixed cost (64 bytes per shard) of a very large one, whose shards
+// then hold MaxEntries/maxShards tokens each.
+const (
+	shardTarget = 512
+	minShards   = 64
+	maxShards   = 1 << 14
+)
+
+// shardCount is the number of shards for a store of at most maxEntries
+// tokens: a power of two within [minShards, maxShards], at least
+// maxEntries/shardTarget.
+func shardCount(maxEntries int) int {
+	n := minShards
+	for n < maxShards && n*shardTarget < maxEntries {
+		n *= 2
+	}
+	return n
+}
+
+// NewStore returns an empty store. Zero options take the defaults.
 func NewStore(o Options) *Store {
 	if o.TTL <= 0 {
 		o.TTL = 60 * time.Second
@@ -133,7 +179,43 @@ func NewStore(o Options) *Store {
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 1_000_000
 	}
-	return &Store{opts: o, entries: make(map[digest]entry), interned: make(map[string]string)}
+	n := shardCount(o.MaxEntries)
+	return &Store{opts: o, shards: make([]shard, n), mask: uint32(n - 1), interned: make(map[string]string)}
+}
+
+// shardOf returns the shard that holds the token with digest d. The
+// digest's first bytes are the token's fingerprint; the shard is chosen by
+// its last ones.
+func (s *Store) shardOf(d *digest) *shard {
+	return &s.shards[binary.LittleEndian.Uint32(d[12:])&s.mask]
+}
+
+// reserve counts one more token if the store has room for it.
+func (s *Store) reserve() bool {
+	for {
+		c := s.n.Load()
+		if c >= int64(s.opts.MaxEntries) {
+			return false
+		}
+		if s.n.CompareAndSwap(c, c+1) {
+			return true
+		}
+	}
+}
+
+// intern makes g share the copy of its topic list other tokens use.
+func (s *Store) intern(g *Grant) {
+	if g.topics == "" {
+		return
+	}
+	s.internMu.Lock()
+	defer s.internMu.Unlock()
+	if t, ok := s.interned[g.topics]; ok {
+		g.topics = t
+	} else if len(s.interned) < maxInterned {
+		g.topics = strings.Clone(g.topics) // not a substring of a request body
+		s.interned[g.topics] = g.topics
+	}
 }
 
 // Mint creates a token for userID, limited to the bound topics when non-empty, living
@@ -164,22 +246,20 @@ func (s *Store) Mint(userID string, bound []string, ttl time.Duration, now time.
 	d := digestOf(tok)
 	exp := now.Add(ttl)
 	g := NewGrant(userID, bound, exp, fingerprint(d))
-	e := entry{grant: g}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t, ok := s.interned[g.topics]; ok {
-		g.topics = t
-	} else if g.topics != "" && len(s.interned) < maxInterned {
-		g.topics = strings.Clone(g.topics) // not a substring of a request body
-		s.interned[g.topics] = g.topics
+	s.intern(g)
+	if !s.reserve() && !s.sweepAndReserve(now) {
+		return "", time.Time{}, ErrFull
 	}
-	if len(s.entries) >= s.opts.MaxEntries {
-		s.sweepLocked(now)
-		if len(s.entries) >= s.opts.MaxEntries {
-			return "", time.Time{}, ErrFull
-		}
+	sh := s.shardOf(&d)
+	sh.mu.Lock()
+	if sh.entries == nil {
+		sh.entries = make(map[digest]entry)
 	}
-	s.entries[d] = e
+	if _, dup := sh.entries[d]; dup {
+		s.n.Add(-1) // replaced, not added (two digests alike: below 2^-88)
+	}
+	sh.entries[d] = entry{grant: g}
+	sh.mu.Unlock()
 	return tok, exp, nil
 }
 
@@ -197,9 +277,10 @@ func (s *Store) Redeem(token string, p Presenter, now time.Time) Result {
 		return refused(reason.TokenMissing, "no token")
 	}
 	d := digestOf(token)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.entries[d]
+	sh := s.shardOf(&d)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.entries[d]
 	// The map is keyed by SHA-256 digests: a lookup's timing can reveal at most
 	// something about a digest, never about a token, and the hash comparison
 	// that found the key compares digests, not tokens.
@@ -207,13 +288,14 @@ func (s *Store) Redeem(token string, p Presenter, now time.Time) Result {
 		return refused(reason.TokenUnknown, "not a token this gateway minted, or swept after expiring")
 	}
 	if !e.grant.ValidAt(now) {
-		delete(s.entries, d)
+		delete(sh.entries, d)
+		s.n.Add(-1)
 		return refused(reason.TokenExpired, "token expired")
 	}
 	if e.redeemed == nil {
 		red := NewRedemption(p, now)
 		e.redeemed = &red
-		s.entries[d] = e
+		sh.entries[d] = e
 		return Result{Grant: e.grant}
 	}
 	if res := e.redeemed.Again(p, e.grant.UserID()); res.Reason != reason.None {
@@ -222,34 +304,64 @@ func (s *Store) Redeem(token string, p Presenter, now time.Time) Result {
 	return Result{Grant: e.grant}
 }
 
-// Sweep drops expired tokens and returns how many it dropped.
+// Sweep drops expired tokens and returns how many it dropped. It walks
+// the store one shard at a time, holding one shard's lock at a time, so
+// that Redeem and Mint wait at most for one shard's walk (about
+// shardTarget entries in a full store), never for the whole store.
 func (s *Store) Sweep(now time.Time) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
 	return s.sweepLocked(now)
 }
 
-// sweepLocked requires that s.mu is held.
+// sweepAndReserve makes room for one more token in a full store: unless a
+// sweep that ran meanwhile made some, it sweeps. It reports whether the
+// token was counted.
+func (s *Store) sweepAndReserve(now time.Time) bool {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if s.reserve() {
+		return true
+	}
+	s.sweepLocked(now)
+	return s.reserve()
+}
+
+// sweepLocked requires that s.sweepMu is held.
 func (s *Store) sweepLocked(now time.Time) int {
 	n := 0
-	for d, e := range s.entries {
-		if !e.grant.ValidAt(now) {
-			delete(s.entries, d)
+	for i := range s.shards {
+		k := s.shards[i].sweep(now.UnixNano())
+		s.n.Add(int64(-k))
+		n += k
+	}
+	if n > 0 {
+		s.internMu.Lock()
+		if len(s.interned) >= maxInterned {
+			clear(s.interned) // refilled by the topics still in use
+		}
+		s.internMu.Unlock()
+	}
+	return n
+}
+
+// sweep drops the shard's tokens expired at now (Unix nanoseconds) and
+// returns how many.
+func (sh *shard) sweep(now int64) int {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	n := 0
+	for d, e := range sh.entries {
+		if now >= e.grant.Expires {
+			delete(sh.entries, d)
 			n++
 		}
-	}
-	if n > 0 && len(s.interned) >= maxInterned {
-		clear(s.interned) // refilled by the topics still in use
 	}
 	return n
 }
 
 // Len returns the number of tokens held, live or not yet swept.
-func (s *Store) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.entries)
-}
+func (s *Store) Len() int { return int(s.n.Load()) }
 
 // capID cuts an attacker-supplied user id for an error message.
 func capID(id string) string {
