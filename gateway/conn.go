@@ -464,7 +464,7 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 		return false
 	}
 	// The cap bounds the backlog: one frame larger than the cap still goes
-	// out to a client that keeps up (SPEC's defaults let a 1 MiB message
+	// out to a client that keeps up (the defaults let a 1 MiB message
 	// through a 256 KiB queue).
 	q := c.queued()
 	if q > 0 && int(q)+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
@@ -660,7 +660,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 
 // emit sends an audit event stamped with this connection's identity. A
 // refusal (Warning or above, with a reason) is also a strike against the
-// client address: SPEC §8 step 5 happens here, once, for every path.
+// client address: the pipeline's last step happens here, once, for every path.
 func (c *conn) emit(ls *loopState, e audit.Event) {
 	e.Conn = c.id
 	client := c.client()

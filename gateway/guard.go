@@ -7,7 +7,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
-// Guard is the address-keyed part of the validation pipeline (SPEC §8,
+// Guard is the address-keyed part of the validation pipeline (docs/ARCHITECTURE.md,
 // steps 1 and 5): blocklist, bans, per-address connection rate and
 // concurrency caps, and strikes. The gateway calls it from every event loop
 // at once; implementations are safe for concurrent use and cheap, since

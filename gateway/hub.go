@@ -22,7 +22,7 @@ type topicSubs struct {
 	conns  []*conn
 	policy topics.Policy // slow-consumer policy of the topic's rule
 	prefix []byte        // how this topic's native event payloads begin
-	feed   bool          // the topic's rule polls a feed while it has subscribers
+	local  *localTopic   // the topic's node-wide entry: subscription count, feed
 }
 
 // subscription is a connection's side of a topic membership; idx is its
@@ -46,23 +46,35 @@ func (s subscription) v1String() string {
 	return *s.v1
 }
 
-// publication is one message to one topic, with its frame per protocol.
-type publication struct {
+// Publication is one message to one topic on its way from a publisher,
+// through the Broker, to the subscribers: its topic, its data (valid JSON)
+// and, once a loop needs them, its frames, encoded once per protocol and
+// shared by every subscriber. It is never modified once published.
+// Server.Publish and the client protocols make them.
+type Publication struct {
 	topic  string
 	data   []byte
 	id     wamp.ID    // WAMP v2 publication id
-	filter *pubFilter // WAMP exclude/eligible lists; nil: every subscriber
+	filter *pubFilter // a WAMP publisher's exclude/eligible lists (this node's connections); nil: every subscriber
 	once   [protoCount]sync.Once
 	enc    [protoCount][]byte
 }
 
-func newPublication(topic string, data []byte) *publication {
-	return &publication{topic: topic, data: data, id: wamp.NewPublicationID()}
+// newPublication returns a publication of data (valid JSON, not modified
+// afterwards) to topic, for every subscriber.
+func newPublication(topic string, data []byte) *Publication {
+	return &Publication{topic: topic, data: data, id: wamp.NewPublicationID()}
 }
+
+// Topic is the topic p is published to.
+func (p *Publication) Topic() string { return p.topic }
+
+// Data is p's data, valid JSON; callers must not modify it.
+func (p *Publication) Data() []byte { return p.data }
 
 // frame returns the encoded frame for p (safe for concurrent use; the bytes
 // are shared by every subscriber and never modified).
-func (p *publication) frame(pr proto) []byte {
+func (p *Publication) frame(pr proto) []byte {
 	p.once[pr].Do(func() {
 		switch pr {
 		case protoNative:
@@ -83,7 +95,7 @@ func (p *publication) frame(pr proto) []byte {
 // of c's protocol, except for a WAMP v1 subscription made with another
 // string than the topic name, whose EVENT echoes that string and is
 // encoded for it alone.
-func (p *publication) frameFor(c *conn, ts *topicSubs) []byte {
+func (p *Publication) frameFor(c *conn, ts *topicSubs) []byte {
 	if c.proto == protoWAMP1 {
 		if raw := c.subOf(ts).v1String(); raw != "" {
 			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data)
@@ -120,13 +132,11 @@ func (ls *loopState) subscribe(c *conn, topic string) {
 		rule := ls.srv.opts.Topics.Match(topic)
 		ts = &topicSubs{name: topic, policy: ls.srv.opts.Topics.SlowConsumer(topic),
 			prefix: native.AppendString(append([]byte(nil), `{"op":"event","topic":`...), topic),
-			feed:   rule != nil && rule.Feed != nil}
+			local:  ls.srv.topicUp(topic, rule != nil && rule.Feed != nil)}
 		ls.topics[topic] = ts
 		ls.topicCount.Add(1)
-		if ts.feed {
-			ls.srv.feedUp(topic)
-		}
 	}
+	ts.local.subs.Add(1)
 	c.subs = append(c.subs, subscription{topic: ts, idx: int32(len(ts.conns))})
 	ts.conns = append(ts.conns, c)
 	ls.srv.subscriptions.Add(1)
@@ -149,12 +159,11 @@ func (ls *loopState) unsubscribe(c *conn, i int) {
 	}
 	ts.conns[last] = nil
 	ts.conns = ts.conns[:last]
+	ts.local.subs.Add(-1)
 	if len(ts.conns) == 0 {
 		delete(ls.topics, ts.name)
 		ls.topicCount.Add(-1)
-		if ts.feed {
-			ls.srv.feedDown(ts.name)
-		}
+		ls.srv.topicDown(ts.name, ts.local)
 	}
 	lastSub := len(c.subs) - 1
 	c.subs[i] = c.subs[lastSub]
@@ -167,33 +176,11 @@ func (ls *loopState) unsubscribe(c *conn, i int) {
 }
 
 // Feeds starts and stops the pollers of `feed:` topics (gateway/feed):
-// Active when a topic gets its first subscriber anywhere, Idle when its
-// last one leaves. Both are called under a server lock, in order, from
-// event loops: they must only signal, never block.
+// Active when a topic gets its first subscriber on this node, Idle when its
+// last one leaves. Both are called under a server lock, in order (with the
+// Broker's TopicActive and TopicIdle), from event loops: they must only
+// signal, never block.
 type Feeds interface {
 	Active(topic string)
 	Idle(topic string)
-}
-
-// feedUp counts a loop that now has subscribers of a feed topic.
-func (s *Server) feedUp(topic string) {
-	s.feedMu.Lock()
-	defer s.feedMu.Unlock() // Active and Idle are ordered: both are called under feedMu
-	s.feedLoops[topic]++
-	if s.feedLoops[topic] == 1 && s.opts.Feeds != nil {
-		s.opts.Feeds.Active(topic)
-	}
-}
-
-// feedDown counts a loop whose last subscriber of a feed topic left.
-func (s *Server) feedDown(topic string) {
-	s.feedMu.Lock()
-	defer s.feedMu.Unlock()
-	s.feedLoops[topic]--
-	if s.feedLoops[topic] <= 0 {
-		delete(s.feedLoops, topic)
-		if s.opts.Feeds != nil {
-			s.opts.Feeds.Idle(topic)
-		}
-	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,7 +188,7 @@ func (ls *loopState) accept() {
 	}
 }
 
-// admit runs the accept stage of the pipeline (SPEC §8 step 1) for a new
+// admit runs the accept stage of the pipeline (pipeline step 1, docs/ARCHITECTURE.md) for a new
 // socket: blocked and banned addresses are reset before a byte is read;
 // over a rate or connection cap the request is read and answered 429.
 func (ls *loopState) admit(fd int, peer netip.AddrPort) {
@@ -579,6 +580,13 @@ func (ls *loopState) markDirty(c *conn) {
 	}
 }
 
+// flushYield is how many connections a flush writes to before it lets the
+// other goroutines of its processor run (runtime.Gosched): a publication
+// to thousands of subscribers takes milliseconds of writes, during which
+// the admin API answering that publication, or the next one, would
+// otherwise wait for a processor.
+const flushYield = 256
+
 // flush writes what every dirty connection has queued: one write or one
 // writev per connection, however many frames were queued in this batch.
 func (ls *loopState) flush() {
@@ -589,12 +597,15 @@ func (ls *loopState) flush() {
 		if c.fd >= 0 {
 			c.write(ls)
 		}
+		if i%flushYield == flushYield-1 {
+			runtime.Gosched()
+		}
 	}
 	ls.dirty = ls.dirty[:0]
 }
 
 // deliver queues publication p to every subscriber of its topic on this loop.
-func (ls *loopState) deliver(p *publication) int {
+func (ls *loopState) deliver(p *Publication) int {
 	ts := ls.topics[p.topic]
 	if ts == nil {
 		return 0

@@ -12,7 +12,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
-// BenchmarkSubscribePipeline measures the message stage of SPEC §8 for one
+// BenchmarkSubscribePipeline measures the message stage (pipeline step 4, docs/ARCHITECTURE.md) for one
 // subscribe: JSON size/depth caps and JSON Schema, then redeeming a fresh
 // one-use token, then the topic rule ({userId} rule, as the worst case).
 // Issue bar: ≤ 10 µs and ≤ 10 allocations per subscribe.

@@ -7,6 +7,19 @@
 // Concurrency: every connection belongs to one loop and is touched only by
 // that loop's goroutine. Other goroutines (the admin API, signal handling)
 // reach connections only by posting tasks to loops.
+//
+// Publishing: every publication (Server.Publish for the admin API and
+// feeds, and clients' native and WAMP publications) goes through a Broker,
+// InProcess unless Options.Broker names another. The Broker hands it to
+// the Hub of each node with subscribers of its topic; this node's Hub
+// (the server) queues it on every loop and returns at once with the number
+// of local subscriptions it was queued for, counted from a per-topic atomic
+// count kept by the loops, so a publisher never waits for the writes. Each
+// loop then encodes the publication once per protocol (lazily, shared by
+// every loop) and writes the same bytes to each of its subscribers. The
+// Broker is told when a topic gets its first subscriber on this node and
+// loses its last (TopicActive, TopicIdle), which is what a cluster broker
+// needs to listen to a topic only while it has local subscribers.
 package gateway
 
 import (
@@ -35,7 +48,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
-// Limits are the per-connection and global limits of SPEC §12. A zero field
+// Limits are the per-connection and global limits of docs/CONFIG.md. A zero field
 // means the default, never "unlimited".
 type Limits struct {
 	MaxConnections       int           // open connections in all (100,000)
@@ -104,7 +117,10 @@ type Options struct {
 	// of the rule (topics[].data_schema).
 	DataSchemas map[string]schema.DataSchema
 	// Feeds runs the pollers of `feed:` topics; nil: none.
-	Feeds  Feeds
+	Feeds Feeds
+	// Broker carries every publication to the subscribers (see Broker);
+	// nil: an InProcess broker, this node alone. Start starts it.
+	Broker Broker
 	Tokens TokenSource       // token source: policy/tokens (store) or policy/jwt
 	Schema *schema.Validator // client message validation (JSON Schema)
 	Audit  audit.Sink
@@ -147,8 +163,9 @@ type Server struct {
 
 	fds fdShortage // reserve descriptor and exhaustion episodes (loop.go)
 
-	feedMu    sync.Mutex
-	feedLoops map[string]int // feed topic → loops with subscribers of it
+	broker      Broker
+	topicMu     sync.Mutex
+	localTopics map[string]*localTopic // topics with subscribers on this node; guarded by topicMu
 
 	shutdownOnce sync.Once
 	closing      atomic.Bool
@@ -171,6 +188,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Guard == nil {
 		o.Guard = openGuard{}
+	}
+	if o.Broker == nil {
+		o.Broker = &InProcess{}
 	}
 	if o.AuditHealthy == nil {
 		o.AuditHealthy = func() bool { return true }
@@ -200,7 +220,8 @@ func Start(o Options) (*Server, error) {
 	_, _ = rand.Read(boot[:])
 	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:]),
 		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes},
-		feedLoops:   make(map[string]int)}
+		broker:      o.Broker,
+		localTopics: make(map[string]*localTopic)}
 	inbound, err := ratelimit.NewInbound(ratelimit.InboundConfig{
 		HeldPerKey: int64(o.Limits.InboundBufferPerIP), HeldTotal: int64(o.Limits.InboundBufferTotal),
 		Rate: ratelimit.Rate{PerSecond: o.Limits.BytesRate.PerSecond, Burst: o.Limits.BytesRate.Burst}})
@@ -232,6 +253,10 @@ func Start(o Options) (*Server, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		s.loops = append(s.loops, ls)
+	}
+	if err := s.broker.Start(localHub{s}); err != nil {
+		s.closeLoops()
+		return nil, fmt.Errorf("gateway: start the broker: %w", err)
 	}
 	for _, ls := range s.loops {
 		go func(ls *loopState) {
@@ -265,46 +290,26 @@ func (s *Server) Addr() netip.AddrPort { return s.addr }
 // BootID identifies this run of the server.
 func (s *Server) BootID() string { return s.bootID }
 
-// Publish delivers data (valid JSON) to every local subscriber of topic and
-// returns how many connections it was queued for. The frame is encoded once
-// per protocol and shared by every subscriber.
-func (s *Server) Publish(topic string, data []byte) int {
-	return s.publish(topic, data, true)
+// Publish publishes data (valid JSON, not modified afterwards) to topic
+// through the Broker, for every subscriber. It returns once the
+// publication is queued on every event loop, before any subscriber is
+// written to, with the number of this node's subscriptions to topic it was
+// queued for (see Hub.Deliver); the frame is encoded once per protocol and
+// shared by every subscriber. An error is the Broker's.
+func (s *Server) Publish(topic string, data []byte) (int, error) {
+	n, err := s.broker.Publish(newPublication(topic, data))
+	if err != nil {
+		return n, fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	return n, nil
 }
 
-// publish posts a publication to every loop; with wait it returns the
-// delivery count.
-func (s *Server) publish(topic string, data []byte, wait bool) int {
-	return s.post(newPublication(topic, data), wait)
-}
-
-// post delivers p on every loop; with wait it returns the delivery count.
-func (s *Server) post(p *publication, wait bool) int {
-	if s.closing.Load() {
-		return 0
+// post publishes p, made by a client on an event loop, through the
+// Broker. The publisher has had its answer; a failure is logged.
+func (s *Server) post(p *Publication) {
+	if _, err := s.broker.Publish(p); err != nil {
+		s.opts.Log.WithError(err).WithField("topic", p.Topic()).Error("a client publication was not delivered")
 	}
-	s.published.Add(1)
-	if !wait {
-		for _, ls := range s.loops {
-			ls.loop.Post(func() { s.delivered.Add(uint64(ls.deliver(p))) })
-		}
-		return 0
-	}
-	var total atomic.Int64
-	var wg sync.WaitGroup
-	for _, ls := range s.loops {
-		wg.Add(1)
-		if !ls.loop.Post(func() {
-			total.Add(int64(ls.deliver(p)))
-			wg.Done()
-		}) {
-			wg.Done()
-		}
-	}
-	wg.Wait()
-	n := int(total.Load())
-	s.delivered.Add(uint64(n))
-	return n
 }
 
 // Stats is a snapshot of the server's counters.

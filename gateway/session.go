@@ -55,7 +55,7 @@ func (c *conn) sendError(ls *loopState, m *schema.Message, r reason.Reason, msg 
 }
 
 // onNativeMessage handles one complete text message of portcullis.v1:
-// size/depth → schema → token → topic rule, cheapest first (SPEC §8).
+// size/depth → schema → token → topic rule, cheapest first (docs/ARCHITECTURE.md).
 func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
@@ -303,9 +303,10 @@ func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 		Topic: topic, UserID: c.userID()})
 	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, topic)
 	c.sendText(ls, ls.scratch)
-	// Posted, not delivered inline: other loops must get it too, and this
-	// loop delivers it after the current batch like any publication.
-	s.publish(topic, data, false)
+	// Through the broker, not delivered inline: other loops (and nodes)
+	// must get it too, and this loop delivers it after the current batch
+	// like any publication.
+	s.post(newPublication(topic, data))
 }
 
 // mayPublish decides whether this connection may publish to topic: the

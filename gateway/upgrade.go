@@ -136,7 +136,7 @@ func (up *upgrader) init(ls *loopState) {
 // maxForwardLines bounds the forwarding header lines read from a proxy.
 const maxForwardLines = 16
 
-// admitClient derives the client address (SPEC §8 step 2) and, when a
+// admitClient derives the client address (pipeline step 2, docs/ARCHITECTURE.md) and, when a
 // trusted proxy sent the request, runs the accept checks again for it.
 func (up *upgrader) admitClient() error {
 	s := up.ls.srv

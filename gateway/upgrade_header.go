@@ -141,8 +141,6 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
-var crlf = []byte("\r\n")
-
 // isTchar reports whether c may appear in a field name (RFC 9110 §5.6.2).
 func isTchar(c byte) bool {
 	switch {

@@ -13,7 +13,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
-// WAMP v1 ("wamp", SPEC §5.2) and what both WAMP versions share. The
+// WAMP v1 ("wamp", docs/PROTOCOL.md) and what both WAMP versions share. The
 // messages go through the native pipeline: every topic, userId and token
 // is checked by the native subscribe schema (checkSubscribe), then by the
 // same token and topic-rule code (authorize, mayPublish), and every
@@ -364,7 +364,7 @@ func (c *conn) onWAMP1Publish(ls *loopState, m *wamp.V1Message) {
 	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, s.connOfSession)
 	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: t.Topic, UserID: c.userID()})
-	s.post(p, false)
+	s.post(p)
 }
 
 // connOfSession maps a native or WAMP v1 session id back to its

@@ -11,7 +11,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
-// WAMP v2 ("wamp.2.json", SPEC §5.3): a broker, basic profile, with ticket
+// WAMP v2 ("wamp.2.json", docs/PROTOCOL.md): a broker, basic profile, with ticket
 // authentication (authid = userId, ticket = token). A session goes
 // fresh → challenged (HELLO with authid, CHALLENGE sent) → open (ticket
 // redeemed, WELCOME sent). Only the challenged phase keeps state
@@ -322,5 +322,5 @@ func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
 		ls.scratch = wamp.AppendV2Published(ls.scratch[:0], m.Request, p.id)
 		c.sendText(ls, ls.scratch)
 	}
-	s.post(p, false)
+	s.post(p)
 }

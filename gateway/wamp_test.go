@@ -215,7 +215,7 @@ func TestWAMP1SeedSubscribeAndEvent(t *testing.T) {
 	w.send(wampFrame(5, "o:en")) // CURIE → "open", a public topic
 	rec.find(t, "subscribe", "")
 	checkFor(t, func() bool { return s.Stats().Subscriptions == 2 })
-	if n := s.Publish("news", []byte(`{"h":1}`)); n != 1 {
+	if n, err := s.Publish("news", []byte(`{"h":1}`)); err != nil || n != 1 {
 		t.Fatalf("delivered %d", n)
 	}
 	ev := w.recvArray()
@@ -370,7 +370,7 @@ func TestWAMP2Broker(t *testing.T) {
 		t.Fatalf("ERROR %v", e)
 	}
 	rec.find(t, "subscribe_denied", "topic_denied")
-	if n := s.Publish("news", []byte(`{"h":1}`)); n != 2 {
+	if n, err := s.Publish("news", []byte(`{"h":1}`)); err != nil || n != 2 {
 		t.Fatalf("delivered %d", n)
 	}
 	b1, b2 := w.recv(), w2.recv()
@@ -507,7 +507,7 @@ func TestOnePublicationThreeProtocols(t *testing.T) {
 	checkFor(t, func() bool { return s.Stats().Subscriptions == 3 })
 
 	p := newPublication("news", []byte(`{"x":1}`))
-	if n := s.post(p, true); n != 3 {
+	if n, err := s.broker.Publish(p); err != nil || n != 3 {
 		t.Fatalf("delivered %d", n)
 	}
 	_ = nat.SetDeadline(time.Now().Add(5 * time.Second))
@@ -522,7 +522,10 @@ func TestOnePublicationThreeProtocols(t *testing.T) {
 		t.Fatalf("v2 %v", ev)
 	}
 	// The shared frames were encoded (native, v2); the v1 seed subscriber
-	// had its own, so the shared v1 frame never was.
+	// had its own, so the shared v1 frame never was. Publish returns
+	// before the writes: the loops' delivered count orders their encoding
+	// before the check.
+	checkFor(t, func() bool { return s.Stats().Delivered == 3 })
 	if p.enc[protoNative] == nil || p.enc[protoWAMP2] == nil || p.enc[protoWAMP1] != nil {
 		t.Fatalf("encoded frames: native %v v1 %v v2 %v", p.enc[protoNative] != nil, p.enc[protoWAMP1] != nil, p.enc[protoWAMP2] != nil)
 	}

@@ -1,4 +1,4 @@
-// Package admin is the admin HTTP API of SPEC §9: token minting, publishing,
+// Package admin is the admin HTTP API: token minting, publishing,
 // stats and health, behind a bearer key. It depends on the gateway only
 // through the small interfaces below, and never imports cmd or alerting.
 package admin
@@ -23,9 +23,12 @@ import (
 // MaxBodyBytes caps every request body.
 const MaxBodyBytes = 1 << 20
 
-// Publisher delivers a publication to local subscribers.
+// Publisher publishes to the subscribers of a topic (gateway.Server,
+// through its broker). Publish returns once the publication is queued for
+// delivery, with the number of local subscriptions it was queued for; an
+// error means it was not published.
 type Publisher interface {
-	Publish(topic string, data []byte) int
+	Publish(topic string, data []byte) (int, error)
 }
 
 // Minter mints tokens.
@@ -94,7 +97,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-// Error writes the SPEC §9 JSON error body.
+// Error writes the API's JSON error body {"error","message"}.
 func Error(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]string{"error": code, "message": msg})
 }
@@ -252,7 +255,13 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is not valid JSON")
 		return
 	}
-	n := a.o.Publisher.Publish(req.Topic, data)
+	n, err := a.o.Publisher.Publish(req.Topic, data)
+	if err != nil {
+		a.refuse(w, r, http.StatusServiceUnavailable, "publish_failed", err.Error())
+		return
+	}
+	// "delivered" counts the local subscriptions the publication was
+	// queued for; the writes to their sockets follow this answer.
 	writeJSON(w, http.StatusOK, map[string]int{"delivered": n})
 }
 

@@ -29,9 +29,9 @@ func (s *sjSink) events() []audit.Event {
 
 type sjPublisher struct{ got []string }
 
-func (p *sjPublisher) Publish(topic string, data []byte) int {
+func (p *sjPublisher) Publish(topic string, data []byte) (int, error) {
 	p.got = append(p.got, topic+" "+string(data))
-	return 1
+	return 1, nil
 }
 
 type sjMinter struct{ users []string }

@@ -1,4 +1,4 @@
-// Package feed runs the pollers of `feed:` topic rules (SPEC §7): while a
+// Package feed runs the pollers of `feed:` topic rules (docs/CONFIG.md): while a
 // topic has at least one subscriber anywhere, its rule's URL is fetched
 // every `every` and each good response is published to the topic. The
 // first subscriber starts the poller, the last one leaving stops it, and
@@ -40,8 +40,10 @@ const MaxDepth = schema.DefaultMaxDepth - 1
 
 // Options wire a Runner.
 type Options struct {
-	Rules    *topics.Set                         // where each topic's feed is configured
-	Publish  func(topic string, data []byte) int // delivers to local subscribers
+	Rules *topics.Set // where each topic's feed is configured
+	// Publish publishes data to topic (gateway.Server.Publish, through
+	// its broker); an error is audited as a failed poll.
+	Publish  func(topic string, data []byte) (int, error)
 	Audit    audit.Sink
 	Log      *logrus.Logger
 	Client   *http.Client // nil: a client with no redirects to other hosts and a per-poll timeout
@@ -167,7 +169,12 @@ func (r *Runner) once(ctx context.Context, topic, url string, every time.Duratio
 		r.o.Log.WithFields(logrus.Fields{"topic": topic, "reason": why}).WithError(err).Warn("feed poll published nothing")
 		return
 	}
-	r.o.Publish(topic, data)
+	if _, err := r.o.Publish(topic, data); err != nil {
+		r.failures.Add(1)
+		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: "feed_failed", Severity: audit.Warning,
+			Stage: audit.StageSystem, Topic: topic, Reason: "feed_publish", Detail: audit.Cap(err.Error())})
+		r.o.Log.WithField("topic", topic).WithError(err).Warn("feed poll fetched but could not publish")
+	}
 }
 
 // fetch returns the body of a good response, or why there is none.

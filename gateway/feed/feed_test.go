@@ -35,7 +35,10 @@ func TestFetchOutcomes(t *testing.T) {
 	var published []string
 	ev := &events{}
 	r := New(Options{Rules: rules, Audit: ev, MaxBytes: 80,
-		Publish: func(topic string, data []byte) int { published = append(published, string(data)); return 1 }})
+		Publish: func(topic string, data []byte) (int, error) {
+			published = append(published, string(data))
+			return 1, nil
+		}})
 	cases := []struct {
 		name, body string
 		status     int
@@ -73,7 +76,7 @@ func TestFetchOutcomes(t *testing.T) {
 func TestActiveIdleOnePoller(t *testing.T) {
 	rules, _ := topics.Compile([]topics.Rule{{Match: "t", Subscribe: topics.Public,
 		Feed: &topics.Feed{URL: "http://127.0.0.1:1/", Every: time.Hour}}, {Match: "plain", Subscribe: topics.Public}}, topics.Deny)
-	r := New(Options{Rules: rules, Publish: func(string, []byte) int { return 0 }})
+	r := New(Options{Rules: rules, Publish: func(string, []byte) (int, error) { return 0, nil }})
 	r.Active("t")
 	r.Active("t")
 	r.Active("plain") // no feed: nothing to run

@@ -1,5 +1,5 @@
 // Package native encodes the server side of the `portcullis.v1` wire protocol
-// (SPEC §5.1) and maps refusal reasons to its client-visible error codes.
+// (docs/PROTOCOL.md) and maps refusal reasons to its client-visible error codes.
 // Decoding and validation of client messages live in policy/schema.
 //
 // Encoders append to a caller's buffer and never allocate beyond its growth.
@@ -17,7 +17,7 @@ import (
 // Subprotocol is the name negotiated in Sec-WebSocket-Protocol.
 const Subprotocol = "portcullis.v1"
 
-// Code is a client-visible error code of SPEC §5.1.
+// Code is a client-visible error code of docs/PROTOCOL.md.
 type Code string
 
 // Error codes.
@@ -155,8 +155,6 @@ func AppendError(dst []byte, id int64, hasID bool, r reason.Reason, message stri
 	dst = AppendString(dst, message)
 	return append(dst, '}')
 }
-
-const hexdigits = "0123456789abcdef"
 
 // AppendString appends s as a JSON string, escaped as encoding/json does
 // without HTML escaping (the audit trail's encoder): invalid UTF-8 becomes

@@ -317,7 +317,7 @@ func TestIDs(t *testing.T) {
 	if _, ok := x.Conn(0); ok {
 		t.Fatal("Conn(0) accepted")
 	}
-	if x.Subscription("news") != x.Subscription("news") || x.Subscription("news") == x.Subscription("news2") {
+	if a, b := x.Subscription("news"), x.Subscription("news"); a != b || a == x.Subscription("news2") {
 		t.Fatal("subscription ids are not a function of the topic")
 	}
 	if !x.Subscription("news").Valid() {
