@@ -13,7 +13,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 )
 
-// Defaults of SPEC §12 (`alerting:`). A zero Config field means its default,
+// Defaults of docs/CONFIG.md (`alerting:`). A zero Config field means its default,
 // never "off" or "unlimited".
 const (
 	DefaultGroupWait      = 30 * time.Second
@@ -160,7 +160,7 @@ type Config struct {
 	MaxPerHour     int
 	Rules          []Rule
 
-	// Outbox retry policy (not in YAML; defaults fit SPEC §11).
+	// Outbox retry policy (not in YAML; defaults fit docs/ALERTS.md).
 	RetryBase time.Duration
 	RetryMax  time.Duration
 	Expire    time.Duration
@@ -180,7 +180,7 @@ const (
 	RuleSystem        = "gateway_trouble"
 )
 
-// DefaultRules returns the rules of SPEC §11, a fresh slice the caller may
+// DefaultRules returns the rules of docs/ALERTS.md, a fresh slice the caller may
 // change.
 func DefaultRules() []Rule {
 	attack := []string{RuleBan}

@@ -1,4 +1,4 @@
-// Package alerting owns the email alerts of SPEC §11: rules over audit
+// Package alerting owns the email alerts of docs/ALERTS.md: rules over audit
 // events, grouping like Alertmanager, inhibition, silences, an hourly cap,
 // a durable bbolt outbox and a hardened SMTP notifier.
 //
@@ -18,5 +18,6 @@
 // event to the sink given in Options.Audit; alert_* events given to Emit are
 // ignored so that the engine never feeds on its own reports.
 //
-// alerting imports audit and nothing from gateway, policy or cmd.
+// alerting imports audit and policy/statefile (the bbolt opener, for its
+// outbox), nothing else from policy and nothing from gateway or cmd.
 package alerting

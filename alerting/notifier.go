@@ -90,6 +90,3 @@ func (d Decision) String() string {
 	}
 	return "unknown"
 }
-
-// failed reports whether d is reported as alert_failed.
-func (d Decision) failed() bool { return d >= Retry }

@@ -19,7 +19,7 @@ import (
 // The SMTP notifier. go-mail/mail v2 composes the message (multipart
 // text+HTML, quoted-printable bodies, RFC 2047 Subject); the transport is
 // driven here over net/smtp, because go-mail's Dialer has four defects we
-// reproduced (DESIGN §7) and offers no per-dialer hook to fix them (only the
+// reproduced here and offers no per-dialer hook to fix them (only the
 // process-wide NetDialTimeout variable):
 //
 //   - its deadline is set after the greeting: a server that accepts and never

@@ -1,4 +1,4 @@
-// Package audit owns the audit trail: the Event model of SPEC §10, the sinks
+// Package audit owns the audit trail: the Event model of docs/AUDIT.md, the sinks
 // that write events, and (in sub-packages) verification and querying.
 //
 // audit imports nothing from gateway, policy or alerting: they emit events
@@ -24,7 +24,7 @@ const (
 
 var severityNames = [...]string{"info", "notice", "warning", "critical"}
 
-// String returns the SPEC §10 spelling of s.
+// String returns the docs/AUDIT.md spelling of s.
 func (s Severity) String() string {
 	if int(s) < len(severityNames) {
 		return severityNames[s]
@@ -32,7 +32,7 @@ func (s Severity) String() string {
 	return "unknown"
 }
 
-// ParseSeverity parses the SPEC §10 spelling of a severity.
+// ParseSeverity parses the docs/AUDIT.md spelling of a severity.
 func ParseSeverity(s string) (Severity, bool) {
 	for i, n := range severityNames {
 		if n == s {
@@ -63,7 +63,7 @@ const MaxFieldLen = 256
 // zero and omitted from the written line.
 type Event struct {
 	Time          time.Time // when it happened; set by the sink if zero
-	Event         string    // conn_open, auth_failed, … (SPEC §10)
+	Event         string    // conn_open, auth_failed, … (docs/AUDIT.md)
 	Severity      Severity
 	IP            string // derived client address
 	PeerIP        string // raw socket peer address (differs behind a proxy)

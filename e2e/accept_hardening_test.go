@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,22 +71,6 @@ func stillOpen(conns []net.Conn, wait time.Duration) []net.Conn {
 	return open
 }
 
-// statsOf returns GET /v1/stats.
-func (s *server) statsOf() map[string]any {
-	s.t.Helper()
-	code, out := s.api("GET", "/v1/stats", "")
-	if code != 200 {
-		s.t.Fatalf("GET /v1/stats: %d %v", code, out)
-	}
-	return out
-}
-
-func (s *server) strikes() int {
-	p, _ := s.statsOf()["pipeline"].(map[string]any)
-	n, _ := p["strikes"].(float64)
-	return int(n)
-}
-
 // One address opening 300 silent sockets (per_ip_connections 50) holds
 // at most its cap plus the small allowance of refused sockets waiting for
 // their 429: every other socket is reset at accept, audited, and struck at
@@ -105,7 +87,7 @@ func TestAcceptRefusedSocketsCapped(t *testing.T) {
 		t.Fatalf("%d of 300 silent sockets left open, want %d..%d (%d reset before connect returned)",
 			len(open), cap, cap+refusedAllowance, early)
 	}
-	if n := int(s.statsOf()["connections"].(float64)); n > cap+refusedAllowance {
+	if n := int(s.stats()["connections"].(float64)); n > cap+refusedAllowance {
 		t.Fatalf("server holds %d connections, want at most %d", n, cap+refusedAllowance)
 	}
 	// Refused at accept, for the cap and then for the attempt rate; each
@@ -180,37 +162,12 @@ func TestAcceptRefusedSocketsCapped(t *testing.T) {
 		t.Fatalf("ban audited as %v", ban)
 	}
 	checkFor(t, 5*time.Second, func() error {
-		if n := int(s.statsOf()["connections"].(float64)); n != 1 {
+		if n := int(s.stats()["connections"].(float64)); n != 1 {
 			return fmt.Errorf("%d connections open, want only 127.0.0.8's", n)
 		}
 		return nil
 	})
 	other.c.Close()
-}
-
-// procFDs counts the open descriptors of process pid.
-func procFDs(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// procCPU is the user plus system CPU time process pid has used.
-func procCPU(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line, in clock ticks (100 a second).
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // Out of file descriptors the gateway degrades instead of spinning: it

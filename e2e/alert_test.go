@@ -29,7 +29,8 @@ func startSMTP(t *testing.T) *smtpServer {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	dir := filepath.Join(t.TempDir(), "maildir")
-	cmd := exec.Command("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", port),
+	requireTool(t, "python3-aiosmtpd", hintAiosmtpd, pythonBinary, "-c", "import aiosmtpd")
+	cmd := exec.Command(pythonBinary, "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", port),
 		"-c", "aiosmtpd.handlers.Mailbox", dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -200,7 +201,7 @@ func TestAlertSilence(t *testing.T) {
   group_interval: 2s
 `, smtp.port))
 	cli := func(args ...string) string {
-		out, err := exec.Command(gwBinary, append(args, "--data", s.data)...).CombinedOutput()
+		out, err := exec.Command(gwBinary(t), append(args, "--data", s.data)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}

@@ -23,9 +23,6 @@ func subMsg(id int, topic, user, tok string) map[string]any {
 	return map[string]any{"op": "subscribe", "id": id, "topic": topic, "userId": user, "token": tok}
 }
 
-// wrongToken is a well-formed token the store never minted.
-func wrongToken(i int) string { return fmt.Sprintf("AAAAAAAAAAAAAAAAAAAAAA%010d", i) }
-
 // A statically blocked address is reset at accept before a byte is read.
 func TestAttackBlockedAtAccept(t *testing.T) {
 	s := startServer(t, "bans: {block: [\"127.0.0.9\"], allow: [\"127.0.0.1\"]}\n")
@@ -352,7 +349,7 @@ func TestBanAdmin(t *testing.T) {
 	}
 }
 
-// SPEC §8: allow-listed addresses are never banned, "even inside a banned
+// Allow-listed addresses are never banned, "even inside a banned
 // CIDR" (policy/bans.Config.Allowed). A manual ban of a range must not cut
 // the allow-listed address's live connections either.
 func TestBanRangeSparesAllowListedConnections(t *testing.T) {

@@ -1,6 +1,6 @@
 package e2e
 
-// End-to-end tests of the audit trail (SPEC §10): tamper evidence checked
+// End-to-end tests of the audit trail (docs/AUDIT.md): tamper evidence checked
 // by `portcullis audit verify`, crash safety under kill -9, log injection,
 // no token in clear anywhere, and `audit query` / `audit tail`.
 
@@ -30,19 +30,19 @@ func audGenerate(t *testing.T, s *server) {
 	ok, other := s.token("alice", "news"), s.token("bob", "news")
 	rc := dialRaw(t, s)
 	rc.frame(true, 1, []byte(fmt.Sprintf(`{"op":"subscribe","id":2,"topic":"news","userId":"alice","token":%q}`, other)), true)
-	if m := audReply(t, rc); m["code"] != "auth_failed" {
+	if m := rc.readMsg(); m["code"] != "auth_failed" {
 		t.Fatalf("token of another user: %v", m)
 	}
 	rc.frame(true, 1, []byte(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":"alice","token":%q}`, ok)), true)
-	if m := audReply(t, rc); m["op"] != "subscribed" {
+	if m := rc.readMsg(); m["op"] != "subscribed" {
 		t.Fatalf("subscribe: %v", m)
 	}
 	rc.frame(true, 1, []byte(`{"op":`), true)
-	if m := audReply(t, rc); m["code"] != "bad_request" {
+	if m := rc.readMsg(); m["code"] != "bad_request" {
 		t.Fatalf("bad JSON: %v", m)
 	}
 	rc.frame(true, 1, []byte(`{"op":"ping","id":3,"x":1}`), true)
-	if m := audReply(t, rc); m["code"] != "bad_request" {
+	if m := rc.readMsg(); m["code"] != "bad_request" {
 		t.Fatalf("schema violation: %v", m)
 	}
 	rc.frame(true, 8, []byte{0x03, 0xe8}, true)
@@ -87,19 +87,19 @@ func audRewrite(t *testing.T, path string, lines [][]byte, tail []byte) {
 // tampering with a copy makes `audit verify` exit 1 naming file:line.
 func TestAuditVerifyDetectsTampering(t *testing.T) {
 	start := time.Now()
-	s := audServe(t, audChurnConfig+"audit: {rotate_bytes: 1048576}\n", "")
+	s := startServer(t, audChurnConfig+"audit: {rotate_bytes: 1048576}\n")
 	// Fill the first file: each connection writes conn_open and conn_close.
-	for i := 0; audNum(audStats(s), "rotations") < 1; i++ {
+	for i := 0; num(s.statsOf("audit"), "rotations") < 1; i++ {
 		if i >= 20 {
-			t.Fatalf("no rotation after %d connections: %v", i*400, audStats(s))
+			t.Fatalf("no rotation after %d connections: %v", i*400, s.statsOf("audit"))
 		}
-		if _, err := audChurn(s.wsAddr, 400, 16, nil); err != nil {
+		if _, err := audChurn(s, 400, 16, nil); err != nil {
 			t.Fatalf("connection churn: %v", err)
 		}
 	}
 	t.Logf("rotated after %v", time.Since(start).Round(time.Millisecond))
 	audGenerate(t, s) // these land in the new active file
-	audStop(t, s)
+	s.stop()
 
 	dir := filepath.Join(s.data, "audit")
 	files := audTrail(t, dir)
@@ -232,12 +232,12 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 // durable, verify finds at most a truncated last line, and a restart on the
 // same data dir continues the chain.
 func TestAuditCrashKill9(t *testing.T) {
-	s := audServe(t, audChurnConfig, "")
-	first := audNum(audStats(s), "last_durable_seq")
+	s := startServer(t, audChurnConfig)
+	first := num(s.statsOf("audit"), "last_durable_seq")
 	stop := make(chan struct{})
 	churned := make(chan int64, 1)
 	go func() {
-		n, _ := audChurn(s.wsAddr, 0, 12, stop) // errors expected once the gateway is killed
+		n, _ := audChurn(s, 0, 12, stop) // errors expected once the gateway is killed
 		churned <- n
 	}()
 	defer func() {
@@ -249,20 +249,20 @@ func TestAuditCrashKill9(t *testing.T) {
 	}()
 	var durable uint64
 	checkFor(t, 20*time.Second, func() error {
-		st := audStats(s)
-		if durable = audNum(st, "last_durable_seq"); durable < first+1000 {
-			return fmt.Errorf("last_durable_seq %d (written %d), want ≥ %d", durable, audNum(st, "written"), first+1000)
+		st := s.statsOf("audit")
+		if durable = num(st, "last_durable_seq"); durable < first+1000 {
+			return fmt.Errorf("last_durable_seq %d (written %d), want ≥ %d", durable, num(st, "written"), first+1000)
 		}
 		return nil
 	})
-	st := audStats(s) // an even later value, read while the load goes on
-	if d := audNum(st, "last_durable_seq"); d > durable {
+	st := s.statsOf("audit") // an even later value, read while the load goes on
+	if d := num(st, "last_durable_seq"); d > durable {
 		durable = d
 	}
-	audKill9(t, s)
+	s.kill9()
 	close(stop)
 	t.Logf("killed at last_durable_seq %d (written %d, dropped %d), %d connections churned",
-		durable, audNum(st, "written"), audNum(st, "dropped"), <-churned)
+		durable, num(st, "written"), num(st, "dropped"), <-churned)
 
 	out, code := audVerify(t, s.data)
 	if code != 0 {
@@ -309,12 +309,12 @@ func TestAuditCrashKill9(t *testing.T) {
 	}
 
 	// Restart on the same data dir: the chain continues.
-	s2 := audServe(t, audChurnConfig, s.data)
-	if n, err := audChurn(s2.wsAddr, 20, 4, nil); err != nil || n != 20 {
+	s2 := startServerIn(t, audChurnConfig, s.data)
+	if n, err := audChurn(s2, 20, 4, nil); err != nil || n != 20 {
 		t.Fatalf("after restart: %d connections, %v", n, err)
 	}
 	audGenerate(t, s2)
-	audStop(t, s2)
+	s2.stop()
 	out, code = audVerify(t, s.data)
 	if code != 0 || !strings.Contains(out, "intact: ") {
 		t.Fatalf("verify after restart and clean stop: exit %d\n%s", code, out)
@@ -341,7 +341,7 @@ func TestAuditCrashKill9(t *testing.T) {
 // every line stays one valid JSON object, no string over 256 bytes + "…",
 // and the chain verifies.
 func TestAuditLogInjection(t *testing.T) {
-	s := audServe(t, "", "")
+	s := startServer(t, "")
 	evil := "x\n{\"level\":\"critical\",\"msg\":\"forged\",\"event\":\"ban\"}\u2028\u2029\r\x00\"}"
 	huge := strings.Repeat("é", 32<<10) // 64 KiB, two bytes a character
 	rc := dialRaw(t, s)
@@ -351,8 +351,8 @@ func TestAuditLogInjection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		audSend(rc, b, frag)
-		return audReply(t, rc)
+		rc.sendText(b, frag)
+		return rc.readMsg()
 	}
 	// Member names are echoed in the schema violation's JSON pointer.
 	for _, m := range []map[string]any{
@@ -412,7 +412,7 @@ func TestAuditLogInjection(t *testing.T) {
 		t.Logf("ban with an evil reason and actor: %d %v", code, out)
 	}
 	s.waitAudit(map[string]any{"event": "auth_failed", "stage": "admin", "reason": "admin_key_missing"})
-	audStop(t, s)
+	s.stop()
 
 	raw := audRead(t, filepath.Join(s.data, "audit", "audit.log"))
 	lines, tail := audLines(raw)
@@ -476,7 +476,7 @@ func TestAuditLogInjection(t *testing.T) {
 // their token_fp is in the trail instead.
 func TestAuditNoTokenInAnyFile(t *testing.T) {
 	cpDir := t.TempDir()
-	s := audServe(t, audChurnConfig+fmt.Sprintf("audit: {rotate_bytes: 1048576, checkpoint_dir: %q}\n", cpDir), "")
+	s := startServer(t, audChurnConfig+fmt.Sprintf("audit: {rotate_bytes: 1048576, checkpoint_dir: %q}\n", cpDir))
 	alice, bob, carol := s.token("alice", "news"), s.token("bob", "news"), s.token("carol", "sport")
 	cli, stderr, code := portcullis(t, nil, "token", "issue", "--user", "dave", "--topic", "news", "--data", s.data)
 	cli = strings.TrimSpace(cli)
@@ -489,7 +489,7 @@ func TestAuditNoTokenInAnyFile(t *testing.T) {
 	sub := func(rc *rawConn, topic, user, tok string) map[string]any {
 		t.Helper()
 		rc.frame(true, 1, []byte(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":%q,"userId":%q,"token":%q}`, topic, user, tok)), true)
-		return audReply(t, rc)
+		return rc.readMsg()
 	}
 	rc1 := dialRaw(t, s)
 	if m := sub(rc1, "news", "alice", alice); m["op"] != "subscribed" {
@@ -518,7 +518,7 @@ func TestAuditNoTokenInAnyFile(t *testing.T) {
 		`{"op":"subscribe","topic":"news","userId":"alice","token":"` + alice + `!"}`,
 	} {
 		rc3.frame(true, 1, []byte(msg), true)
-		if m := audReply(t, rc3); m["op"] != "error" {
+		if m := rc3.readMsg(); m["op"] != "error" {
 			t.Fatalf("%s: %v", msg, m)
 		}
 	}
@@ -541,11 +541,11 @@ func TestAuditNoTokenInAnyFile(t *testing.T) {
 	}
 	s.waitAudit(map[string]any{"event": "subscribe", "userId": "dave"})
 	// Rotate, so that the tokens' lines end up in a rotated (gzip'd) file.
-	for i := 0; audNum(audStats(s), "rotations") < 1; i++ {
+	for i := 0; num(s.statsOf("audit"), "rotations") < 1; i++ {
 		if i >= 20 {
-			t.Fatalf("no rotation: %v", audStats(s))
+			t.Fatalf("no rotation: %v", s.statsOf("audit"))
 		}
-		if _, err := audChurn(s.wsAddr, 400, 16, nil); err != nil {
+		if _, err := audChurn(s, 400, 16, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -553,7 +553,7 @@ func TestAuditNoTokenInAnyFile(t *testing.T) {
 	rc2.c.Close()
 	rc3.c.Close()
 	time.Sleep(300 * time.Millisecond) // let the janitor compress the rotated file
-	audStop(t, s)
+	s.stop()
 
 	var scanned []string
 	scan := func(name string, b []byte) {
@@ -616,19 +616,19 @@ func TestAuditNoTokenInAnyFile(t *testing.T) {
 // prints the last three lines; audit tail --follow prints an event written
 // after it started and exits 0 on SIGINT.
 func TestAuditQueryAndTail(t *testing.T) {
-	s := audServe(t, "", "")
+	s := startServer(t, "")
 	bob := s.token("bob", "news")
 	rc := dialRaw(t, s)
 	send := func(msg string) {
 		t.Helper()
 		rc.frame(true, 1, []byte(msg), true)
-		if m := audReply(t, rc); m["op"] != "error" {
+		if m := rc.readMsg(); m["op"] != "error" {
 			t.Fatalf("%s: %v", msg, m)
 		}
 	}
 	// Fewer than five of a kind, so none is folded into a summary.
 	for i := 0; i < 3; i++ {
-		send(fmt.Sprintf(`{"op":"subscribe","id":%d,"topic":"news","userId":"u%d","token":"%s"}`, i, i, wrongTokenFor(i)))
+		send(fmt.Sprintf(`{"op":"subscribe","id":%d,"topic":"news","userId":"u%d","token":"%s"}`, i, i, wrongToken(i)))
 	}
 	send(fmt.Sprintf(`{"op":"subscribe","id":9,"topic":"news","userId":"mallory","token":%q}`, bob))
 	send(`{"op":"ping","x":1}`)
@@ -641,7 +641,7 @@ func TestAuditQueryAndTail(t *testing.T) {
 	s.waitAudit(map[string]any{"event": "message_rejected", "reason": "schema_violation"})
 
 	// tail --follow while the gateway runs.
-	cmd := exec.Command(gwBinary, "audit", "tail", "--follow", "--json", "-n", "1", "--interval", "50ms", "--data", s.data)
+	cmd := exec.Command(gwBinary(t), "audit", "tail", "--follow", "--json", "-n", "1", "--interval", "50ms", "--data", s.data)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -707,7 +707,7 @@ func TestAuditQueryAndTail(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("tail --follow did not exit within 5 s of SIGINT")
 	}
-	audStop(t, s)
+	s.stop()
 
 	// The trail is now still: compare the commands with the file.
 	lines, _ := audLines(audRead(t, filepath.Join(s.data, "audit", "audit.log")))
@@ -760,8 +760,6 @@ func TestAuditQueryAndTail(t *testing.T) {
 		t.Fatalf("tail -n 3 --json: exit %d %s\n%s", code, errOut, out)
 	}
 }
-
-func wrongTokenFor(i int) string { return fmt.Sprintf("ZZZZZZZZZZZZZZZZZZZZZZ%010d", i) }
 
 // audFind returns the first of lines that parses and matches want.
 func audFind(t *testing.T, lines [][]byte, want map[string]any) map[string]any {

@@ -13,7 +13,7 @@ import (
 // portcullis runs the binary and returns stdout, stderr and the exit code.
 func portcullis(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(gwBinary, args...)
+	cmd := exec.Command(gwBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -37,6 +37,7 @@ func TestCLITokenAndPublish(t *testing.T) {
 	if code != 0 || len(tok) < 22 {
 		t.Fatalf("token issue: exit %d, %q %s", code, tok, stderr)
 	}
+	requireClient(t, "python")
 	res := make(chan []clientEvent, 1)
 	go func() {
 		res <- runClient(t, "python", s.wsURL, "portcullis.v1", "",
@@ -114,6 +115,8 @@ func TestPingTimeout(t *testing.T) {
 func TestClientPublish(t *testing.T) {
 	s := startServer(t, "topics:\n  - match: \"chat.*\"\n    subscribe: token\n    publish: token\n")
 	alice, bob := s.token("alice", "chat.*"), s.token("bob", "chat.*")
+	requireClient(t, "node")
+	requireClient(t, "python")
 	res := make(chan []clientEvent, 1)
 	go func() {
 		res <- runClient(t, "node", s.wsURL, "portcullis.v1", "",

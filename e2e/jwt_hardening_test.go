@@ -175,7 +175,7 @@ func TestJWTHardeningSecretFileMode(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(gwBinary, "serve", "--config", cfg, "--data", filepath.Join(t.TempDir(), "d"))
+	cmd := exec.Command(gwBinary(t), "serve", "--config", cfg, "--data", filepath.Join(t.TempDir(), "d"))
 	done := make(chan struct{})
 	var out []byte
 	var err error

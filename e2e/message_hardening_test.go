@@ -3,10 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,94 +43,6 @@ func wampFrom(t *testing.T, s *server, ip, proto string) *rawConn {
 		}
 	}
 	return rc
-}
-
-// maskedFrame is one masked client frame.
-func maskedFrame(fin bool, op byte, payload []byte) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	out := []byte{b0}
-	switch n := len(payload); {
-	case n <= 125:
-		out = append(out, 0x80|byte(n))
-	case n <= 0xffff:
-		out = append(out, 0x80|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, 0x80|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	key := []byte{7, 1, 9, 3}
-	out = append(out, key...)
-	for i, c := range payload {
-		out = append(out, c^key[i%4])
-	}
-	return out
-}
-
-// fragmented is payload as masked fragments of at most size bytes; with
-// finish false the last fragment does not end the message.
-func fragmented(payload []byte, size int, finish bool) []byte {
-	var out []byte
-	for i := 0; i < len(payload); i += size {
-		op := byte(1)
-		if i > 0 {
-			op = 0
-		}
-		end := min(i+size, len(payload))
-		out = append(out, maskedFrame(finish && end == len(payload), op, payload[i:end])...)
-	}
-	return out
-}
-
-// pongsAndClose reads until the close frame or EOF: the pongs seen and the
-// close code (-1: none).
-func (rc *rawConn) pongsAndClose() (pongs, code int) {
-	for {
-		op, p, err := rc.next()
-		if err != nil {
-			return pongs, -1
-		}
-		switch op {
-		case 10:
-			pongs++
-		case 8:
-			return pongs, closeCodeOf(p)
-		}
-	}
-}
-
-// serverStats is GET /v1/stats.
-func (s *server) serverStats() map[string]any {
-	s.t.Helper()
-	code, out := s.api("GET", "/v1/stats", "")
-	if code != 200 {
-		s.t.Fatalf("GET /v1/stats: %d %v", code, out)
-	}
-	return out
-}
-
-func (s *server) statNumber(key string) float64 {
-	s.t.Helper()
-	n, ok := s.serverStats()[key].(float64)
-	if !ok {
-		s.t.Fatalf("GET /v1/stats has no number %s", key)
-	}
-	return n
-}
-
-// cpuOf is the user plus system CPU time process pid has used.
-func cpuOf(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // A fragmented message never completed is closed 1008 once
@@ -259,7 +168,7 @@ func TestMessageHardeningWAMPCall(t *testing.T) {
 	pid := s.cmd.Process.Pid
 
 	// 20 such CALLs from 20 addresses (one each: each is a strike of 2).
-	cpu0 := cpuOf(t, pid)
+	cpu0 := procCPU(t, pid)
 	for i := 0; i < 20; i++ {
 		ip := fmt.Sprintf("127.0.1.%d", 10+i)
 		rc := wampFrom(t, s, ip, "wamp")
@@ -268,7 +177,7 @@ func TestMessageHardeningWAMPCall(t *testing.T) {
 			t.Fatalf("CALL from %s: close %d, want 1009", ip, code)
 		}
 	}
-	cpu := cpuOf(t, pid) - cpu0
+	cpu := procCPU(t, pid) - cpu0
 	t.Logf("server CPU for 20 connections with a 1 MB CALL each: %v", cpu)
 	if cpu > 300*time.Millisecond {
 		t.Fatalf("server used %v of CPU for 20 refused 1 MB CALLs; a full parse cost 620–740 ms, want under 300 ms", cpu)

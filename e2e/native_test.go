@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +18,7 @@ func TestSubscribeReceive(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			user := "u-" + kind
 			tok := s.token(user, "news")
+			requireClient(t, kind)
 			res := make(chan []clientEvent, 1)
 			go func() {
 				res <- runClient(t, kind, s.wsURL, "portcullis.v1", "",
@@ -138,122 +135,6 @@ func TestBadSubprotocol(t *testing.T) {
 	s.waitAudit(map[string]any{"event": "conn_rejected", "reason": "bad_subprotocol", "code": 400})
 }
 
-// rawConn is a hand-rolled client for what real clients refuse to send.
-type rawConn struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dialRaw(t *testing.T, s *server) *rawConn {
-	t.Helper()
-	c, err := net.Dial("tcp", s.wsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
-		"Sec-WebSocket-Protocol: portcullis.v1\r\n\r\n", s.wsAddr)
-	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
-	status, _ := rc.r.ReadString('\n')
-	if !strings.Contains(status, "101") {
-		t.Fatalf("handshake: %q", status)
-	}
-	for {
-		l, err := rc.r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l == "\r\n" {
-			break
-		}
-	}
-	if op, p := rc.read(); op != 1 || !strings.Contains(string(p), "welcome") {
-		t.Fatalf("first frame %d %q", op, p)
-	}
-	return rc
-}
-
-func (rc *rawConn) frame(fin bool, op byte, payload []byte, mask bool) {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	out := []byte{b0}
-	mb := byte(0)
-	if mask {
-		mb = 0x80
-	}
-	switch n := len(payload); {
-	case n <= 125:
-		out = append(out, mb|byte(n))
-	case n <= 0xffff:
-		out = append(out, mb|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, mb|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	if mask {
-		key := []byte{1, 2, 3, 4}
-		out = append(out, key...)
-		p := make([]byte, len(payload))
-		for i := range payload {
-			p[i] = payload[i] ^ key[i%4]
-		}
-		payload = p
-	}
-	_, _ = rc.c.Write(append(out, payload...))
-}
-
-// read returns the next server frame (servers never mask).
-func (rc *rawConn) read() (byte, []byte) {
-	h := make([]byte, 2)
-	if _, err := ioReadFull(rc.r, h); err != nil {
-		rc.t.Fatalf("read frame: %v", err)
-	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 126:
-		b := make([]byte, 2)
-		ioReadFull(rc.r, b)
-		n = int(binary.BigEndian.Uint16(b))
-	case 127:
-		b := make([]byte, 8)
-		ioReadFull(rc.r, b)
-		n = int(binary.BigEndian.Uint64(b))
-	}
-	p := make([]byte, n)
-	ioReadFull(rc.r, p)
-	return h[0] & 0x0f, p
-}
-
-// expectClose reads frames until a close frame and returns its code.
-func (rc *rawConn) expectClose() int {
-	for {
-		op, p := rc.read()
-		if op == 8 {
-			if len(p) < 2 {
-				return 1005
-			}
-			return int(binary.BigEndian.Uint16(p))
-		}
-	}
-}
-
-func ioReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // Frame-level violations close with their RFC 6455 code and are audited.
 func TestFrameViolations(t *testing.T) {
 	s := startServer(t, "")
@@ -351,24 +232,11 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
-func rssKB(t *testing.T, pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", fmt.Sprint(pid), "status"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			var n int
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:")), "%d", &n)
-			return n
-		}
-	}
-	return 0
-}
-
 // SIGTERM: every client gets 1001 and the server exits 0.
 func TestSigterm(t *testing.T) {
 	s := startServer(t, "")
+	requireClient(t, "node")
+	requireClient(t, "python")
 	res := make(chan []clientEvent, 2)
 	for _, kind := range []string{"node", "python"} {
 		go func(kind string) {

@@ -119,14 +119,6 @@ func (c *stepClient) wait() {
 	}
 }
 
-// needCmd fails (never skips) when a tool CI installs is missing here.
-func needCmd(t *testing.T, check ...string) {
-	t.Helper()
-	if out, err := exec.Command(check[0], check[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %v\n%s\n(.ci/run installs it: apt-get install -y python3-autobahn chromium; cd e2e && npm ci)", check, err, out)
-	}
-}
-
 // autobahnScenario runs the WAMP v2 scenario with one Autobahn client:
 // ticket join, subscribe to an allowed topic and receive a publication,
 // two forbidden subscriptions refused with wamp.error.not_authorized (a
@@ -219,22 +211,23 @@ func noRetry(t *testing.T, d map[string]any) {
 }
 
 func TestWAMPClientAutobahnPython(t *testing.T) {
-	needCmd(t, "/usr/bin/python3", "-c", "import autobahn")
+	requireTool(t, "python3-autobahn", hintAutobahn, pythonBinary, "-c", "import autobahn")
 	v, _ := exec.Command("/usr/bin/python3", "-c", "import autobahn; print(autobahn.__version__)").Output()
 	t.Logf("python3-autobahn %s (Debian bookworm ships 22.7.1)", strings.TrimSpace(string(v)))
 	autobahnScenario(t, "python3-autobahn", "/usr/bin/python3", "clients/autobahn_v2.py")
 }
 
 func TestWAMPClientAutobahnJS(t *testing.T) {
-	needCmd(t, "node", "-e", "if (require('autobahn/package.json').version !== '22.11.1') process.exit(1)")
+	requireTool(t, "AutobahnJS 22.11.1 in e2e/node_modules", hintNodeWS,
+		"node", "-e", "if (require('autobahn/package.json').version !== '22.11.1') process.exit(1)")
 	autobahnScenario(t, "autobahnjs", "node", "clients/autobahn_v2.js")
 }
 
 // TestWAMPClientChromium speaks WAMP v1 from a page in headless Chromium:
 // the browser's own WebSocket, Origin set by the browser, the seed topic.
 func TestWAMPClientChromium(t *testing.T) {
-	needCmd(t, "/usr/bin/chromium", "--version")
-	needCmd(t, "node", "-e", "require('playwright-core')")
+	requireTool(t, "Chromium", hintChromium, chromiumBinary, "--version")
+	requireTool(t, "playwright-core in e2e/node_modules", hintNodeWS, "node", "-e", "require('playwright-core')")
 
 	page, err := os.ReadFile("clients/wamp1_page.html")
 	if err != nil {

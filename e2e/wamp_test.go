@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// WAMP clients written from WAMP.md (no installable WAMP v1 client
+// WAMP clients written from the protocol (docs/PROTOCOL.md) (no installable WAMP v1 client
 // exists; the v2 one is a plain spec-conformant client), driving the
 // built binary over raw sockets.
 
@@ -72,13 +72,6 @@ func (rc *rawConn) readArray() []any {
 		}
 		return a
 	}
-}
-
-// closeCode reads until the close frame and returns its code.
-func (rc *rawConn) closeCode() int {
-	rc.t.Helper()
-	_, code := rc.drain()
-	return code
 }
 
 func wampMsg(v ...any) string {

@@ -1,12 +1,12 @@
-// Package query reads the audit trail of SPEC §10 back: it finds the trail's
+// Package query reads the audit trail of docs/AUDIT.md back: it finds the trail's
 // files in order, filters their JSON lines (audit query), counts them
 // (--count-by), shows the newest ones and follows the active file across
 // rotation (audit tail).
 //
 // query owns reading only. It depends on the trail's on-disk format, never on
-// the writer's code: it imports nothing from audit, gateway, policy or
-// alerting, so a broken or changing writer can never stop people from reading
-// what was already written.
+// the writer's code: it imports only audit/index from the project: nothing
+// from the audit writer, gateway, policy or alerting, so a broken or changing
+// writer can never stop people from reading what was already written.
 package query
 
 import (

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Severity ranks events, least to most urgent, as in SPEC §10.
+// Severity ranks events, least to most urgent, as in docs/AUDIT.md.
 type Severity uint8
 
 // Severities. The zero value, Info, is the lowest: a Filter with a zero

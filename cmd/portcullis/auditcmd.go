@@ -15,7 +15,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit/verify"
 )
 
-// auditVerifyCommand is `portcullis audit verify [PATH...]` (SPEC §3, §10):
+// auditVerifyCommand is `portcullis audit verify [PATH...]` (docs/AUDIT.md):
 // exit 0 when the trail is intact, 1 with every break as file:line: what.
 func auditVerifyCommand() *cobra.Command {
 	var data, keyFile, pubFile string

@@ -8,11 +8,9 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
-
-	"github.com/portcullis-gw/portcullis/cmd/portcullis/loadgen"
 )
 
-// Exit codes of SPEC §3.
+// Exit codes of every command.
 const (
 	exitOK      = 0
 	exitFailure = 1 // a failure the user can fix; the message says how
@@ -37,14 +35,7 @@ func failf(format string, a ...any) error {
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string) int {
-	root := &cobra.Command{
-		Use:           "portcullis",
-		Short:         "Portcullis: a security-focused WebSocket gateway",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
-		auditCommand(), alertCommand(), versionCommand(), loadgen.Command())
+	root := rootCommand()
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -61,6 +52,20 @@ func Main(args []string) int {
 	}
 	// cobra's own errors are usage errors: unknown command or flag, bad args.
 	return exitUsage
+}
+
+// rootCommand is portcullis and its commands. The load generator is a
+// command of its own, portcullis-bench, which this binary does not link.
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "portcullis",
+		Short:         "Portcullis: a security-focused WebSocket gateway",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
+		auditCommand(), alertCommand(), versionCommand())
+	return root
 }
 
 // auditCommand groups the audit trail tools.

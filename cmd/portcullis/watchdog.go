@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -17,7 +19,8 @@ import (
 
 // runMarker is <data>/running: present while a gateway runs, removed on a
 // clean stop. Finding it at start means the last run ended uncleanly
-// (crash, kill -9, power loss) — SPEC §11's "started after an unclean stop".
+// (crash, kill -9, power loss): the gateway audits that it started after an
+// unclean stop.
 func runMarker(dataDir string) string { return filepath.Join(dataDir, "running") }
 
 // checkUncleanStop reports a marker left by the previous run, then writes

@@ -1,4 +1,4 @@
-// Package config is the Portcullis configuration file (SPEC §12): the
+// Package config is the Portcullis configuration file (docs/CONFIG.md): the
 // embedded defaults, strict YAML loading with errors that name the file,
 // line, column and key, and the checks across keys. `serve` and
 // `config check` load configs through exactly this package.
@@ -120,7 +120,7 @@ type JWT struct {
 	Issuer        string   `yaml:"issuer"`          // required "iss" when set
 }
 
-// Topic is one topic rule (SPEC §7).
+// Topic is one topic rule (docs/CONFIG.md).
 type Topic struct {
 	Match        string `yaml:"match"`
 	Subscribe    string `yaml:"subscribe"`
@@ -148,14 +148,14 @@ type Audit struct {
 	CheckpointDir string        `yaml:"checkpoint_dir"` // copy of the signed checkpoints (another host)
 }
 
-// Alerting configures the on-call email alerts (SPEC §11).
+// Alerting configures the on-call email alerts (docs/ALERTS.md).
 type Alerting struct {
 	SMTP           SMTP          `yaml:"smtp"`
 	GroupWait      time.Duration `yaml:"group_wait"`      // wait before a new group's first mail
 	GroupInterval  time.Duration `yaml:"group_interval"`  // least time between mails of one group
 	RepeatInterval time.Duration `yaml:"repeat_interval"` // re-send a still-firing group after this
 	MaxPerHour     int           `yaml:"max_per_hour"`    // mails per hour at most, then one digest
-	Rules          []AlertRule   `yaml:"rules"`           // empty: the SPEC §11 defaults
+	Rules          []AlertRule   `yaml:"rules"`           // empty: the default rules (docs/ALERTS.md)
 }
 
 // SMTP is the mail server alerts go through. The password never lives in
@@ -212,7 +212,7 @@ var defaultYAML string
 // DefaultYAML is the complete default config with every key commented.
 func DefaultYAML() string { return defaultYAML }
 
-// Default returns the embedded defaults (SPEC §4).
+// Default returns the embedded defaults (docs/CONFIG.md).
 func Default() *Config {
 	c := &Config{}
 	if err := parse("(defaults)", []byte(defaultYAML), c); err != nil {

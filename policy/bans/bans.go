@@ -1,4 +1,4 @@
-// Package bans owns fail2ban-style automatic bans (SPEC §8 step 5, DESIGN §7):
+// Package bans owns fail2ban-style automatic bans (docs/ARCHITECTURE.md):
 // weighted strikes per client key (IPv4 /32, IPv6 /64 by default) within a
 // sliding FindTime; MaxRetry strike weight bans for BanTime; each repeat ban
 // within the repeat history lasts Factor times longer, capped by MaxTime.

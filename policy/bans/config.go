@@ -10,7 +10,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
-// Defaults of SPEC §12 (`bans:`). A zero Config field means its default.
+// Defaults of docs/CONFIG.md (`bans:`). A zero Config field means its default.
 const (
 	DefaultFindTime         = 10 * time.Minute // window strikes are summed over
 	DefaultMaxRetry         = 5                // strike weight within FindTime that bans
@@ -39,7 +39,7 @@ type Config struct {
 	// MaxTime caps the length of an automatic ban.
 	MaxTime time.Duration
 	// RepeatTime is how long, after a ban ends, it still counts as a previous
-	// ban for growth (default MaxTime: with the SPEC defaults a week). An
+	// ban for growth (default MaxTime: with the defaults a week). An
 	// address that stays quiet that long starts again at BanTime.
 	RepeatTime time.Duration
 	// DryRun counts strikes and reports automatic bans (Strike returns

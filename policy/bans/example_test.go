@@ -11,7 +11,7 @@ import (
 
 func Example() {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	m, err := bans.Open("", bans.Config{}, now) // SPEC defaults, in memory
+	m, err := bans.Open("", bans.Config{}, now) // the defaults, in memory
 	if err != nil {
 		panic(err)
 	}

@@ -1,5 +1,5 @@
-// Package blocklist owns Portcullis's static address lists (SPEC §8 step
-// 1, config `bans.block`, `bans.allow`, `bans.block_files`): an immutable
+// Package blocklist owns Portcullis's static address lists (pipeline step
+// 1 in docs/ARCHITECTURE.md, config `bans.block`, `bans.allow`, `bans.block_files`): an immutable
 // List of IPv4 and IPv6 CIDRs that answers "is this address on it" in a
 // few tens of nanoseconds whatever its size, the parsers for config
 // strings and for list files (FireHOL netsets, Spamhaus DROP), and a Set

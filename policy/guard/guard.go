@@ -1,5 +1,5 @@
-// Package guard is the address-keyed part of the validation pipeline (SPEC
-// §8 steps 1 and 5) seen from the gateway: allow-list, blocklist, bans,
+// Package guard is the address-keyed part of the validation pipeline (pipeline
+// steps 1 and 5, docs/ARCHITECTURE.md) seen from the gateway: allow-list, blocklist, bans,
 // per-address rate and connection caps, and strikes that turn into bans.
 // It composes policy/blocklist, policy/ratelimit and policy/bans, audits
 // every ban and unban with its actor, and tells the gateway to close the
@@ -109,7 +109,7 @@ func (g *Guard) IPv6Prefix() int {
 	return g.o.IPv6Prefix
 }
 
-// Admit decides for a new connection from addr (SPEC §8 step 1): an
+// Admit decides for a new connection from addr (pipeline step 1, docs/ARCHITECTURE.md): an
 // allow-listed address always passes and is never counted; a blocked or
 // banned one is refused; with limit, the address's connection rate and
 // open-connection cap apply and a success holds a slot until Release.
@@ -177,7 +177,7 @@ func isHandshakeFailure(r reason.Reason) bool {
 	return false
 }
 
-// Strike counts failure r against addr (SPEC §8 step 5). Allow-listed
+// Strike counts failure r against addr (pipeline step 5, docs/ARCHITECTURE.md). Allow-listed
 // addresses are never counted. A strike that bans is audited (critical)
 // and the prefix's live connections are closed.
 //

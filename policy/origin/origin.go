@@ -2,7 +2,7 @@
 // acceptable — the defence against cross-site WebSocket hijacking, where a
 // page on another site opens a socket with the visitor's cookies.
 //
-// Two modes, as SPEC §4 and §12 describe `origins:`:
+// Two modes, as docs/CONFIG.md describes `origins:`:
 //
 //   - an allow-list of exact scheme://host[:port] origins: the Origin must
 //     be one of them, after lowercasing ASCII and making default ports

@@ -25,7 +25,7 @@ func heapAlloc() uint64 {
 	return ms.HeapAlloc
 }
 
-// TestMemoryBounded is SPEC §8's "an attacker with a million addresses
+// TestMemoryBounded holds the rule "an attacker with a million addresses
 // cannot exhaust memory": two million /64s (one million under -race, which
 // is ~6x slower per key) at one table of 100,000 keys.
 func TestMemoryBounded(t *testing.T) {

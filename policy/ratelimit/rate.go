@@ -1,5 +1,5 @@
 // Package ratelimit owns Portcullis's per-address and per-connection rate
-// limits (SPEC §8 steps 1 and 3): the connection-attempt token bucket, the
+// limits (pipeline steps 1 and 3, docs/ARCHITECTURE.md): the connection-attempt token bucket, the
 // handshake-failure token bucket and the concurrent connection count of
 // every counted address prefix, held in a bounded table (LRU eviction, TTL
 // sweep), and the lazily allocated per-connection message limiter.
@@ -27,7 +27,7 @@ import (
 // MaxBurst is the largest Rate.Burst accepted (events).
 const MaxBurst = 1 << 30
 
-// Defaults of SPEC §12 (`limits:`), for callers that build a Config without
+// Defaults of docs/CONFIG.md (`limits:`), for callers that build a Config without
 // the config package (tests, tools). The config package supplies its own.
 var (
 	DefaultConnRate          = Rate{PerSecond: 10, Burst: 20} // connection attempts per address
@@ -41,7 +41,7 @@ var (
 //
 // A Rate whose PerSecond is zero or negative disables its check: every
 // event is allowed. This package applies no default to a Rate — the
-// config layer supplies the defaults of SPEC §12 and rejects a
+// config layer supplies the defaults of docs/CONFIG.md and rejects a
 // non-positive rate there, so "disabled" is only reachable on purpose.
 type Rate struct {
 	PerSecond float64 // events per second; <= 0 disables the check

@@ -62,7 +62,7 @@ func TestNewLimiterAndIdle(t *testing.T) {
 	if !Idle(l, t0) {
 		t.Fatal("new limiter not idle")
 	}
-	if !l.AllowN(t0, 1) || !l.AllowN(t0, 1) || l.AllowN(t0, 1) {
+	if first, second, third := l.AllowN(t0, 1), l.AllowN(t0, 1), l.AllowN(t0, 1); !first || !second || third {
 		t.Fatal("burst 1 must allow exactly 2 at once")
 	}
 	if Idle(l, t0.Add(999*time.Millisecond)) {

@@ -17,7 +17,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
-// Defaults for a zero Config field (SPEC §8, §12). Zero never means
+// Defaults for a zero Config field (docs/ARCHITECTURE.md and docs/CONFIG.md). Zero never means
 // "unlimited".
 const (
 	DefaultMaxEntries       = 100_000 // keys one Table holds at most

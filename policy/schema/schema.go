@@ -1,7 +1,7 @@
-// Package schema owns the shape of every inbound portcullis.v1 message (SPEC
-// §5.1) and of client-published data where a topic rule attaches a schema:
+// Package schema owns the shape of every inbound portcullis.v1 message (docs/PROTOCOL.md)
+// and of client-published data where a topic rule attaches a schema:
 // the size and nesting-depth caps checked on the raw bytes before any
-// parsing (SPEC §8 step 4), the JSON Schemas (draft 2020-12) embedded from
+// parsing (pipeline step 4, docs/ARCHITECTURE.md), the JSON Schemas (draft 2020-12) embedded from
 // schemas/*.json, and the translation of a failure into a Violation that
 // names the failing field without ever echoing the payload.
 //
@@ -35,7 +35,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
-// Defaults for a zero Limits field (SPEC §8, §12).
+// Defaults for a zero Limits field (docs/ARCHITECTURE.md and docs/CONFIG.md).
 const (
 	DefaultMaxBytes = 1 << 20 // bytes per message: limits.max_message_bytes
 	DefaultMaxDepth = 32      // nesting levels of arrays and objects

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Spec describes one kind of state file.
@@ -30,9 +31,9 @@ func Open(path string, s Spec) (_ *bolt.DB, err error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		switch {
-		case errors.Is(err, bolt.ErrTimeout):
+		case errors.Is(err, berrors.ErrTimeout):
 			err = fmt.Errorf("%w: file locked, is another portcullis using it?", err)
-		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 			err = fmt.Errorf("%w: corrupt or not a %s; %s", err, s.What, s.Hint)
 		}
 		return nil, fmt.Errorf("open %s %s: %w", s.What, path, err)

@@ -1,4 +1,4 @@
-// Package topics owns the topic rules of SPEC §7: which topic names are
+// Package topics owns the topic rules of docs/CONFIG.md: which topic names are
 // valid, which client may subscribe or publish to which topic, the per-topic
 // slow-consumer policy, schema and feed, and the pattern syntax shared by
 // rules and by tokens bound to topics.
@@ -123,7 +123,7 @@ const (
 )
 
 // Feed polls URL every Every while the rule's topic has subscribers and
-// publishes each response to it (SPEC §7 `feed:`).
+// publishes each response to it (docs/CONFIG.md `feed:`).
 type Feed struct {
 	URL   string        // absolute http or https URL, without user info
 	Every time.Duration // polling interval; zero means DefaultFeedEvery
@@ -184,7 +184,7 @@ type Set struct {
 }
 
 // Compile checks and compiles rules in config order; def is the subscribe
-// access for topics no rule matches ("" means token: SPEC §12, with no rule
+// access for topics no rule matches ("" means token: docs/CONFIG.md, with no rule
 // every topic needs a token). Publishing to a topic no rule matches is
 // always refused. All errors are reported at once, each naming the rule
 // index and its pattern.

@@ -245,7 +245,7 @@ func TestCanSubscribe(t *testing.T) {
 }
 
 func TestCanSubscribeDefaults(t *testing.T) {
-	// SPEC §12: with no rule, every topic needs a token.
+	// With no rule, every topic needs a token.
 	set := mustCompile(t, nil, "")
 	if got := set.CanSubscribe("anything", "", false); got != reason.TokenMissing {
 		t.Errorf("no rules, no token: %v", got)

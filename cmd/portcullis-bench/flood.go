@@ -1,4 +1,4 @@
-package loadgen
+package main
 
 import (
 	"bufio"
@@ -249,7 +249,7 @@ func startFlooders(wsURL string, n int, rate float64, addrs int, maxRun time.Dur
 	}
 	var fs flooders
 	for w := 0; w < n; w++ {
-		cmd := exec.Command(exe, "bench", "worker")
+		cmd := exec.Command(exe, "worker")
 		cmd.Stderr = os.Stderr
 		in, _ := cmd.StdinPipe()
 		outp, _ := cmd.StdoutPipe()
@@ -328,6 +328,7 @@ type phase struct {
 	expected  int64
 	delivered int64
 	lat       []float64 // sorted, µs
+	calls     []float64 // the publish calls' round trips (POST /v1/publish answered), sorted, µs
 	elapsed   time.Duration
 }
 
@@ -357,10 +358,12 @@ func publishPhase(t target, ws []*workerProc, ready int, topic string, rate floa
 	for i := 0; i < count; i++ {
 		<-tick.C
 		data := fmt.Sprintf(`{"seq":%d,"t":%d}`, i, time.Now().UnixNano())
+		t0 := time.Now()
 		if err := t.publish(topic, json.RawMessage(data)); err != nil {
 			tick.Stop()
 			return p, err
 		}
+		p.calls = append(p.calls, float64(time.Since(t0).Microseconds()))
 		p.sent++
 		progress("published %d/%d", p.sent, count)
 	}
@@ -386,6 +389,7 @@ func publishPhase(t target, ws []*workerProc, ready int, topic string, rate floa
 	p.elapsed = time.Since(start)
 	fmt.Fprintln(os.Stderr)
 	sortFloats(p.lat)
+	sortFloats(p.calls)
 	return p, nil
 }
 

@@ -1,11 +1,4 @@
-// Package loadgen is `portcullis bench`: it starts a gateway as a child
-// process, drives it with load-generator child processes (one process holds
-// at most ~19,900 sockets here), and reports server cost read from /proc:
-// RSS per connection, CPU per delivered message, latency, set-ups per second.
-//
-// It talks to the gateway only over its public interfaces (WebSocket and the
-// admin API) and imports nothing from gateway, policy or audit.
-package loadgen
+package main
 
 import (
 	"bufio"
@@ -24,109 +17,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
 // perWorker is the most connections one load-generator process opens.
 const perWorker = 7000
-
-// Command returns the `bench` command.
-func Command() *cobra.Command {
-	cmd := &cobra.Command{Use: "bench", Short: "load generator for Portcullis benchmarks (loopback only)"}
-	var conns, subs, count int
-	var fanoutProto string
-	var rate float64
-	var hold time.Duration
-	var peer, peerBin string
-	peerFlags := func(c *cobra.Command) {
-		c.Flags().StringVar(&peer, "peer", "", "also run the scenario against this peer and print the ratio (centrifugo)")
-		c.Flags().StringVar(&peerBin, "centrifugo-bin", "", "Centrifugo v6 binary (default: installed with go install into the user cache)")
-	}
-	idle := &cobra.Command{
-		Use:   "idle [--conns 15000] [--hold 5s] [--peer centrifugo]",
-		Short: "hold idle subscribed connections; report server RSS per connection and goroutines",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return compare(fmt.Sprintf("idle: %d subscribed connections", conns), peer, peerBin, idleScenario(conns, hold))
-		},
-	}
-	idle.Flags().IntVar(&conns, "conns", 15000, "connections")
-	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
-	peerFlags(idle)
-	fanout := &cobra.Command{
-		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--proto native|wamp1|wamp2] [--peer centrifugo]",
-		Short: "publish to many subscribers; report server CPU per delivered message and latency",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			switch fanoutProto {
-			case "native":
-				gatewayProto = "portcullis"
-			case "wamp1", "wamp2":
-				gatewayProto = fanoutProto
-			default:
-				return fmt.Errorf("--proto %q: native, wamp1 or wamp2", fanoutProto)
-			}
-			return compare(fmt.Sprintf("fanout (%s): %d subscribers × %d messages at %.0f/s", fanoutProto, subs, count, rate), peer, peerBin,
-				fanoutScenario(subs, rate, count))
-		},
-	}
-	fanout.Flags().StringVar(&fanoutProto, "proto", "native", "protocol the Portcullis subscribers speak: native, wamp1 (seed topic) or wamp2 (ticket auth)")
-	fanout.Flags().IntVar(&subs, "subs", 5000, "subscribers")
-	fanout.Flags().Float64Var(&rate, "rate", 5, "publications per second")
-	fanout.Flags().IntVar(&count, "count", 100, "publications")
-	peerFlags(fanout)
-	handshake := &cobra.Command{
-		Use:   "handshake [--conns 5000] [--peer centrifugo]",
-		Short: "connect + token + subscribe as fast as possible; report set-ups/s and server CPU per set-up",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return compare(fmt.Sprintf("handshake: %d connect+token+subscribe set-ups", conns), peer, peerBin, handshakeScenario(conns))
-		},
-	}
-	handshake.Flags().IntVar(&conns, "conns", 5000, "connections")
-	peerFlags(handshake)
-	var fs floodSettings
-	flood := &cobra.Command{
-		Use:   "flood [--subs 2000] [--rate 10] [--count 100] [--flood 5000]",
-		Short: "flood from a banned prefix; report server CPU per refused connection and subscribers' p99 under the flood",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if fs.rate <= 0 || fs.count <= 0 || fs.subs <= 0 || fs.flood <= 0 || fs.flooders <= 0 || fs.addrs <= 0 {
-				return errors.New("--subs, --rate, --count, --flood, --flooders and --flood-addrs must be positive")
-			}
-			g, err := startGateway()
-			if err != nil {
-				return err
-			}
-			r, err := floodScenario(fs)(g)
-			g.stop()
-			if err != nil {
-				return err
-			}
-			printResults(fmt.Sprintf("flood: %d subscribers × %d messages at %.0f/s, baseline then under %.0f connection attempts/s from banned %s",
-				fs.subs, fs.count, fs.rate, fs.flood, floodPrefix), []string{"portcullis"}, []result{r})
-			floodBars(r)
-			return nil
-		},
-	}
-	flood.Flags().IntVar(&fs.subs, "subs", 2000, "subscribers")
-	flood.Flags().Float64Var(&fs.rate, "rate", 10, "publications per second (each phase)")
-	flood.Flags().IntVar(&fs.count, "count", 100, "publications (each phase)")
-	flood.Flags().Float64Var(&fs.flood, "flood", 5000, "connection attempts per second from the banned prefix")
-	flood.Flags().DurationVar(&fs.window, "window", 5*time.Second, "flood-only window that measures server CPU per refused connection")
-	flood.Flags().IntVar(&fs.flooders, "flooders", 2, "flooding processes")
-	flood.Flags().IntVar(&fs.addrs, "flood-addrs", floodAddrsPerProc, "source addresses per flooding process (of 65,024 in the prefix)")
-	worker := &cobra.Command{
-		Use:    "worker",
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWorker(os.Stdin, os.Stdout)
-		},
-	}
-	cmd.AddCommand(idle, fanout, handshake, flood, worker)
-	return cmd
-}
 
 // gateway is the server child process.
 type gateway struct {
@@ -157,11 +51,9 @@ bans: {maxretry: 1000}
 
 var listenRE = regexp.MustCompile(`listening on ws://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
 
+// startGateway starts gatewayExe with the bench config in a new temporary
+// directory and waits until it listens.
 func startGateway() (*gateway, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find own binary: %w", err)
-	}
 	dir, err := os.MkdirTemp("", "portcullis-bench")
 	if err != nil {
 		return nil, err
@@ -178,7 +70,7 @@ func startGateway() (*gateway, error) {
 	if p := os.Getenv("PORTCULLIS_BENCH_MEMPROFILE"); p != "" {
 		args = append(args, "--memprofile", p) // written on SIGUSR1
 	}
-	g.cmd = exec.Command(exe, args...)
+	g.cmd = exec.Command(gatewayExe, args...)
 	stderr, _ := g.cmd.StderrPipe()
 	if err := g.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)

@@ -1,4 +1,4 @@
-package loadgen
+package main
 
 import (
 	"bufio"
@@ -129,7 +129,7 @@ func startWorkers(t target, mode string, toks []string, topic string, parallel i
 	var ws []*workerProc
 	for w, first := 0, 0; first < len(toks); w, first = w+1, first+perWorker {
 		last := min(first+perWorker, len(toks))
-		cmd := exec.Command(exe, "bench", "worker")
+		cmd := exec.Command(exe, "worker")
 		cmd.Stderr = os.Stderr
 		in, _ := cmd.StdinPipe()
 		outp, _ := cmd.StdoutPipe()
@@ -317,6 +317,8 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 		r.set("publish→receive p50", "ms", percentile(lat, 50)/1000)
 		r.set("publish→receive p99", "ms", percentile(lat, 99)/1000)
 		r.set("publish→receive max", "ms", percentile(lat, 100)/1000)
+		r.set("publish call p50", "ms", percentile(p.calls, 50)/1000)
+		r.set("publish call p99", "ms", percentile(p.calls, 99)/1000)
 		return r, nil
 	}
 }
