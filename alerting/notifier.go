@@ -25,12 +25,6 @@ type Notifier interface {
 	Notify(ctx context.Context, m Message) (retryable bool, err error)
 }
 
-// NotifierFunc adapts a function to Notifier.
-type NotifierFunc func(ctx context.Context, m Message) (bool, error)
-
-// Notify calls f.
-func (f NotifierFunc) Notify(ctx context.Context, m Message) (bool, error) { return f(ctx, m) }
-
 // notification is what flows from dispatch through the filter stages to the
 // outbox: a snapshot of one group, or a digest.
 type notification struct {

@@ -7,8 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
 )
@@ -31,22 +29,12 @@ var (
 // lineFormatter turns events into templates. It is not safe for concurrent
 // use: each formatter goroutine has its own.
 type lineFormatter struct {
-	f      *logrus.JSONFormatter
-	fields logrus.Fields
-	buf    bytes.Buffer
-	node   string
-	boot   string
+	node string
+	boot string
 }
 
 func newLineFormatter(node, boot string) *lineFormatter {
-	return &lineFormatter{
-		f: &logrus.JSONFormatter{
-			TimestampFormat:   time.RFC3339Nano,
-			DisableHTMLEscape: true,
-			FieldMap:          logrus.FieldMap{logrus.FieldKeyTime: "time", logrus.FieldKeyMsg: "event", logrus.FieldKeyLevel: "level"},
-		},
-		fields: make(logrus.Fields, 32), node: Cap(node), boot: boot,
-	}
+	return &lineFormatter{node: Cap(node), boot: boot}
 }
 
 // template appends to dst the template of e: the formatter's output without
@@ -123,65 +111,6 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 	dst = str(dst, "userId", e.UserID)
 	dst[start] = '{' // the first member's leading comma
 	return dst
-}
-
-// logrusTemplate is template done by logrus' JSONFormatter itself: the
-// reference the fast path is tested against.
-func (lf *lineFormatter) logrusTemplate(dst []byte, e *Event) []byte {
-	f := lf.fields
-	clear(f)
-	f["seq"] = uint64(0)
-	f["prev"] = string(chain.ZeroMAC)
-	f["severity"] = e.Severity.String()
-	f["boot"] = lf.boot
-	add := func(k, v string) {
-		if v != "" {
-			f[k] = Cap(v)
-		}
-	}
-	add("node", lf.node)
-	add("ip", e.IP)
-	add("peer_ip", e.PeerIP)
-	add("counted_prefix", e.CountedPrefix)
-	add("stage", string(e.Stage))
-	add("proto", e.Proto)
-	add("userId", e.UserID)
-	add("topic", e.Topic)
-	add("reason", e.Reason)
-	add("detail", e.Detail)
-	add("token_fp", e.TokenFP)
-	add("actor", e.Actor)
-	if e.RedeemedIP != "" {
-		f["redeemed_ip"] = Cap(e.RedeemedIP)
-		f["redeemed_ago_s"] = e.RedeemedAgoS
-	}
-	if e.Conn != 0 {
-		f["conn"] = e.Conn
-	}
-	if e.Code != 0 {
-		f["code"] = e.Code
-	}
-	if e.Event == "conn_close" || e.DurationMS != 0 {
-		f["duration_ms"] = e.DurationMS
-	}
-	if e.Count != 0 {
-		f["count"] = e.Count
-	}
-	if !e.First.IsZero() {
-		f["first"] = e.First.UTC().Format(time.RFC3339Nano)
-	}
-	if !e.Last.IsZero() {
-		f["last"] = e.Last.UTC().Format(time.RFC3339Nano)
-	}
-	lf.buf.Reset()
-	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: logrus.InfoLevel, Message: Cap(e.Event), Buffer: &lf.buf}
-	out, err := lf.f.Format(&entry)
-	out = bytes.TrimRight(out, "\n")
-	if err != nil || len(out) < 2 || out[len(out)-1] != '}' {
-		// Cannot happen with these value types; keep the chain well-formed.
-		return append(dst, `{"event":"audit_format_error","prev":"`+string(chain.ZeroMAC)+`","seq":0`...)
-	}
-	return append(dst, out[:len(out)-1]...)
 }
 
 // AppendJSONString appends s as a JSON string exactly as encoding/json

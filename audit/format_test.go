@@ -46,6 +46,7 @@ func eventFrom(r *rand.Rand, pick func() string) Event {
 
 func TestTemplateMatchesLogrus(t *testing.T) {
 	lf := newLineFormatter("node \"1\"", "b00t")
+	ref := newLogrusRef(lf)
 	r := rand.New(rand.NewPCG(1, 2))
 	pick := func() string { return nasty[r.IntN(len(nasty))] }
 	for i := 0; i < 5000; i++ {
@@ -54,9 +55,9 @@ func TestTemplateMatchesLogrus(t *testing.T) {
 			e.Event = "x"
 		}
 		fast := lf.template(nil, &e)
-		ref := lf.logrusTemplate(nil, &e)
-		if !bytes.Equal(fast, ref) {
-			t.Fatalf("event %+v\nfast   %s\nlogrus %s", e, fast, ref)
+		want := ref.template(nil, &e)
+		if !bytes.Equal(fast, want) {
+			t.Fatalf("event %+v\nfast   %s\nlogrus %s", e, fast, want)
 		}
 	}
 }
@@ -66,17 +67,19 @@ func FuzzTemplateMatchesLogrus(f *testing.F) {
 		f.Add(s, s, uint64(1), 1)
 	}
 	lf := newLineFormatter("n", "b")
+	ref := newLogrusRef(lf)
 	f.Fuzz(func(t *testing.T, a, b string, conn uint64, code int) {
 		e := Event{Time: time.Unix(1, 2), Event: "e" + a, IP: b, Detail: a + b, UserID: b, Conn: conn, Code: code,
 			RedeemedIP: a, RedeemedAgoS: int64(code)}
-		if fast, ref := lf.template(nil, &e), lf.logrusTemplate(nil, &e); !bytes.Equal(fast, ref) {
-			t.Fatalf("fast   %s\nlogrus %s", fast, ref)
+		if fast, want := lf.template(nil, &e), ref.template(nil, &e); !bytes.Equal(fast, want) {
+			t.Fatalf("fast   %s\nlogrus %s", fast, want)
 		}
 	})
 }
 
 func BenchmarkTemplate(b *testing.B) {
 	lf := newLineFormatter("node", "boot")
+	ref := newLogrusRef(lf)
 	e := Event{Time: time.Now(), Event: "auth_failed", Severity: Warning, IP: "203.0.113.9", PeerIP: "203.0.113.9",
 		CountedPrefix: "203.0.113.9/32", Conn: 123456, Proto: "portcullis.v1", Stage: StageMessage, UserID: "42",
 		Topic: "user.42.inbox", Reason: "token_replayed", TokenFP: "deadbeef"}
@@ -90,7 +93,7 @@ func BenchmarkTemplate(b *testing.B) {
 	b.Run("logrus", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			dst = lf.logrusTemplate(dst[:0], &e)
+			dst = ref.template(dst[:0], &e)
 		}
 	})
 }

@@ -55,9 +55,9 @@ type conn struct {
 	closeReason reason.Reason // why it closed, once known
 	closeCode   uint16        // close code sent or received
 
-	peer4 bool      // the peer is an IPv4 address (peerIP holds it mapped)
-	unsup uint8     // unsupported requests in a row; see unsupported
-	msg   msgBucket // message-rate bucket
+	peer4 bool                 // the peer is an IPv4 address (peerIP holds it mapped)
+	unsup uint8                // unsupported requests in a row; see unsupported
+	msg   ratelimit.ConnBucket // message-rate bucket
 	// held is how many inbound bytes this connection has charged to its
 	// address's budget (Server.inbound): its parser's partial frame and
 	// message, its WAMP v1 PREFIX table and stored topic strings.
@@ -206,9 +206,7 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 			}
 			c.missed++
 			c.enqueue(ls, pingFrame, false)
-			if r := ls.srv.opts.Limits.MsgRate; r.PerSecond > 0 {
-				r.settle(&c.msg, ns-c.opened) // keeps its clock from wrapping
-			}
+			c.msg.Settle(ls.srv.opts.Limits.MsgRate, time.Duration(ns-c.opened)) // keeps its clock from wrapping
 			c.nextPing = ns + int64(lim.PingInterval)
 		}
 		c.rescheduleOpen(ls)
@@ -354,7 +352,7 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	if c.state != stateOpen {
 		return errStop
 	}
-	if !ls.srv.opts.Limits.MsgRate.allow(&c.msg, ls.loop.Now.UnixNano()-c.opened) {
+	if !c.msg.Allow(ls.srv.opts.Limits.MsgRate, time.Duration(ls.loop.Now.UnixNano()-c.opened)) {
 		c.rateLimited(ls)
 		if c.banNow(ls) || c.state != stateOpen {
 			return errStop
@@ -424,7 +422,7 @@ func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
 	case ws.OpPing:
 		// A ping costs a message of the rate: over it there is no pong,
 		// and a client that keeps pinging is closed.
-		if !ls.srv.opts.Limits.MsgRate.allow(&c.msg, ls.loop.Now.UnixNano()-c.opened) {
+		if !c.msg.Allow(ls.srv.opts.Limits.MsgRate, time.Duration(ls.loop.Now.UnixNano()-c.opened)) {
 			n := c.flags.denials() + 1
 			c.flags.setDenials(n)
 			if n > maxDenials {

@@ -12,6 +12,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
@@ -213,7 +214,7 @@ func TestInboundBudgetWAMP1Tables(t *testing.T) {
 // Pings take from the message rate: beyond it there is no pong, and a
 // client that keeps pinging is closed 1008, audited once.
 func TestPingBudget(t *testing.T) {
-	s, rec := startLimitedServer(t, Limits{MsgRate: Rate{PerSecond: 10, Burst: 5}})
+	s, rec := startLimitedServer(t, Limits{MsgRate: ratelimit.Rate{PerSecond: 10, Burst: 5}})
 	w := dialProto(t, s, "wamp")
 	w.recv()
 	var buf bytes.Buffer
@@ -320,7 +321,7 @@ func TestWAMPRefusedByType(t *testing.T) {
 // faster than it allows.
 func TestBytesRate(t *testing.T) {
 	s, rec := startLimitedServer(t, Limits{MaxMessageBytes: 64 << 10, MaxFrameBytes: 64 << 10,
-		BytesRate: Rate{PerSecond: 32 << 10, Burst: 128 << 10}})
+		BytesRate: ratelimit.Rate{PerSecond: 32 << 10, Burst: 128 << 10}})
 	w := dialProto(t, s, "wamp")
 	w.recv()
 	msg := []byte(wampFrame(1, "p", "http://example.com/"+strings.Repeat("x", 400)))

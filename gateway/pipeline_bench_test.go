@@ -62,7 +62,7 @@ func BenchmarkSubscribePipeline(b *testing.B) {
 		if v != nil {
 			b.Fatal(v.Message)
 		}
-		if _, r := c.authorize(ls, &m); r != reason.None {
+		if _, r := c.authorizeWith(ls, &m, nil); r != reason.None {
 			b.Fatalf("subscribe refused: %v", r)
 		}
 	}

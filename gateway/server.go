@@ -51,21 +51,21 @@ import (
 // Limits are the per-connection and global limits of docs/CONFIG.md. A zero field
 // means the default, never "unlimited".
 type Limits struct {
-	MaxConnections       int           // open connections in all (100,000)
-	MaxFrameBytes        int           // largest accepted frame payload (64 KiB)
-	MaxMessageBytes      int           // largest reassembled message (1 MiB)
-	HandshakeTimeout     time.Duration // time to send a complete upgrade request (10 s)
-	HandshakeBytes       int           // largest upgrade request (8 KiB)
-	PingInterval         time.Duration // server pings (25 s); two missed pongs close
-	WriteQueueBytes      int           // bytes queued for one slow client before it is a slow consumer (256 KiB)
-	WriteStallTimeout    time.Duration // time without write progress before it is a slow consumer (10 s)
-	MaxSubscriptionsConn int           // subscriptions per connection (100)
-	SendBufferBytes      int           // SO_SNDBUF per connection (64 KiB)
-	MsgRate              Rate          // messages (and pings) per connection; zero PerSecond: unlimited
-	MessageTimeout       time.Duration // a message (or frame) whose first byte arrived must complete within it (10 s)
-	InboundBufferPerIP   int           // inbound bytes held per counted address: unfinished messages, WAMP v1 tables (4 MiB)
-	InboundBufferTotal   int           // inbound bytes held in all (256 MiB)
-	BytesRate            Rate          // inbound bytes per second per counted address (Burst in bytes); zero PerSecond: unlimited
+	MaxConnections       int            // open connections in all (100,000)
+	MaxFrameBytes        int            // largest accepted frame payload (64 KiB)
+	MaxMessageBytes      int            // largest reassembled message (1 MiB)
+	HandshakeTimeout     time.Duration  // time to send a complete upgrade request (10 s)
+	HandshakeBytes       int            // largest upgrade request (8 KiB)
+	PingInterval         time.Duration  // server pings (25 s); two missed pongs close
+	WriteQueueBytes      int            // bytes queued for one slow client before it is a slow consumer (256 KiB)
+	WriteStallTimeout    time.Duration  // time without write progress before it is a slow consumer (10 s)
+	MaxSubscriptionsConn int            // subscriptions per connection (100)
+	SendBufferBytes      int            // SO_SNDBUF per connection (64 KiB)
+	MsgRate              ratelimit.Rate // messages (and pings) per connection; zero PerSecond: unlimited
+	MessageTimeout       time.Duration  // a message (or frame) whose first byte arrived must complete within it (10 s)
+	InboundBufferPerIP   int            // inbound bytes held per counted address: unfinished messages, WAMP v1 tables (4 MiB)
+	InboundBufferTotal   int            // inbound bytes held in all (256 MiB)
+	BytesRate            ratelimit.Rate // inbound bytes per second per counted address (Burst in bytes); zero PerSecond: unlimited
 }
 
 func (l *Limits) setDefaults() {
@@ -224,7 +224,7 @@ func Start(o Options) (*Server, error) {
 		localTopics: make(map[string]*localTopic)}
 	inbound, err := ratelimit.NewInbound(ratelimit.InboundConfig{
 		HeldPerKey: int64(o.Limits.InboundBufferPerIP), HeldTotal: int64(o.Limits.InboundBufferTotal),
-		Rate: ratelimit.Rate{PerSecond: o.Limits.BytesRate.PerSecond, Burst: o.Limits.BytesRate.Burst}})
+		Rate: o.Limits.BytesRate})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

@@ -85,14 +85,10 @@ func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 	}
 }
 
-// authorize decides whether this connection may subscribe to m.Topic,
-// redeeming m.Token where the rule needs one.
-func (c *conn) authorize(ls *loopState, m *schema.Message) (fp string, r reason.Reason) {
-	return c.authorizeWith(ls, m, nil)
-}
-
-// authorizeWith is authorize where g, if not nil, is a grant already
-// redeemed on this connection (a WAMP v2 ticket) standing in for m.Token.
+// authorizeWith decides whether this connection may subscribe to m.Topic,
+// redeeming m.Token where the rule needs one; g, if not nil, is a grant
+// already redeemed on this connection (a WAMP v2 ticket) standing in for
+// m.Token.
 func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason) {
 	fp, r, _ = c.authorizeSpent(ls, m, g)
 	return fp, r
@@ -131,22 +127,14 @@ func spentEvent(e *audit.Event, r reason.Reason, res tokens.Result, now time.Tim
 
 // authorizeSpent is authorizeWith, also returning the token source's
 // answer when redeeming m.Token failed (see spentEvent); a zero Result
-// otherwise.
+// otherwise. The topic rules decide through topics.Set.CanSubscribe: first
+// without a token (a public or denied topic ends there; a topic that needs
+// one comes back TokenMissing), then, once the token is redeemed and
+// covers the topic, with it (the {userId} check).
 func (c *conn) authorizeSpent(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason, res tokens.Result) {
-	s := ls.srv
-	rule := s.opts.Topics.Match(m.Topic)
-	access := s.opts.Topics.Default()
-	if rule != nil {
-		access = rule.Subscribe
-	}
-	switch access {
-	case topics.Deny:
-		return "", reason.TopicDenied, res
-	case topics.Public:
-		if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
-			return "", reason.TopicOtherUser, res
-		}
-		return "", reason.None, res
+	set := ls.srv.opts.Topics
+	if r = set.CanSubscribe(m.Topic, m.UserID, false); r != reason.TokenMissing {
+		return "", r, res
 	}
 	if g == nil {
 		if m.Token == "" {
@@ -166,8 +154,8 @@ func (c *conn) authorizeSpent(ls *loopState, m *schema.Message, g *tokens.Grant)
 	if !g.Allows(m.Topic, m.UserID) {
 		return fp, reason.TokenTopicMismatch, res
 	}
-	if rule != nil && !topics.RuleAllowsUser(rule, m.Topic, m.UserID) {
-		return fp, reason.TopicOtherUser, res
+	if r = set.CanSubscribe(m.Topic, m.UserID, true); r != reason.None {
+		return fp, r, res
 	}
 	c.addGrant(ls, g)
 	return fp, reason.None, res
@@ -309,24 +297,30 @@ func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 	s.post(newPublication(topic, data))
 }
 
-// mayPublish decides whether this connection may publish to topic: the
-// rule says `publish: token` and a live token redeemed here covers it.
+// mayPublish decides whether this connection may publish to topic, and
+// returns the topic's rule when it may: topics.Set.CanPublish must allow
+// it for the user of a live token redeemed here that covers the topic.
+// With no token redeemed here the answer is TokenMissing; with tokens
+// that do not cover the topic, PublishDenied.
 func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Reason) {
-	rule := ls.srv.opts.Topics.Match(topic)
-	r := reason.PublishDenied
-	if rule != nil && rule.Publish == topics.Token {
-		now := ls.loop.Now
-		c.eachGrant(ls, func(g *tokens.Grant) bool {
-			if g.ValidAt(now) && g.Allows(topic, g.UserID()) &&
-				topics.RuleAllowsUser(rule, topic, g.UserID()) {
-				r = reason.None
-				return false
-			}
-			return true
-		})
-		if r != reason.None && c.grant == nil {
-			r = reason.TokenMissing
-		}
+	set := ls.srv.opts.Topics
+	if r := set.CanPublish(topic, "", false); r != reason.TokenMissing {
+		return nil, r // no rule, or the rule says deny
 	}
-	return rule, r
+	r := reason.TokenMissing
+	if c.grant != nil {
+		r = reason.PublishDenied
+	}
+	now := ls.loop.Now
+	c.eachGrant(ls, func(g *tokens.Grant) bool {
+		if g.ValidAt(now) && g.Allows(topic, g.UserID()) && set.CanPublish(topic, g.UserID(), true) == reason.None {
+			r = reason.None
+			return false
+		}
+		return true
+	})
+	if r != reason.None {
+		return nil, r
+	}
+	return set.Match(topic), reason.None
 }

@@ -62,36 +62,3 @@ func TestDropEvents(t *testing.T) {
 		t.Fatal("news2 event taken for a news event")
 	}
 }
-
-func TestMsgBucket(t *testing.T) {
-	r := Rate{PerSecond: 10, Burst: 4} // 5 at once, then one per 100 ms
-	var b msgBucket
-	ms := func(n int64) int64 { return n * int64(1e6) }
-	for i := 0; i < 5; i++ {
-		if !r.allow(&b, ms(0)) {
-			t.Fatalf("burst message %d refused", i)
-		}
-	}
-	if r.allow(&b, ms(0)) {
-		t.Fatal("6th message at once allowed")
-	}
-	if r.allow(&b, ms(50)) {
-		t.Fatal("allowed after 50 ms")
-	}
-	if !r.allow(&b, ms(101)) {
-		t.Fatal("refused after 100 ms")
-	}
-	// A long quiet spell refills to the burst, not beyond.
-	r.settle(&b, ms(3_600_000))
-	for i := 0; i < 5; i++ {
-		if !r.allow(&b, ms(3_600_000)) {
-			t.Fatalf("after an hour, message %d refused", i)
-		}
-	}
-	if r.allow(&b, ms(3_600_000)) {
-		t.Fatal("bucket refilled beyond its burst")
-	}
-	if !(Rate{}).allow(&b, 0) {
-		t.Fatal("disabled rate refused")
-	}
-}

@@ -16,7 +16,7 @@ import (
 // WAMP v1 ("wamp", docs/PROTOCOL.md) and what both WAMP versions share. The
 // messages go through the native pipeline: every topic, userId and token
 // is checked by the native subscribe schema (checkSubscribe), then by the
-// same token and topic-rule code (authorize, mayPublish), and every
+// same token and topic-rule code (authorizeSpent, mayPublish), and every
 // refusal is one audit event through c.emit. v1 has no error replies:
 // malformed messages close with 1007, refused requests with 1008 (a clean
 // close: AutobahnJS 0.8 does not reconnect after it).

@@ -110,18 +110,10 @@ func (b Bloom) Has(s string) bool {
 	return true
 }
 
-// NormIP is the form of an address value that goes into the ip filter: an
-// address (or address:port) unmapped, without zone, in canonical form;
+// HashIP is the hash of an address value as it goes into the ip filter:
+// an address (or address:port) unmapped, without zone, in canonical form;
 // other values as they are. audit query looks up a single address in that
-// form.
-func NormIP(s string) string {
-	if a, ok := parseAddr(s); ok {
-		return a.String()
-	}
-	return s
-}
-
-// HashIP is Hash(NormIP(s)), without allocating.
+// form. It does not allocate.
 func HashIP(s string) uint64 {
 	// Fast path: a dotted quad, alone or with a port, is already in the
 	// canonical form if it parses at all (netip rejects leading zeros),
@@ -212,7 +204,7 @@ type Summary struct {
 	Severities map[string]int64 `json:"severities"`
 	BloomBits  int              `json:"bloom_bits"`
 	BloomK     int              `json:"bloom_k"`
-	// Bloom filters of the values written: ip and peer_ip (NormIP),
+	// Bloom filters of the values written: ip and peer_ip (see HashIP),
 	// counted_prefix, userId, topic. They are the object's last members,
 	// base64 strings in this order (bloomKeys), so that a reader that does
 	// not need them stops before them and one that does decodes them
@@ -321,10 +313,8 @@ func Write(path string, s *Summary) error {
 	return nil
 }
 
-// Read reads and checks the shape of the idx at path.
-func Read(path string) (*Summary, error) { return read(path, true) }
-
-// read skips decoding the Bloom filters unless blooms is set.
+// read reads and checks the shape of the idx at path; it skips decoding
+// the Bloom filters unless blooms is set.
 func read(path string, blooms bool) (*Summary, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -458,7 +448,7 @@ const (
 )
 
 // Set fills h from a line's values as written (already capped); empty
-// values are absent. ip and peerIP are normalized with NormIP.
+// values are absent. ip and peerIP are normalized as HashIP does.
 func (h *Hashes) Set(ip, peerIP, countedPrefix, user, topic string) {
 	*h = Hashes{}
 	if ip != "" {

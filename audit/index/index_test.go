@@ -41,7 +41,7 @@ func TestBloomAndRoundTrip(t *testing.T) {
 	if err := Write(p, s); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Read(p)
+	r, err := read(p, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func BenchmarkRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; i < b.N; i++ {
-		if _, err := Read(p); err != nil {
+		if _, err := read(p, true); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -145,8 +145,6 @@ type serverStats struct {
 	RuntimeSys    uint64 `json:"runtime_sys_bytes"`
 }
 
-func (g *gateway) goroutines() int { return g.stats().Goroutines }
-
 func (g *gateway) stats() serverStats {
 	req, _ := http.NewRequest("GET", g.adminURL+"/v1/stats", nil)
 	req.Header.Set("Authorization", "Bearer "+g.key)

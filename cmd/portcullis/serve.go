@@ -34,6 +34,7 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/feed"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/ratelimit"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
@@ -283,11 +284,11 @@ func serve(cfg *config.Config, logLevel string) error {
 			WriteQueueBytes:      cfg.Limits.WriteQueueBytes,
 			WriteStallTimeout:    cfg.Limits.WriteStallTimeout,
 			MaxSubscriptionsConn: cfg.Limits.MaxSubscriptionsPerConn,
-			MsgRate:              gateway.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
+			MsgRate:              ratelimit.Rate{PerSecond: cfg.Limits.MsgRate.Rate, Burst: cfg.Limits.MsgRate.Burst},
 			MessageTimeout:       cfg.Limits.MessageTimeout,
 			InboundBufferPerIP:   cfg.Limits.InboundBufferPerIP,
 			InboundBufferTotal:   cfg.Limits.InboundBufferTotal,
-			BytesRate:            gateway.Rate{PerSecond: cfg.Limits.BytesRate.Rate, Burst: cfg.Limits.BytesRate.Burst},
+			BytesRate:            ratelimit.Rate{PerSecond: cfg.Limits.BytesRate.Rate, Burst: cfg.Limits.BytesRate.Burst},
 		},
 		Guard:         pipe.guard,
 		AuditHealthy:  aw.Healthy,

@@ -27,7 +27,7 @@ func TestReasonsDocumented(t *testing.T) {
 		}
 	}
 	weights := DefaultWeights()
-	for _, r := range reason.All() {
+	for r := reason.Reason(1); r.String() != "unknown"; r++ {
 		w, ok := documented[r.String()]
 		if !ok {
 			t.Errorf("reason %s has no row in docs/AUDIT.md", r)

@@ -25,22 +25,12 @@ type FileStat struct {
 	ModTime time.Time // at the stat before reading
 }
 
-// LoadFiles returns the List of the prefixes in the files at paths: one
-// CIDR or address per line; blank lines and comments from '#' or ';' to
-// the end of the line are ignored (FireHOL netsets and Spamhaus DROP
-// "1.10.16.0/20 ; SBL256894" lines load as they are); CRLF line ends are
-// fine. Bad lines are reported as "path:line: ..." quoting the text, up to
-// ten of them.
-func LoadFiles(paths []string) (*List, error) {
-	var b builder
-	if _, err := b.addFiles(paths); err != nil {
-		return nil, fmt.Errorf("blocklist: %w", err)
-	}
-	return b.build(), nil
-}
-
 // addFiles adds the prefixes of every file, reporting all bad files and
-// lines (up to maxFileErrs lines).
+// lines (up to maxFileErrs lines). A file holds one CIDR or address per
+// line; blank lines and comments from '#' or ';' to the end of the line
+// are ignored (FireHOL netsets and Spamhaus DROP "1.10.16.0/20 ; SBL256894"
+// lines load as they are); CRLF line ends are fine. Bad lines are reported
+// as "path:line: ..." quoting the text.
 func (b *builder) addFiles(paths []string) ([]FileStat, error) {
 	stats := make([]FileStat, 0, len(paths))
 	var errs []error

@@ -31,7 +31,7 @@ func setMtime(t testing.TB, path string, sec int64) {
 	}
 }
 
-func TestLoadFilesFormats(t *testing.T) {
+func TestBlockFilesFormats(t *testing.T) {
 	dir := t.TempDir()
 	firehol := writeFile(t, dir, "firehol.netset", `#
 # firehol_level1
@@ -47,7 +47,7 @@ func TestLoadFilesFormats(t *testing.T) {
 		"   2001:db8::/32   # trailing comment\r\n"+
 		"\t198.51.100.0/24;SBL1\r\n"+
 		"203.0.113.5") // no final newline
-	l, err := LoadFiles([]string{firehol, spamhaus})
+	l, err := blockList(nil, []string{firehol, spamhaus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestLoadFilesFormats(t *testing.T) {
 	}
 }
 
-func TestLoadFilesErrors(t *testing.T) {
+func TestBlockFilesErrors(t *testing.T) {
 	dir := t.TempDir()
 	good := writeFile(t, dir, "good", "10.0.0.0/8\n")
 	bad := writeFile(t, dir, "bad", "# header\n10.0.0.0/8\n10.0.0.0/33 ; oops\n\n<html>\n")
@@ -93,7 +93,7 @@ func TestLoadFilesErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := LoadFiles(tc.paths)
+			_, err := blockList(nil, tc.paths)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -109,12 +109,12 @@ func TestLoadFilesErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := LoadFiles([]string{filepath.Join(dir, "nope")}); !errors.Is(err, os.ErrNotExist) {
+	if _, err := blockList(nil, []string{filepath.Join(dir, "nope")}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file error %v does not wrap os.ErrNotExist", err)
 	}
 }
 
-func TestLoadFiles100kLines(t *testing.T) {
+func TestBlockFiles100kLines(t *testing.T) {
 	var sb strings.Builder
 	sb.WriteString("; Spamhaus-style header\n")
 	for i := range 100_000 {
@@ -122,7 +122,7 @@ func TestLoadFiles100kLines(t *testing.T) {
 	}
 	path := writeFile(t, t.TempDir(), "big.txt", sb.String())
 	start := time.Now()
-	l, err := LoadFiles([]string{path})
+	l, err := blockList(nil, []string{path})
 	if err != nil {
 		t.Fatal(err)
 	}

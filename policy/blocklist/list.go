@@ -153,27 +153,9 @@ func ListFrom(prefixes []netip.Prefix) *List {
 	return b.build()
 }
 
-// Parse returns the List of entries, each a CIDR ("192.0.2.0/24",
-// "2001:db8::/32") or a bare address (a /32 or /128), as written in the
-// config. It reports every bad entry at once, quoting it.
-func Parse(entries []string) (*List, error) {
-	ps, err := parseAll("entry", entries)
-	if err != nil {
-		return nil, fmt.Errorf("blocklist: %w", err)
-	}
-	return ListFrom(ps), nil
-}
-
-// ParsePrefix parses one CIDR or bare address, as Parse does, and returns
-// it masked, with an IPv4-mapped prefix turned into its IPv4 form.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	p, err := parsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("blocklist: %w", err)
-	}
-	return p, nil
-}
-
+// parsePrefix parses one CIDR ("192.0.2.0/24", "2001:db8::/32") or bare
+// address (a /32 or /128) and returns it masked, with an IPv4-mapped
+// prefix turned into its IPv4 form.
 func parsePrefix(s string) (netip.Prefix, error) {
 	var p netip.Prefix
 	if strings.IndexByte(s, '/') >= 0 {

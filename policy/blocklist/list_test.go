@@ -8,11 +8,21 @@ import (
 	"testing"
 )
 
+// blockList is the deny list NewSet builds from the config's block
+// entries and the block files: what the gateway runs.
+func blockList(entries, files []string) (*List, error) {
+	s, err := NewSet(entries, nil, files)
+	if err != nil {
+		return nil, err
+	}
+	return s.cur.Load().block, nil
+}
+
 func mustParse(t testing.TB, entries ...string) *List {
 	t.Helper()
-	l, err := Parse(entries)
+	l, err := blockList(entries, nil)
 	if err != nil {
-		t.Fatalf("Parse(%q): %v", entries, err)
+		t.Fatalf("NewSet(%q): %v", entries, err)
 	}
 	return l
 }
@@ -144,24 +154,24 @@ func TestParseErrors(t *testing.T) {
 		{"1.2.3.4/8/8", `"1.2.3.4/8/8"`},
 	}
 	for _, tc := range tests {
-		_, err := Parse([]string{"192.0.2.0/24", tc.entry})
+		_, err := blockList([]string{"192.0.2.0/24", tc.entry}, nil)
 		if err == nil {
-			t.Errorf("Parse(%q): no error", tc.entry)
+			t.Errorf("NewSet(%q): no error", tc.entry)
 			continue
 		}
-		if !strings.Contains(err.Error(), "entry 2: ") || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Parse(%q) error %q, want entry 2 and %q", tc.entry, err, tc.want)
+		if !strings.Contains(err.Error(), "block entry 2: ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewSet(%q) error %q, want block entry 2 and %q", tc.entry, err, tc.want)
 		}
 	}
-	_, err := Parse([]string{"bad1", "10.0.0.0/8", "bad2"})
+	_, err := blockList([]string{"bad1", "10.0.0.0/8", "bad2"}, nil)
 	if err == nil || !strings.Contains(err.Error(), `"bad1"`) || !strings.Contains(err.Error(), `"bad2"`) {
 		t.Errorf("want every bad entry reported, got %v", err)
 	}
-	if p, err := ParsePrefix("::ffff:10.0.0.0/104"); err != nil || p != netip.MustParsePrefix("10.0.0.0/8") {
-		t.Errorf("ParsePrefix mapped = %v, %v", p, err)
+	if p, err := parsePrefix("::ffff:10.0.0.0/104"); err != nil || p != netip.MustParsePrefix("10.0.0.0/8") {
+		t.Errorf("parsePrefix mapped = %v, %v", p, err)
 	}
-	if _, err := ParsePrefix("nope"); err == nil || !strings.HasPrefix(err.Error(), "blocklist: ") {
-		t.Errorf("ParsePrefix error %v", err)
+	if _, err := NewSet(nil, []string{"nope"}, nil); err == nil || !strings.HasPrefix(err.Error(), "blocklist: allow entry 1: ") {
+		t.Errorf("NewSet allow error %v", err)
 	}
 }
 

@@ -40,7 +40,7 @@ type lists struct {
 }
 
 // NewSet parses the config's block and allow entries (CIDRs or bare
-// addresses) and reads blockFiles (see LoadFiles). It reports every bad
+// addresses) and reads blockFiles (see addFiles). It reports every bad
 // entry and line at once.
 func NewSet(block, allow []string, blockFiles []string) (*Set, error) {
 	var errs []error

@@ -2,7 +2,7 @@
 // limits (pipeline steps 1 and 3, docs/ARCHITECTURE.md): the connection-attempt token bucket, the
 // handshake-failure token bucket and the concurrent connection count of
 // every counted address prefix, held in a bounded table (LRU eviction, TTL
-// sweep), and the lazily allocated per-connection message limiter.
+// sweep), and the inline per-connection message bucket (ConnBucket).
 //
 // Buckets follow nginx `limit_req rate=r burst=B nodelay`: r events per
 // second on average and B more at once, i.e. rate.NewLimiter(r, B+1) asked
@@ -104,40 +104,46 @@ func Idle(l *rate.Limiter, now time.Time) bool {
 	return l.TokensAt(now) >= float64(l.Burst())
 }
 
-// ConnLimiter is the per-connection message rate limit (`limits.msg_rate`)
-// at the cost of one pointer per connection: it holds a *rate.Limiter
-// (~80 B) only while the connection's bucket is not full. The zero value
-// is a full bucket and ready to use.
+// ConnBucket is one connection's message-rate bucket (`limits.msg_rate`):
+// 8 bytes, held inline in the connection, never allocating. The
+// per-address tables use x/time/rate, but a rate.Limiter per connection
+// (~80 B on the heap) would cost an idle connection a third of its memory
+// budget. The zero value is a full bucket.
 //
-// The pattern: call Allow for every message; call Trim now and then (the
-// ping tick is a good moment) so an idle connection gives its limiter back.
-// Pass the same Rate every time: a changed Rate takes effect once the
-// bucket was trimmed.
+// Its clock is the time since the connection opened, in milliseconds, in
+// 32 bits: it wraps after 49 days, so a long-lived connection calls
+// Settle now and then (the ping tick) to keep it recent. Pass the same
+// Rate every time.
 //
-// A ConnLimiter is not safe for concurrent use; it belongs to the
+// A ConnBucket is not safe for concurrent use; it belongs to the
 // goroutine that reads the connection.
-type ConnLimiter struct {
-	l *rate.Limiter // nil: full bucket
+type ConnBucket struct {
+	used float32 // tokens taken and not yet refilled
+	last uint32  // when used was computed: ms since the connection opened
 }
 
-// Allow reports whether one more message may pass at now under r,
-// allocating the bucket if the connection was idle. A disabled r allows
-// every message and allocates nothing.
-func (c *ConnLimiter) Allow(r Rate, now time.Time) bool {
+// Settle refills b under r up to since, the time since the connection
+// opened. A disabled r leaves b as it is.
+func (b *ConnBucket) Settle(r Rate, since time.Duration) {
+	if !r.Enabled() {
+		return
+	}
+	ms := uint32(since / time.Millisecond)
+	used := float64(b.used) - float64(ms-b.last)/1000*r.PerSecond
+	b.used, b.last = float32(max(used, 0)), ms
+}
+
+// Allow takes one event from b under r at since, the time since the
+// connection opened, and reports whether the bucket had it. A disabled r
+// allows every event and leaves b as it is.
+func (b *ConnBucket) Allow(r Rate, since time.Duration) bool {
 	if !r.Enabled() {
 		return true
 	}
-	if c.l == nil {
-		c.l = r.NewLimiter()
+	b.Settle(r, since)
+	if float64(b.used)+1 > float64(r.Burst+1) {
+		return false
 	}
-	return c.l.AllowN(now, 1)
-}
-
-// Trim drops the bucket if it is full at now and reports whether the
-// ConnLimiter now holds nothing.
-func (c *ConnLimiter) Trim(now time.Time) bool {
-	if Idle(c.l, now) {
-		c.l = nil
-	}
-	return c.l == nil
+	b.used++
+	return true
 }

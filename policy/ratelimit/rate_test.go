@@ -85,57 +85,74 @@ func TestNewLimiterAndIdle(t *testing.T) {
 	}
 }
 
-func TestConnLimiter(t *testing.T) {
-	if n := unsafe.Sizeof(ConnLimiter{}); n != unsafe.Sizeof(uintptr(0)) {
-		t.Fatalf("ConnLimiter is %d bytes, want one pointer", n)
+func TestConnBucket(t *testing.T) {
+	if n := unsafe.Sizeof(ConnBucket{}); n != 8 {
+		t.Fatalf("ConnBucket is %d bytes, want 8 (it sits inline in every connection)", n)
 	}
-	r := Rate{PerSecond: 20, Burst: 40}
-	var c ConnLimiter
-	if !c.Trim(t0) {
-		t.Fatal("zero ConnLimiter holds something")
-	}
-	for i := range 41 {
-		if !c.Allow(r, t0) {
-			t.Fatalf("message %d refused", i+1)
+	r := Rate{PerSecond: 10, Burst: 4} // 5 at once, then one per 100 ms
+	var b ConnBucket
+	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+	for i := 0; i < 5; i++ {
+		if !b.Allow(r, ms(0)) {
+			t.Fatalf("burst message %d refused", i)
 		}
 	}
-	if c.Allow(r, t0) {
-		t.Fatal("message 42 allowed")
+	if b.Allow(r, ms(0)) {
+		t.Fatal("6th message at once allowed")
 	}
-	if c.Trim(t0.Add(time.Second)) {
-		t.Fatal("trimmed a bucket that is not full")
+	if b.Allow(r, ms(50)) {
+		t.Fatal("allowed after 50 ms")
 	}
-	if !c.Allow(r, t0.Add(time.Second)) {
-		t.Fatal("refill after 1s refused")
+	if !b.Allow(r, ms(101)) {
+		t.Fatal("refused after 100 ms")
 	}
-	if !c.Trim(t0.Add(3 * time.Second)) {
-		t.Fatal("full bucket not trimmed")
-	}
-	// After a trim the connection starts over with a full bucket.
-	for i := range 41 {
-		if !c.Allow(r, t0.Add(3*time.Second)) {
-			t.Fatalf("message %d after trim refused", i+1)
+	// A long quiet spell refills to the burst, not beyond.
+	b.Settle(r, ms(3_600_000))
+	for i := 0; i < 5; i++ {
+		if !b.Allow(r, ms(3_600_000)) {
+			t.Fatalf("after an hour, message %d refused", i)
 		}
 	}
-	var off ConnLimiter
+	if b.Allow(r, ms(3_600_000)) {
+		t.Fatal("bucket refilled beyond its burst")
+	}
+	full := b
 	for range 1000 {
-		if !off.Allow(Rate{}, t0) {
+		if !b.Allow(Rate{}, 0) || !b.Allow(Rate{PerSecond: -1}, 0) {
 			t.Fatal("disabled rate refused")
 		}
 	}
-	if off.l != nil {
-		t.Fatal("disabled rate allocated a limiter")
+	b.Settle(Rate{PerSecond: -1}, ms(4_000_000))
+	if b != full {
+		t.Fatal("a disabled rate changed the bucket")
 	}
 }
 
-func TestConnLimiterNoAllocs(t *testing.T) {
+// TestConnBucketDefaultRate checks the documented default: 41 messages at
+// once, then 20 per second.
+func TestConnBucketDefaultRate(t *testing.T) {
+	r := DefaultMsgRate
+	var b ConnBucket
+	for i := range r.Burst + 1 {
+		if !b.Allow(r, 0) {
+			t.Fatalf("message %d refused", i+1)
+		}
+	}
+	if b.Allow(r, 0) {
+		t.Fatalf("message %d allowed", r.Burst+2)
+	}
+	if !b.Allow(r, 51*time.Millisecond) || b.Allow(r, 52*time.Millisecond) {
+		t.Fatal("not one message per 50 ms after the burst")
+	}
+}
+
+func TestConnBucketNoAllocs(t *testing.T) {
 	r := Rate{PerSecond: 1e9, Burst: 10}
-	var c ConnLimiter
-	c.Allow(r, t0)
-	now := t0
+	var b ConnBucket
+	var since time.Duration
 	if n := testing.AllocsPerRun(1000, func() {
-		now = now.Add(time.Microsecond)
-		c.Allow(r, now)
+		since += time.Microsecond
+		b.Allow(r, since)
 	}); n != 0 {
 		t.Errorf("%v allocations per message, want 0", n)
 	}

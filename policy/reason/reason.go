@@ -144,12 +144,3 @@ func Parse(s string) (Reason, bool) {
 // IsAuth reports whether r is a token problem: the client only ever learns
 // "auth_failed", the audit trail gets r.
 func (r Reason) IsAuth() bool { return r >= TokenMissing && r <= TokenInvalid }
-
-// All returns every reason but None, in declaration order.
-func All() []Reason {
-	all := make([]Reason, 0, count-1)
-	for r := None + 1; r < count; r++ {
-		all = append(all, r)
-	}
-	return all
-}

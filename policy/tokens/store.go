@@ -75,7 +75,7 @@ func (g *Grant) Topics() iter.Seq[string] {
 }
 
 // Allows reports whether a token bound as g covers topic for userID (see
-// topics.TokenAllows); an unbound token covers every topic.
+// topics.TokenAllowsSpaced); an unbound token covers every topic.
 func (g *Grant) Allows(topic, userID string) bool {
 	return g.topics == "" || topics.TokenAllowsSpaced(g.topics, topic, userID)
 }

@@ -490,7 +490,7 @@ func (s *Set) SlowConsumer(topic string) Policy {
 // CanSubscribe decides whether a client may subscribe to topic. userID is
 // the user the client's token was issued to, hasValidToken whether it
 // presented a token that was valid (redeemed, not expired, and bound to
-// topic if bound at all — see TokenAllows). It returns reason.None or:
+// topic if bound at all — see TokenAllowsSpaced). It returns reason.None or:
 // TopicDenied (invalid topic, rule or default says deny), TokenMissing
 // (a token is needed), TopicOtherUser (the topic's {userId} segment names
 // someone else). It does not allocate.
@@ -538,31 +538,11 @@ func decide(access Access, r *Rule, p Params, userID string, hasValidToken bool,
 	return reason.None
 }
 
-// RuleAllowsUser reports whether topic matches r with its {userId} segment,
-// if any, equal to userID, which must then be a ValidUserID.
-func RuleAllowsUser(r *Rule, topic, userID string) bool {
-	u, ok := match(r.segs, topic)
-	return ok && (r.userSeg < 0 || (ValidUserID(userID) && u == userID))
-}
-
-// TokenAllows reports whether a token issued to userID and bound to
-// patterns (topics or patterns, same syntax as rules) covers topic. An
-// invalid pattern covers nothing; an empty list covers nothing (a token
-// bound to no topic is the caller's decision). It does not allocate.
-func TokenAllows(patterns []string, topic, userID string) bool {
-	if !ValidTopic(topic) {
-		return false
-	}
-	for _, p := range patterns {
-		if matchPattern(p, topic, userID) {
-			return true
-		}
-	}
-	return false
-}
-
-// TokenAllowsSpaced is TokenAllows for patterns joined by spaces, as a
-// token's grant holds them. It does not allocate.
+// TokenAllowsSpaced reports whether a token issued to userID and bound to
+// patterns (topics or patterns, same syntax as rules, joined by spaces as
+// a token's grant holds them) covers topic. An invalid pattern covers
+// nothing; an empty list covers nothing (a token bound to no topic is the
+// caller's decision). It does not allocate.
 func TokenAllowsSpaced(patterns, topic, userID string) bool {
 	if !ValidTopic(topic) {
 		return false

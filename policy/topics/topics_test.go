@@ -289,31 +289,13 @@ func TestCanPublish(t *testing.T) {
 	}
 }
 
-func TestRuleAllowsUser(t *testing.T) {
-	set := mustCompile(t, []Rule{{Match: "user.{userId}.**"}, {Match: "news"}}, Deny)
-	r := set.Match("user.42.inbox")
-	for _, tc := range []struct {
-		topic, user string
-		want        bool
-	}{
-		{"user.42.inbox", "42", true},
-		{"user.42.inbox", "43", false},
-		{"user.42.inbox", "", false},
-		{"user.42", "42", true},  // the namespace's root
-		{"user.42", "43", false}, // another user's root
-		{"user.a.b.inbox", "a.b", false},
-		{"news", "42", false}, // not this rule's topic
-	} {
-		if got := RuleAllowsUser(r, tc.topic, tc.user); got != tc.want {
-			t.Errorf("RuleAllowsUser(%q, %q) = %v", tc.topic, tc.user, got)
-		}
-	}
-	if !RuleAllowsUser(set.Match("news"), "news", "") {
-		t.Error("a rule without {userId} allows everyone")
-	}
+// tokenAllows is TokenAllowsSpaced for a list of patterns, as a token's
+// grant joins them.
+func tokenAllows(pats []string, topic, userID string) bool {
+	return TokenAllowsSpaced(strings.Join(pats, " "), topic, userID)
 }
 
-func TestTokenAllows(t *testing.T) {
+func TestTokenAllowsSpaced(t *testing.T) {
 	cases := []struct {
 		name  string
 		pats  []string
@@ -348,29 +330,30 @@ func TestTokenAllows(t *testing.T) {
 		{"topic longer than pattern", []string{"a.b"}, "a.b.c", false},
 	}
 	for _, tc := range cases {
-		if got := TokenAllows(tc.pats, tc.topic, "7"); got != tc.want {
-			t.Errorf("%s: TokenAllows(%q, %q) = %v, want %v", tc.name, tc.pats, tc.topic, got, tc.want)
+		if got := tokenAllows(tc.pats, tc.topic, "7"); got != tc.want {
+			t.Errorf("%s: TokenAllowsSpaced(%q, %q) = %v, want %v", tc.name, tc.pats, tc.topic, got, tc.want)
 		}
 	}
-	if TokenAllows([]string{"user.{userId}.**"}, "user.7.x", "") {
+	if tokenAllows([]string{"user.{userId}.**"}, "user.7.x", "") {
 		t.Error("{userId} matched an empty user")
 	}
-	if TokenAllows([]string{"user.{userId}.**"}, "user.alice.smith.x", "alice.smith") {
+	if tokenAllows([]string{"user.{userId}.**"}, "user.alice.smith.x", "alice.smith") {
 		t.Error("{userId} matched a user id with a dot")
 	}
 }
 
 // TestTokenAllowsAgreesWithRules checks that the uncompiled matcher used
-// for tokens agrees with the compiled one used for rules.
+// for tokens agrees with the compiled one used for rules (a token holder
+// of user 7 subscribing under a single token rule).
 func TestTokenAllowsAgreesWithRules(t *testing.T) {
 	pats := []string{"news", "news.*", "news.**", "*", "**", "*.eu", "a.*.c", "user.{userId}.**", "inbox.{userId}", "*.*.*"}
 	topicsList := []string{"news", "news.eu", "news.eu.fr", "a.b.c", "a.c", "user.7.x", "user.8.x", "user.7", "inbox.7", "inbox.8", "x.eu", "q"}
 	for _, p := range pats {
 		set := mustCompile(t, []Rule{{Match: p}}, Deny)
 		for _, tp := range topicsList {
-			want := set.Match(tp) != nil && RuleAllowsUser(set.Match(tp), tp, "7")
-			if got := TokenAllows([]string{p}, tp, "7"); got != want {
-				t.Errorf("pattern %q topic %q: TokenAllows %v, rule %v", p, tp, got, want)
+			want := set.CanSubscribe(tp, "7", true) == reason.None
+			if got := TokenAllowsSpaced(p, tp, "7"); got != want {
+				t.Errorf("pattern %q topic %q: TokenAllowsSpaced %v, rule %v", p, tp, got, want)
 			}
 		}
 	}
@@ -415,7 +398,7 @@ func benchRules() []Rule {
 
 func TestMatchNoAllocs(t *testing.T) {
 	set := mustCompile(t, benchRules(), Deny)
-	pats := []string{"chat.rooms.*", "user.{userId}.**"}
+	pats := "chat.rooms.* user.{userId}.**"
 	n := testing.AllocsPerRun(200, func() {
 		if r, p := set.MatchParams("user.42.inbox"); r == nil || p.UserID != "42" {
 			t.Fatal("no match")
@@ -424,8 +407,9 @@ func TestMatchNoAllocs(t *testing.T) {
 		if set.CanSubscribe("user.42.inbox", "42", true) != reason.None ||
 			set.CanSubscribe("user.43.inbox", "42", true) != reason.TopicOtherUser ||
 			set.CanPublish("chat.rooms.a", "42", true) != reason.None ||
-			!TokenAllows(pats, "user.42.inbox", "42") ||
-			!RuleAllowsUser(set.Match("user.42.inbox"), "user.42.inbox", "42") ||
+			set.CanSubscribe("user.42.inbox", "42", false) != reason.TokenMissing ||
+			set.CanPublish("chat.rooms.a", "", false) != reason.TokenMissing ||
+			!TokenAllowsSpaced(pats, "user.42.inbox", "42") ||
 			!ValidTopic("user.42.inbox") {
 			t.Fatal("wrong verdict")
 		}
@@ -480,11 +464,11 @@ func BenchmarkCanSubscribe(b *testing.B) {
 	}
 }
 
-func BenchmarkTokenAllows(b *testing.B) {
-	pats := []string{"news.*", "chat.rooms.*", "user.{userId}.**"}
+func BenchmarkTokenAllowsSpaced(b *testing.B) {
+	pats := "news.* chat.rooms.* user.{userId}.**"
 	b.ReportAllocs()
 	for b.Loop() {
-		TokenAllows(pats, "user.42.inbox", "42")
+		TokenAllowsSpaced(pats, "user.42.inbox", "42")
 	}
 }
 

@@ -1,0 +1,91 @@
+package audit
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portcullis-gw/portcullis/audit/chain"
+)
+
+// logrusRef formats events with logrus' JSONFormatter itself, configured
+// as the audit line format: the reference lineFormatter.template is
+// tested against.
+type logrusRef struct {
+	lf     *lineFormatter
+	f      *logrus.JSONFormatter
+	fields logrus.Fields
+	buf    bytes.Buffer
+}
+
+func newLogrusRef(lf *lineFormatter) *logrusRef {
+	return &logrusRef{
+		lf: lf,
+		f: &logrus.JSONFormatter{
+			TimestampFormat:   time.RFC3339Nano,
+			DisableHTMLEscape: true,
+			FieldMap:          logrus.FieldMap{logrus.FieldKeyTime: "time", logrus.FieldKeyMsg: "event", logrus.FieldKeyLevel: "level"},
+		},
+		fields: make(logrus.Fields, 32),
+	}
+}
+
+// template is lineFormatter.template done by logrus.
+func (ref *logrusRef) template(dst []byte, e *Event) []byte {
+	lf := ref.lf
+	f := ref.fields
+	clear(f)
+	f["seq"] = uint64(0)
+	f["prev"] = string(chain.ZeroMAC)
+	f["severity"] = e.Severity.String()
+	f["boot"] = lf.boot
+	add := func(k, v string) {
+		if v != "" {
+			f[k] = Cap(v)
+		}
+	}
+	add("node", lf.node)
+	add("ip", e.IP)
+	add("peer_ip", e.PeerIP)
+	add("counted_prefix", e.CountedPrefix)
+	add("stage", string(e.Stage))
+	add("proto", e.Proto)
+	add("userId", e.UserID)
+	add("topic", e.Topic)
+	add("reason", e.Reason)
+	add("detail", e.Detail)
+	add("token_fp", e.TokenFP)
+	add("actor", e.Actor)
+	if e.RedeemedIP != "" {
+		f["redeemed_ip"] = Cap(e.RedeemedIP)
+		f["redeemed_ago_s"] = e.RedeemedAgoS
+	}
+	if e.Conn != 0 {
+		f["conn"] = e.Conn
+	}
+	if e.Code != 0 {
+		f["code"] = e.Code
+	}
+	if e.Event == "conn_close" || e.DurationMS != 0 {
+		f["duration_ms"] = e.DurationMS
+	}
+	if e.Count != 0 {
+		f["count"] = e.Count
+	}
+	if !e.First.IsZero() {
+		f["first"] = e.First.UTC().Format(time.RFC3339Nano)
+	}
+	if !e.Last.IsZero() {
+		f["last"] = e.Last.UTC().Format(time.RFC3339Nano)
+	}
+	ref.buf.Reset()
+	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: logrus.InfoLevel, Message: Cap(e.Event), Buffer: &ref.buf}
+	out, err := ref.f.Format(&entry)
+	out = bytes.TrimRight(out, "\n")
+	if err != nil || len(out) < 2 || out[len(out)-1] != '}' {
+		// Cannot happen with these value types; keep the chain well-formed.
+		return append(dst, `{"event":"audit_format_error","prev":"`+string(chain.ZeroMAC)+`","seq":0`...)
+	}
+	return append(dst, out[:len(out)-1]...)
+}
