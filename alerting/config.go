@@ -125,11 +125,11 @@ func (c SMTPConfig) Password(getenv func(string) string) (string, error) {
 // CountBy key.
 type Rule struct {
 	Name   string      // unique; the alertname label
-	Event  string      // exact event name; "" any
+	Event  audit.Kind  // exact event kind; zero: any
 	Reason string      // exact reason; "" any
 	Stage  audit.Stage // exact stage; "" any
-	// ExceptEvents are event names never matched (other rules cover them).
-	ExceptEvents []string
+	// ExceptEvents are event kinds never matched (other rules cover them).
+	ExceptEvents []audit.Kind
 	MinSeverity  audit.Severity // events below are ignored
 	// Match requires field equality, on the fields of FieldNames.
 	Match map[string]string
@@ -185,27 +185,27 @@ const (
 func DefaultRules() []Rule {
 	attack := []string{RuleBan}
 	return []Rule{
-		{Name: RuleBan, Event: "ban", Severity: audit.Critical, Summary: "addresses banned"},
-		{Name: RuleTokenReplayed, Event: "auth_failed", Reason: "token_replayed", Severity: audit.Warning,
+		{Name: RuleBan, Event: audit.KindBan, Severity: audit.Critical, Summary: "addresses banned"},
+		{Name: RuleTokenReplayed, Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning,
 			Summary: "one-use tokens replayed"},
 		// A spent token from another address than the one that redeemed
 		// it: a stolen token, mailed at once (the thief's address is also
 		// banned, which the ban rule reports separately).
-		{Name: RuleTokenTheft, Event: "auth_failed", Reason: "token_theft_suspected", Severity: audit.Critical,
+		{Name: RuleTokenTheft, Event: audit.KindAuthFailed, Reason: "token_theft_suspected", Severity: audit.Critical,
 			Summary: "stolen tokens presented from another address"},
-		{Name: RuleAuthRate, Event: "auth_failed", Threshold: 50, Window: time.Minute, Severity: audit.Critical,
+		{Name: RuleAuthRate, Event: audit.KindAuthFailed, Threshold: 50, Window: time.Minute, Severity: audit.Critical,
 			Summary: "auth failures above 50/min", Inhibits: attack},
-		{Name: RuleAuthRate24, Event: "auth_failed", Threshold: 10, Window: time.Minute, CountBy: []string{"ip_prefix24"},
+		{Name: RuleAuthRate24, Event: audit.KindAuthFailed, Threshold: 10, Window: time.Minute, CountBy: []string{"ip_prefix24"},
 			Severity: audit.Critical, Summary: "auth failures above 10/min from one /24", Inhibits: attack},
-		{Name: RuleConnFlood, Event: "conn_rejected", Threshold: 1000, Window: time.Minute, Severity: audit.Critical,
+		{Name: RuleConnFlood, Event: audit.KindConnRejected, Threshold: 1000, Window: time.Minute, Severity: audit.Critical,
 			Summary: "connection flood: over 1000 refusals/min", Inhibits: attack},
-		{Name: RuleConnFlood24, Event: "conn_rejected", Threshold: 300, Window: time.Minute, CountBy: []string{"ip_prefix24"},
+		{Name: RuleConnFlood24, Event: audit.KindConnRejected, Threshold: 300, Window: time.Minute, CountBy: []string{"ip_prefix24"},
 			Severity: audit.Critical, Summary: "connection flood from one /24", Inhibits: attack},
-		{Name: RuleAuditDropped, Event: "audit_dropped", Severity: audit.Critical, Summary: "audit events lost"},
-		{Name: RuleJTITableFull, Event: "jti_table_full", Severity: audit.Critical,
+		{Name: RuleAuditDropped, Event: audit.KindAuditDropped, Severity: audit.Critical, Summary: "audit events lost"},
+		{Name: RuleJTITableFull, Event: audit.KindJTITableFull, Severity: audit.Critical,
 			Summary: "used-jti table full: valid JWTs refused"},
 		{Name: RuleSystem, Stage: audit.StageSystem, MinSeverity: audit.Critical,
-			ExceptEvents: []string{"ban", "audit_dropped", "jti_table_full"}, Severity: audit.Critical, Summary: "gateway in trouble"},
+			ExceptEvents: []audit.Kind{audit.KindBan, audit.KindAuditDropped, audit.KindJTITableFull}, Severity: audit.Critical, Summary: "gateway in trouble"},
 	}
 }
 
@@ -292,7 +292,7 @@ func (c Config) Validate() error {
 			bad(key+".name", "%q used twice", r.Name)
 		}
 		seen[r.Name] = true
-		if r.Event == "" && r.Reason == "" && r.Stage == "" && r.MinSeverity == audit.Info && len(r.Match) == 0 {
+		if r.Event == 0 && r.Reason == "" && r.Stage == "" && r.MinSeverity == audit.Info && len(r.Match) == 0 {
 			bad(key, "matches every event: set event, reason, stage, severity or match")
 		}
 		if r.Threshold < 0 || r.Threshold > MaxThreshold {

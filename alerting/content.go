@@ -146,15 +146,15 @@ func quoteKVs(kvs []KV) []KV {
 func sampleLine(e *audit.Event) string {
 	var b strings.Builder
 	b.WriteString(fmtTime(e.Time))
-	b.WriteString(" " + quote(e.Event) + " " + e.Severity.String())
+	b.WriteString(" " + quote(e.Event.String()) + " " + e.Severity.String())
 	add := func(k, v string) {
 		if v != "" {
 			b.WriteString(" " + k + "=" + quote(clean(v, audit.MaxFieldLen)))
 		}
 	}
 	add("stage", string(e.Stage))
-	add("ip", e.IP)
-	add("counted_prefix", e.CountedPrefix)
+	add("ip", addrText(e.IP))
+	add("counted_prefix", prefixText(e.CountedPrefix))
 	add("userId", e.UserID)
 	add("topic", e.Topic)
 	add("reason", e.Reason)

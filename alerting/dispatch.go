@@ -142,18 +142,19 @@ func (d *dispatcher) add(h hit) {
 	g.count += h.n
 	g.fresh += h.n
 	e := h.e
-	g.ips.add(e.IP, h.n)
-	g.prefixes.add(e.CountedPrefix, h.n)
-	if e.CountedPrefix == "" {
+	g.ips.add(addrText(e.IP), h.n)
+	g.prefixes.add(prefixText(e.CountedPrefix), h.n)
+	if !e.CountedPrefix.IsValid() {
 		g.prefixes.add(prefix24(e.IP), h.n)
 	}
 	g.users.add(e.UserID, h.n)
-	if e.Event == "ban" && e.CountedPrefix != "" {
+	if e.Event == audit.KindBan && e.CountedPrefix.IsValid() {
 		if g.bans == nil {
 			g.bans = map[string]banAction{}
 		}
-		if _, ok := g.bans[e.CountedPrefix]; ok || len(g.bans) < maxBans {
-			g.bans[e.CountedPrefix] = banAction{Prefix: e.CountedPrefix, Detail: e.Detail, Reason: e.Reason,
+		p := prefixText(e.CountedPrefix)
+		if _, ok := g.bans[p]; ok || len(g.bans) < maxBans {
+			g.bans[p] = banAction{Prefix: p, Detail: e.Detail, Reason: e.Reason,
 				Actor: e.Actor, Time: e.Time}
 		} else {
 			g.moreBans++
@@ -223,7 +224,7 @@ func (d *dispatcher) flush(now time.Time) []*notification {
 func (g *group) snapshot(repeat bool) *notification {
 	n := &notification{
 		GroupKey: g.key, Rule: g.rule.Name, Labels: g.labels, Severity: g.rule.Severity,
-		Summary: g.rule.Summary, Event: g.rule.Event, Threshold: g.rule.Threshold, Window: g.rule.Window,
+		Summary: g.rule.Summary, Event: g.rule.Event.String(), Threshold: g.rule.Threshold, Window: g.rule.Window,
 		First: g.first, Last: g.last, Count: g.count, Fresh: g.fresh, Update: g.updates, Repeat: repeat,
 		TopIPs: g.ips.top(topN), TopPrefixes: g.prefixes.top(topN), TopUsers: g.users.top(topN),
 		OtherIPs: g.ips.other, MoreBans: g.moreBans,

@@ -213,7 +213,7 @@ func Open(o Options) (*Engine, error) {
 // the queue is full ev is dropped and counted. alert_sent and alert_failed
 // events are ignored: the engine never alerts on its own reports.
 func (e *Engine) Emit(ev audit.Event) {
-	if strings.HasPrefix(ev.Event, "alert_") {
+	if ev.Event == audit.KindAlertSent || ev.Event == audit.KindAlertFailed {
 		e.stats.ignored.Add(1)
 		return
 	}
@@ -283,7 +283,7 @@ func (e *Engine) Silence(ms []Matcher, until time.Time, by, comment string) (str
 		}
 		sb.WriteString(m.Name + "=" + quote(m.Value))
 	}
-	e.audit.Emit(audit.Event{Time: now, Event: "admin", Severity: audit.Notice, Stage: audit.StageAdmin,
+	e.audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
 		Actor: audit.Cap(by), Reason: "silence_add",
 		Detail: audit.Cap("silence " + id + " until " + until.UTC().Format(time.RFC3339) + ": " + sb.String() + " " + quote(comment))})
 	return id, nil
@@ -298,7 +298,7 @@ func (e *Engine) Expire(id string) error {
 	if err := e.sil.expire(id, now); err != nil {
 		return err
 	}
-	e.audit.Emit(audit.Event{Time: now, Event: "admin", Severity: audit.Notice, Stage: audit.StageAdmin,
+	e.audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
 		Reason: "silence_expire", Detail: audit.Cap("silence " + id + " expired")})
 	return nil
 }
@@ -482,13 +482,13 @@ func (e *Engine) suppressed(n *notification, d Decision, detail string) {
 // decide reports a decision as an audit event: alert_failed for failures,
 // alert_sent otherwise, the decision as Reason.
 func (e *Engine) decide(now time.Time, d Decision, rule string, ls Labels, id, detail string) {
-	ev := audit.Event{Time: now, Event: "alert_sent", Severity: audit.Notice, Stage: audit.StageSystem,
+	ev := audit.Event{Time: now, Event: audit.KindAlertSent, Severity: audit.Notice, Stage: audit.StageSystem,
 		Reason: d.String(), Actor: "alerting"}
 	switch d {
 	case Retry:
-		ev.Event, ev.Severity = "alert_failed", audit.Warning
+		ev.Event, ev.Severity = audit.KindAlertFailed, audit.Warning
 	case Refused, Expired, Dropped:
-		ev.Event, ev.Severity = "alert_failed", audit.Critical
+		ev.Event, ev.Severity = audit.KindAlertFailed, audit.Critical
 	case Inhibited, Silenced, Capped:
 		ev.Severity = audit.Info
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	netmail "net/mail"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,7 +34,7 @@ type recSink struct {
 
 func (s *recSink) Emit(e audit.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
 
-func (s *recSink) count(event, reason string) int {
+func (s *recSink) count(event audit.Kind, reason string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -109,9 +110,17 @@ func (h *harness) run(from, to, step time.Duration) {
 	}
 }
 
+// singleAddr is p's address when p is a single address, else the zero Addr.
+func singleAddr(p netip.Prefix) netip.Addr {
+	if p.IsSingleIP() {
+		return p.Addr()
+	}
+	return netip.Addr{}
+}
+
 func ban(at time.Duration, prefix string) audit.Event {
-	return audit.Event{Time: t0.Add(at), Event: "ban", Severity: audit.Critical, Stage: audit.StageSystem,
-		IP: strings.TrimSuffix(prefix, "/32"), CountedPrefix: prefix, Reason: "conn_rate", Actor: "guard",
+	return audit.Event{Time: t0.Add(at), Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem,
+		IP: singleAddr(netip.MustParsePrefix(prefix)), CountedPrefix: netip.MustParsePrefix(prefix), Reason: "conn_rate", Actor: "guard",
 		Detail: "banned for 10m0s until " + t0.Add(at+10*time.Minute).Format(time.RFC3339) + " (repeat 0)"}
 }
 
@@ -124,11 +133,11 @@ func smtpEngineConfig(port int) Config {
 func TestEngineMailOverSMTPResistsHeaderInjection(t *testing.T) {
 	srv := newTestSMTP(t, nil)
 	cfg := smtpEngineConfig(srv.port())
-	cfg.Rules = append(DefaultRules(), Rule{Name: "denied", Event: "auth_failed", Severity: audit.Warning,
+	cfg.Rules = append(DefaultRules(), Rule{Name: "denied", Event: audit.KindAuthFailed, Severity: audit.Warning,
 		GroupBy: []string{"user_id", "topic", "reason"}, Summary: "auth failed"})
 	h := newHarness(t, cfg, nil)
 	h.e.Emit(ban(0, "198.51.100.0/24"))
-	h.e.Emit(audit.Event{Time: t0, Event: "auth_failed", Severity: audit.Warning, IP: "203.0.113.9",
+	h.e.Emit(audit.Event{Time: t0, Event: audit.KindAuthFailed, Severity: audit.Warning, IP: netip.MustParseAddr("203.0.113.9"),
 		UserID: "eve\r\nBcc: victim@example.com", Topic: "news\nX-Injected: 1", Reason: "token_unknown\r\n\r\nbody?",
 		TokenFP: "abcd1234"})
 	h.at(29 * time.Second)
@@ -174,8 +183,8 @@ func TestEngineMailOverSMTPResistsHeaderInjection(t *testing.T) {
 			t.Errorf("ban mail lacks %q:\n%s", want, banBody)
 		}
 	}
-	if h.sink.count("alert_sent", "sent") != 2 || h.sink.count("alert_sent", "queued") != 2 {
-		t.Errorf("audit: %d sent, %d queued; want 2 and 2", h.sink.count("alert_sent", "sent"), h.sink.count("alert_sent", "queued"))
+	if h.sink.count(audit.KindAlertSent, "sent") != 2 || h.sink.count(audit.KindAlertSent, "queued") != 2 {
+		t.Errorf("audit: %d sent, %d queued; want 2 and 2", h.sink.count(audit.KindAlertSent, "sent"), h.sink.count(audit.KindAlertSent, "queued"))
 	}
 }
 
@@ -188,7 +197,7 @@ func TestEngineSMTPDownTwoMinutesThenUpArrivesOnce(t *testing.T) {
 	if n := len(srv.messages()); n != 0 {
 		t.Fatalf("%d mails while down", n)
 	}
-	if h.sink.count("alert_failed", "retry") == 0 {
+	if h.sink.count(audit.KindAlertFailed, "retry") == 0 {
 		t.Fatal("failed attempts not audited")
 	}
 	if st := h.e.Stats(); st.Pending != 1 {
@@ -214,11 +223,11 @@ func TestEngineNeverGreetingServerIsRetriedLater(t *testing.T) {
 		t.Fatalf("attempt took %s", d)
 	}
 	h.at(35 * time.Second) // backoff: nothing due yet
-	if got := h.sink.count("alert_failed", "retry"); got != 1 {
+	if got := h.sink.count(audit.KindAlertFailed, "retry"); got != 1 {
 		t.Fatalf("%d failed attempts audited, want 1", got)
 	}
 	h.at(41 * time.Second)
-	if got := h.sink.count("alert_failed", "retry"); got != 2 {
+	if got := h.sink.count(audit.KindAlertFailed, "retry"); got != 2 {
 		t.Fatalf("%d failed attempts after the backoff, want 2", got)
 	}
 }
@@ -232,7 +241,7 @@ func TestEngineStrippedSTARTTLSAuditedNoCredentials(t *testing.T) {
 	h := newHarness(t, cfg, nil)
 	h.e.Emit(ban(0, "198.51.100.0/24"))
 	h.at(30 * time.Second)
-	if h.sink.count("alert_failed", "retry") != 1 {
+	if h.sink.count(audit.KindAlertFailed, "retry") != 1 {
 		t.Fatal("refused attempt not audited")
 	}
 	if w := srv.wire(); strings.Contains(w, "AUTH") || strings.Contains(w, "MAIL") {
@@ -323,18 +332,18 @@ func TestEngine10000BansOneMailThenBoundedUpdates(t *testing.T) {
 
 func TestEngineCapHoldsBackAndSendsOneDigest(t *testing.T) {
 	rec := &recNotifier{}
-	cfg := Config{MaxPerHour: 3, Rules: []Rule{{Name: "per_ip", Event: "auth_failed", GroupBy: []string{"ip"},
+	cfg := Config{MaxPerHour: 3, Rules: []Rule{{Name: "per_ip", Event: audit.KindAuthFailed, GroupBy: []string{"ip"},
 		Severity: audit.Warning}}}
 	h := newHarness(t, cfg, rec)
 	for i := range 10 {
-		h.e.Emit(audit.Event{Time: t0, Event: "auth_failed", Severity: audit.Warning, IP: fmt.Sprintf("203.0.113.%d", i)})
+		h.e.Emit(audit.Event{Time: t0, Event: audit.KindAuthFailed, Severity: audit.Warning, IP: netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i))})
 	}
 	h.run(0, 30*time.Minute, 10*time.Second)
 	if n := len(rec.sent()); n != 3 {
 		t.Fatalf("%d mails in the first hour, want max_per_hour 3", n)
 	}
-	if st := h.e.Stats(); st.Capped != 7 || h.sink.count("alert_sent", "capped") != 7 {
-		t.Fatalf("capped %d (audited %d), want 7", st.Capped, h.sink.count("alert_sent", "capped"))
+	if st := h.e.Stats(); st.Capped != 7 || h.sink.count(audit.KindAlertSent, "capped") != 7 {
+		t.Fatalf("capped %d (audited %d), want 7", st.Capped, h.sink.count(audit.KindAlertSent, "capped"))
 	}
 	h.run(30*time.Minute+10*time.Second, 3*time.Hour, 10*time.Second)
 	msgs := rec.sent()
@@ -347,8 +356,8 @@ func TestEngineAttackInhibitsBanMails(t *testing.T) {
 	rec := &recNotifier{}
 	h := newHarness(t, Config{}, rec)
 	for i := range 60 { // 60 auth failures in a minute, each from another /24
-		h.e.Emit(audit.Event{Time: t0.Add(time.Duration(i) * 500 * time.Millisecond), Event: "auth_failed",
-			Severity: audit.Warning, IP: fmt.Sprintf("198.51.%d.1", i), Reason: "token_unknown"})
+		h.e.Emit(audit.Event{Time: t0.Add(time.Duration(i) * 500 * time.Millisecond), Event: audit.KindAuthFailed,
+			Severity: audit.Warning, IP: netip.MustParseAddr(fmt.Sprintf("198.51.%d.1", i)), Reason: "token_unknown"})
 	}
 	h.e.Emit(ban(10*time.Second, "198.51.7.1/32"))
 	h.run(0, 2*time.Minute, 10*time.Second)
@@ -356,7 +365,7 @@ func TestEngineAttackInhibitsBanMails(t *testing.T) {
 	if len(msgs) != 1 || !strings.Contains(msgs[0].Subject, "auth failures above 50/min") {
 		t.Fatalf("mails %v; want only the attack mail", subjects(msgs))
 	}
-	if h.sink.count("alert_sent", "inhibited") != 1 {
+	if h.sink.count(audit.KindAlertSent, "inhibited") != 1 {
 		t.Fatal("inhibition not audited")
 	}
 	// After the attack, a new ban mails again.
@@ -379,7 +388,7 @@ func TestEngineSilencesMuteSurviveRestartAndExpire(t *testing.T) {
 	}
 	h.e.Emit(ban(0, "198.51.100.0/24"))
 	h.run(0, time.Minute, 10*time.Second)
-	if len(rec.sent()) != 0 || h.sink.count("alert_sent", "silenced") != 1 {
+	if len(rec.sent()) != 0 || h.sink.count(audit.KindAlertSent, "silenced") != 1 {
 		t.Fatalf("silenced ban mailed (%d) or not audited", len(rec.sent()))
 	}
 	h.e.Close()
@@ -405,7 +414,7 @@ func TestEngineSilencesMuteSurviveRestartAndExpire(t *testing.T) {
 func TestEngineIgnoresOwnReportsAndNeverBlocks(t *testing.T) {
 	rec := &recNotifier{}
 	h := newHarness(t, Config{}, rec)
-	h.e.Emit(audit.Event{Time: t0, Event: "alert_failed", Severity: audit.Critical, Stage: audit.StageSystem})
+	h.e.Emit(audit.Event{Time: t0, Event: audit.KindAlertFailed, Severity: audit.Critical, Stage: audit.StageSystem})
 	h.at(time.Hour)
 	if len(rec.sent()) != 0 || h.e.Stats().Events != 0 {
 		t.Fatal("the engine alerted on its own report")
@@ -451,7 +460,7 @@ func TestEngineBackgroundWorkersDeliver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	e.Emit(audit.Event{Event: "ban", Severity: audit.Critical, Stage: audit.StageSystem, CountedPrefix: "192.0.2.0/24"})
+	e.Emit(audit.Event{Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem, CountedPrefix: netip.MustParsePrefix("192.0.2.0/24")})
 	deadline := time.Now().Add(5 * time.Second)
 	for len(rec.sent()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // real clock on purpose: this test covers the background tickers

@@ -15,8 +15,8 @@ func TestDefaultRulesMailFDExhausted(t *testing.T) {
 		e    audit.Event
 		want string
 	}{
-		{audit.Event{Event: "fd_exhausted", Reason: "fd_exhausted", Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
-		{audit.Event{Event: "fd_recovered", Reason: "fd_exhausted", Severity: audit.Info, Stage: audit.StageSystem, Count: 12}, ""},
+		{audit.Event{Event: audit.KindFDExhausted, Reason: "fd_exhausted", Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
+		{audit.Event{Event: audit.KindFDRecovered, Reason: "fd_exhausted", Severity: audit.Info, Stage: audit.StageSystem, Count: 12}, ""},
 	} {
 		var got []string
 		for _, r := range rs {

@@ -20,7 +20,7 @@ func knownField(f string) bool { return slices.Contains(FieldNames, f) }
 func fieldOf(e *audit.Event, f string) string {
 	switch f {
 	case "event":
-		return e.Event
+		return e.Event.String()
 	case "reason":
 		return e.Reason
 	case "severity":
@@ -28,11 +28,11 @@ func fieldOf(e *audit.Event, f string) string {
 	case "stage":
 		return string(e.Stage)
 	case "ip":
-		return e.IP
+		return addrText(e.IP)
 	case "peer_ip":
-		return e.PeerIP
+		return addrText(e.PeerIP)
 	case "counted_prefix":
-		return e.CountedPrefix
+		return prefixText(e.CountedPrefix)
 	case "ip_prefix24":
 		return prefix24(e.IP)
 	case "user_id":
@@ -47,11 +47,25 @@ func fieldOf(e *audit.Event, f string) string {
 	return ""
 }
 
-// prefix24 is the /24 (IPv4) or /64 (IPv6) holding ip, "" if ip is not an
-// address.
-func prefix24(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
+// addrText is a's spelling in the audit line; "" for the zero Addr.
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// prefixText is p's spelling in the audit line; "" for the zero Prefix.
+func prefixText(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+// prefix24 is the /24 (IPv4) or /64 (IPv6) holding a, "" for the zero Addr.
+func prefix24(a netip.Addr) string {
+	if !a.IsValid() {
 		return ""
 	}
 	a = a.Unmap().WithZone("")

@@ -24,7 +24,7 @@ type hit struct {
 type rule struct {
 	Rule
 	idx     int
-	except  map[string]bool
+	except  map[audit.Kind]bool
 	res     time.Duration      // slot width of the window
 	windows map[string]*window // CountBy key → counts; only with a threshold
 	dropped uint64             // events not counted: too many keys
@@ -33,7 +33,7 @@ type rule struct {
 func compileRules(rs []Rule) []*rule {
 	out := make([]*rule, len(rs))
 	for i, r := range rs {
-		cr := &rule{Rule: r, idx: i, except: map[string]bool{}}
+		cr := &rule{Rule: r, idx: i, except: map[audit.Kind]bool{}}
 		for _, e := range r.ExceptEvents {
 			cr.except[e] = true
 		}
@@ -54,8 +54,8 @@ func compileRules(rs []Rule) []*rule {
 
 func defaultSummary(r Rule) string {
 	s := r.Name
-	if r.Event != "" {
-		s = r.Event
+	if r.Event != 0 {
+		s = r.Event.String()
 	}
 	if r.Reason != "" {
 		s += " " + r.Reason
@@ -68,7 +68,7 @@ func defaultSummary(r Rule) string {
 
 // matches reports whether e passes r's filters.
 func (r *rule) matches(e *audit.Event) bool {
-	if r.Event != "" && e.Event != r.Event || r.Reason != "" && e.Reason != r.Reason ||
+	if r.Event != 0 && e.Event != r.Event || r.Reason != "" && e.Reason != r.Reason ||
 		r.Stage != "" && e.Stage != r.Stage || e.Severity < r.MinSeverity || r.except[e.Event] {
 		return false
 	}

@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -8,7 +9,7 @@ import (
 )
 
 func TestRuleThresholdSlidingWindow(t *testing.T) {
-	r := compileRules([]Rule{{Name: "r", Event: "auth_failed", Threshold: 3, Window: time.Minute,
+	r := compileRules([]Rule{{Name: "r", Event: audit.KindAuthFailed, Threshold: 3, Window: time.Minute,
 		CountBy: []string{"ip_prefix24"}}})[0]
 	for _, tc := range []struct {
 		name  string
@@ -27,7 +28,7 @@ func TestRuleThresholdSlidingWindow(t *testing.T) {
 		{"old ones slid out", 100 * time.Second, "198.51.100.6", 0, false, 0},
 		{"a folded summary weighs its count", 101 * time.Second, "198.51.100.6", 5, true, 6},
 	} {
-		e := audit.Event{Time: t0.Add(tc.at), Event: "auth_failed", IP: tc.ip, Count: tc.count}
+		e := audit.Event{Time: t0.Add(tc.at), Event: audit.KindAuthFailed, IP: netip.MustParseAddr(tc.ip), Count: tc.count}
 		h, ok := r.observe(&e)
 		if ok != tc.hit || ok && h.n != tc.n {
 			t.Errorf("%s: hit %v n %d; want %v %d", tc.name, ok, h.n, tc.hit, tc.n)
@@ -46,11 +47,11 @@ func TestDefaultRulesMatch(t *testing.T) {
 		e    audit.Event
 		want string
 	}{
-		{"ban", audit.Event{Event: "ban", Severity: audit.Critical, Stage: audit.StageSystem}, RuleBan},
-		{"replay", audit.Event{Event: "auth_failed", Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
-		{"audit dropped", audit.Event{Event: "audit_dropped", Severity: audit.Critical, Stage: audit.StageSystem}, RuleAuditDropped},
-		{"gateway trouble", audit.Event{Event: "event_loop_stalled", Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
-		{"notice system event", audit.Event{Event: "config_reload", Severity: audit.Notice, Stage: audit.StageSystem}, ""},
+		{"ban", audit.Event{Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem}, RuleBan},
+		{"replay", audit.Event{Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
+		{"audit dropped", audit.Event{Event: audit.KindAuditDropped, Severity: audit.Critical, Stage: audit.StageSystem}, RuleAuditDropped},
+		{"gateway trouble", audit.Event{Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
+		{"notice system event", audit.Event{Event: audit.KindConfigReload, Severity: audit.Notice, Stage: audit.StageSystem}, ""},
 	} {
 		var got []string
 		for _, r := range rs {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
 )
 
 func smtpConfig(port int) SMTPConfig {
@@ -195,8 +197,8 @@ func TestConfigValidate(t *testing.T) {
 		{"two addresses in to", Config{SMTP: SMTPConfig{Host: "h", From: "a@example.com", To: []string{"b@example.com, c@example.com"}}}, "to[0]"},
 		{"tls none with auth", Config{SMTP: SMTPConfig{Host: "h", From: "a@example.com", To: []string{"b@example.com"}, Username: "u", TLS: NoTLS}}, "tls"},
 		{"interval below wait", Config{GroupWait: time.Hour}, "group_interval"},
-		{"threshold without window", Config{Rules: []Rule{{Name: "r", Event: "x", Threshold: 5}}}, "window"},
-		{"unknown group_by", Config{Rules: []Rule{{Name: "r", Event: "x", GroupBy: []string{"nope"}}}}, "group_by"},
+		{"threshold without window", Config{Rules: []Rule{{Name: "r", Event: audit.KindBan, Threshold: 5}}}, "window"},
+		{"unknown group_by", Config{Rules: []Rule{{Name: "r", Event: audit.KindBan, GroupBy: []string{"nope"}}}}, "group_by"},
 		{"matches everything", Config{Rules: []Rule{{Name: "r"}}}, "every event"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

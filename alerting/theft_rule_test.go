@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,8 @@ func TestDefaultRulesTokenTheft(t *testing.T) {
 		e    audit.Event
 		want string
 	}{
-		{audit.Event{Event: "auth_failed", Reason: "token_theft_suspected", Severity: audit.Critical}, RuleTokenTheft},
-		{audit.Event{Event: "auth_failed", Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
+		{audit.Event{Event: audit.KindAuthFailed, Reason: "token_theft_suspected", Severity: audit.Critical}, RuleTokenTheft},
+		{audit.Event{Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
 	} {
 		var got []*rule
 		for _, r := range rs {
@@ -41,8 +42,8 @@ func TestDefaultRulesTokenTheft(t *testing.T) {
 func TestEngineMailsTokenTheft(t *testing.T) {
 	rec := &recNotifier{}
 	h := newHarness(t, Config{}, rec)
-	h.e.Emit(audit.Event{Time: t0, Event: "auth_failed", Severity: audit.Critical, Stage: audit.StageMessage,
-		IP: "198.51.100.7", CountedPrefix: "198.51.100.7/32", UserID: "bob", Topic: "user.bob.inbox",
+	h.e.Emit(audit.Event{Time: t0, Event: audit.KindAuthFailed, Severity: audit.Critical, Stage: audit.StageMessage,
+		IP: netip.MustParseAddr("198.51.100.7"), CountedPrefix: netip.MustParsePrefix("198.51.100.7/32"), UserID: "bob", Topic: "user.bob.inbox",
 		Reason: "token_theft_suspected", TokenFP: "0a1b2c3d", RedeemedIP: "192.0.2.10", RedeemedAgoS: 12})
 	h.run(0, 2*time.Minute, 10*time.Second)
 	msgs := rec.sent()

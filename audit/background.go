@@ -160,7 +160,7 @@ func (j *janitor) retain() {
 		return
 	}
 	for _, p := range plan {
-		e := Event{Time: w.now(), Event: chain.EventRetention, Severity: Notice, Stage: StageSystem,
+		e := Event{Time: w.now(), Event: KindAuditRetention, Severity: Notice, Stage: StageSystem,
 			Reason: p.reason, Detail: p.detail()}
 		if !w.recordDurably(e, 10*time.Second) {
 			return // not recorded: keep the file

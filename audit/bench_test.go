@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,8 +15,8 @@ import (
 )
 
 func benchEvent(i int) Event {
-	return Event{Event: "conn_rejected", Severity: Warning, IP: fmt.Sprintf("198.51.%d.%d", i>>8&255, i&255),
-		PeerIP: "10.0.0.1:443", CountedPrefix: "198.51.100.0/24", Conn: uint64(i), Stage: StageHandshake,
+	return Event{Event: KindConnRejected, Severity: Warning, IP: netip.MustParseAddr(fmt.Sprintf("198.51.%d.%d", i>>8&255, i&255)),
+		PeerIP: netip.MustParseAddr("10.0.0.1"), CountedPrefix: netip.MustParsePrefix("198.51.100.0/24"), Conn: uint64(i), Stage: StageHandshake,
 		Reason: "origin_mismatch", Code: 403, Detail: "Origin https://evil.example not allowed"}
 }
 

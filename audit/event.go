@@ -1,13 +1,15 @@
 // Package audit owns the audit trail: the Event model of docs/AUDIT.md, the sinks
 // that write events, and (in sub-packages) verification and querying.
 //
-// audit imports nothing from gateway, policy or alerting: they emit events
-// into it, never the other way round.
+// audit imports nothing from gateway, policy, alerting or audit/query: they
+// emit events into it, or read the trail back with its vocabulary (query),
+// never the other way round.
 package audit
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
 	"time"
 )
 
@@ -62,12 +64,17 @@ const MaxFieldLen = 256
 // token (TokenFP carries its fingerprint). Fields that do not apply are left
 // zero and omitted from the written line.
 type Event struct {
-	Time          time.Time // when it happened; set by the sink if zero
-	Event         string    // conn_open, auth_failed, … (docs/AUDIT.md)
-	Severity      Severity
-	IP            string // derived client address
-	PeerIP        string // raw socket peer address (differs behind a proxy)
-	CountedPrefix string // the prefix limits and bans count this address under
+	Time     time.Time // when it happened; set by the sink if zero
+	Event    Kind      // what happened: KindConnOpen, KindAuthFailed, …
+	Severity Severity
+	// IP is the derived client address, PeerIP the raw socket peer
+	// (differs behind a proxy), CountedPrefix the prefix limits and bans
+	// count this address under. They stay typed until the audit writer's
+	// format workers turn them into text: an emitter on an event loop
+	// never formats an address. The zero values are left out of the line.
+	IP            netip.Addr
+	PeerIP        netip.Addr
+	CountedPrefix netip.Prefix
 	Conn          uint64 // connection id, unique within a boot
 	Proto         string // wire protocol: portcullis.v1, wamp, wamp.2.json
 	Stage         Stage

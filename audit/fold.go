@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -25,16 +26,15 @@ func foldable(e *Event) bool {
 	if e.Severity > Warning || e.Count != 0 {
 		return false
 	}
-	switch e.Event {
-	case "conn_rejected", "message_rejected", "auth_failed", "subscribe_denied":
-		return true
-	}
-	return false
+	return e.Event.Refusal()
 }
 
 type foldKey struct {
-	event, reason, prefix string
-	sev                   Severity
+	reason string
+	prefix netip.Prefix // the counted prefix
+	ip     netip.Addr   // the address, when no prefix is set
+	event  Kind
+	sev    Severity
 }
 
 type foldWin struct {
@@ -62,8 +62,8 @@ func newFolder(after int) *folder {
 // add reports whether e was folded (the caller must then not write it).
 func (f *folder) add(e *Event) bool {
 	k := foldKey{event: e.Event, reason: e.Reason, prefix: e.CountedPrefix, sev: e.Severity}
-	if k.prefix == "" {
-		k.prefix = e.IP
+	if !k.prefix.IsValid() {
+		k.ip = e.IP
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -74,23 +74,29 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 	if e.Count != 0 {
 		dst = num(dst, "count", e.Count)
 	}
-	dst = str(dst, "counted_prefix", e.CountedPrefix)
+	if e.CountedPrefix.IsValid() {
+		dst = appendText(dst, "counted_prefix", e.CountedPrefix)
+	}
 	dst = str(dst, "detail", e.Detail)
-	if e.Event == "conn_close" || e.DurationMS != 0 {
+	if e.Event == KindConnClose || e.DurationMS != 0 {
 		dst = num(dst, "duration_ms", e.DurationMS)
 	}
 	dst = append(dst, `,"event":`...)
-	dst = AppendJSONString(dst, Cap(e.Event))
+	dst = AppendJSONString(dst, e.Event.String())
 	if !e.First.IsZero() {
 		dst = str(dst, "first", e.First.UTC().Format(time.RFC3339Nano))
 	}
-	dst = str(dst, "ip", e.IP)
+	if e.IP.IsValid() {
+		dst = appendText(dst, "ip", e.IP)
+	}
 	if !e.Last.IsZero() {
 		dst = str(dst, "last", e.Last.UTC().Format(time.RFC3339Nano))
 	}
 	dst = append(dst, `,"level":"info"`...)
 	dst = str(dst, "node", lf.node)
-	dst = str(dst, "peer_ip", e.PeerIP)
+	if e.PeerIP.IsValid() {
+		dst = appendText(dst, "peer_ip", e.PeerIP)
+	}
 	dst = append(dst, `,"prev":"`...)
 	dst = append(dst, chain.ZeroMAC...)
 	dst = append(dst, '"')
@@ -111,6 +117,39 @@ func (lf *lineFormatter) template(dst []byte, e *Event) []byte {
 	dst = str(dst, "userId", e.UserID)
 	dst[start] = '{' // the first member's leading comma
 	return dst
+}
+
+// textAppender is netip.Addr and netip.Prefix.
+type textAppender interface {
+	AppendTo(b []byte) []byte
+}
+
+// appendText appends the member ,"k":"<v's text>" as str would for
+// v.String(), without building the string: an address is plain ASCII, and
+// only a zone (fe80::1%eth0) could hold a byte that needs escaping or make
+// it longer than MaxFieldLen.
+func appendText[T textAppender](dst []byte, k string, v T) []byte {
+	dst = append(dst, ',', '"')
+	dst = append(dst, k...)
+	dst = append(dst, '"', ':', '"')
+	start := len(dst)
+	dst = v.AppendTo(dst)
+	if len(dst)-start <= MaxFieldLen && isSafe(dst[start:]) {
+		return append(dst, '"')
+	}
+	s := string(dst[start:])
+	return AppendJSONString(dst[:start-1], Cap(s))
+}
+
+// isSafe reports whether b needs no JSON escaping: printable ASCII without
+// '"' or '\'.
+func isSafe(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // AppendJSONString appends s as a JSON string exactly as encoding/json

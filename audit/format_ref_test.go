@@ -46,9 +46,15 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 		}
 	}
 	add("node", lf.node)
-	add("ip", e.IP)
-	add("peer_ip", e.PeerIP)
-	add("counted_prefix", e.CountedPrefix)
+	if e.IP.IsValid() {
+		add("ip", e.IP.String())
+	}
+	if e.PeerIP.IsValid() {
+		add("peer_ip", e.PeerIP.String())
+	}
+	if e.CountedPrefix.IsValid() {
+		add("counted_prefix", e.CountedPrefix.String())
+	}
 	add("stage", string(e.Stage))
 	add("proto", e.Proto)
 	add("userId", e.UserID)
@@ -67,7 +73,7 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 	if e.Code != 0 {
 		f["code"] = e.Code
 	}
-	if e.Event == "conn_close" || e.DurationMS != 0 {
+	if e.Event == KindConnClose || e.DurationMS != 0 {
 		f["duration_ms"] = e.DurationMS
 	}
 	if e.Count != 0 {
@@ -80,7 +86,7 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 		f["last"] = e.Last.UTC().Format(time.RFC3339Nano)
 	}
 	ref.buf.Reset()
-	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: logrus.InfoLevel, Message: Cap(e.Event), Buffer: &ref.buf}
+	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: logrus.InfoLevel, Message: e.Event.String(), Buffer: &ref.buf}
 	out, err := ref.f.Format(&entry)
 	out = bytes.TrimRight(out, "\n")
 	if err != nil || len(out) < 2 || out[len(out)-1] != '}' {

@@ -1,10 +1,11 @@
-package audit
+package audit_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,10 +13,70 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
 	"github.com/portcullis-gw/portcullis/audit/query"
+	"github.com/portcullis-gw/portcullis/audit/verify"
 )
+
+// These tests live outside package audit because they read the trail back
+// with audit/query, which imports audit. The helpers mirror writer_test.go's.
+
+type testTrail struct {
+	data, dir string
+}
+
+func newTrail(t testing.TB) testTrail {
+	data := t.TempDir()
+	return testTrail{data: data, dir: filepath.Join(data, "audit")}
+}
+
+func (tt testTrail) opts() audit.Options {
+	return audit.Options{Dir: tt.dir, KeyFile: filepath.Join(tt.data, "audit.key"), Node: "n1"}
+}
+
+func (tt testTrail) verify(t testing.TB) *verify.Report {
+	t.Helper()
+	key, err := chain.ReadKey(filepath.Join(tt.data, "audit.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := chain.ReadPublicKey(filepath.Join(tt.data, "audit-checkpoint.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := verify.Dir(tt.dir, verify.Options{Key: key, PublicKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustIntact(t testing.TB, r *verify.Report) {
+	t.Helper()
+	if !r.OK() {
+		for _, p := range r.Problems {
+			t.Log(p)
+		}
+		t.Fatalf("trail not intact: %d problems", len(r.Problems))
+	}
+}
+
+func checkFor(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // idxTrail writes a multi-file trail through the writer, with summary
 // events, and waits until every rotated file has its idx and is gzip'd.
@@ -27,7 +88,7 @@ func idxTrail(t *testing.T, retainBytes int64) testTrail {
 	if retainBytes > 0 {
 		o.RetainBytes = retainBytes
 	}
-	w, err := Open(o)
+	w, err := audit.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,35 +97,35 @@ func idxTrail(t *testing.T, retainBytes int64) testTrail {
 	topics := []string{"prices.eur", "chat.room.1", "orders.acme", ""}
 	for i := 0; i < 1500; i++ {
 		at := base.Add(time.Duration(i) * 7 * time.Second)
-		e := Event{Time: at, Event: "conn_open", Severity: Info, Stage: StageHandshake,
-			IP: fmt.Sprintf("192.0.2.%d", i%50), PeerIP: fmt.Sprintf("10.0.0.%d:443", i%7),
-			CountedPrefix: "192.0.2.0/24", UserID: users[i%len(users)], Topic: topics[i%len(topics)], Conn: uint64(i)}
+		e := audit.Event{Time: at, Event: audit.KindConnOpen, Severity: audit.Info, Stage: audit.StageHandshake,
+			IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%50)), PeerIP: netip.MustParseAddr(fmt.Sprintf("10.0.0.%d", i%7)),
+			CountedPrefix: netip.MustParsePrefix("192.0.2.0/24"), UserID: users[i%len(users)], Topic: topics[i%len(topics)], Conn: uint64(i)}
 		switch i % 10 {
 		case 1:
-			e.Event = "conn_close"
+			e.Event = audit.KindConnClose
 		case 2:
-			e.Event, e.Severity, e.Reason = "auth_failed", Warning, "token_expired"
+			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, "token_expired"
 		case 3:
-			e.Event, e.Severity, e.Reason = "subscribe_denied", Notice, "topic_forbidden"
-			e.IP = "2001:db8::" + fmt.Sprint(i%13)
+			e.Event, e.Severity, e.Reason = audit.KindSubscribeDenied, audit.Notice, "topic_forbidden"
+			e.IP = netip.MustParseAddr("2001:db8::" + fmt.Sprint(i%13))
 		case 4:
-			e.Event, e.Severity, e.Reason = "conn_rejected", Warning, "rate_limited"
-			e.IP = "::ffff:198.51.100.9"
+			e.Event, e.Severity, e.Reason = audit.KindConnRejected, audit.Warning, "rate_limited"
+			e.IP = netip.MustParseAddr("::ffff:198.51.100.9")
 		case 5: // a summary event reaching back before the file's other lines
-			e.Event, e.Severity, e.Reason = "auth_failed", Warning, "token_replayed"
+			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, "token_replayed"
 			e.Count, e.First, e.Last = int64(3+i%5), at.Add(-10*time.Minute), at
 		case 6:
-			e.Event, e.Severity, e.Reason = "admin_action", Critical, "config_reload"
+			e.Event, e.Severity, e.Reason = audit.KindAdmin, audit.Critical, "config_reload"
 		}
 		if i == 777 {
-			e.IP, e.UserID, e.Topic = "203.0.113.77", "rare-user", "rare.topic"
+			e.IP, e.UserID, e.Topic = netip.MustParseAddr("203.0.113.77"), "rare-user", "rare.topic"
 		}
 		w.Emit(e)
 		if i%20 == 0 {
 			// Foldable repeats: beyond FoldAfter they become summary events.
 			for k := 0; k < 6; k++ {
-				w.Emit(Event{Time: at, Event: "message_rejected", Severity: Warning, Reason: "schema_invalid",
-					IP: "192.0.2.200", CountedPrefix: "192.0.2.0/24", Stage: StageMessage})
+				w.Emit(audit.Event{Time: at, Event: audit.KindMessageRejected, Severity: audit.Warning, Reason: "schema_invalid",
+					IP: netip.MustParseAddr("192.0.2.200"), CountedPrefix: netip.MustParsePrefix("192.0.2.0/24"), Stage: audit.StageMessage})
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -176,17 +237,17 @@ func TestIndexQueryEquivalence(t *testing.T) {
 		"user invalid": {User: "d\uFFFDave"},
 		"topic":        {Topic: "rare.topic"},
 		"topic glob":   {Topic: "chat.*"},
-		"event":        {Events: []string{"admin_action"}},
+		"event":        {Events: []string{"admin"}},
 		"events":       {Events: []string{"message_rejected", "nothing"}},
 		"reason":       {Reason: "token_replayed"},
 		"no reason":    {Reason: "nope"},
-		"critical":     {MinSeverity: query.Critical},
-		"warning":      {MinSeverity: query.Warning},
+		"critical":     {MinSeverity: audit.Critical},
+		"warning":      {MinSeverity: audit.Warning},
 		"since":        {Since: base.Add(90 * time.Minute)},
 		"until":        {Until: base.Add(40 * time.Minute)},
 		"window":       {Since: base.Add(30 * time.Minute), Until: base.Add(95 * time.Minute)},
 		"window edge":  {Since: base.Add(60*time.Minute + 3*time.Second), Until: base.Add(61 * time.Minute)},
-		"combo":        {Reason: "rate_limited", MinSeverity: query.Warning, Since: base.Add(time.Hour)},
+		"combo":        {Reason: "rate_limited", MinSeverity: audit.Warning, Since: base.Add(time.Hour)},
 	}
 	indexed := 0
 	for name, f := range filters {
@@ -269,12 +330,12 @@ func TestIndexRetention(t *testing.T) {
 	o := tt.opts()
 	o.RotateBytes = 8 << 10
 	o.RetainBytes = 20 << 10
-	w, err := Open(o)
+	w, err := audit.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 600; i++ {
-		w.Emit(Event{Event: "conn_open", IP: fmt.Sprintf("192.0.2.%d", i%200), Conn: uint64(i)})
+		w.Emit(audit.Event{Event: audit.KindConnOpen, IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%200)), Conn: uint64(i)})
 		if i%50 == 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -312,13 +373,13 @@ func TestIndexAfterResume(t *testing.T) {
 	tt := newTrail(t)
 	o := tt.opts()
 	o.RotateBytes = 16 << 10
-	emit := func(w *Writer, from, n int) {
+	emit := func(w *audit.Writer, from, n int) {
 		for i := from; i < from+n; i++ {
-			w.Emit(Event{Event: "auth_failed", Severity: Warning, Reason: fmt.Sprintf("r%d", i%3), IP: fmt.Sprintf("192.0.2.%d", i%9),
+			w.Emit(audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning, Reason: fmt.Sprintf("r%d", i%3), IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%9)),
 				UserID: fmt.Sprintf("u%d", i), Conn: uint64(i), Count: int64(i % 4)})
 		}
 	}
-	w, err := Open(o)
+	w, err := audit.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +387,7 @@ func TestIndexAfterResume(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	w, err = Open(o)
+	w, err = audit.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"strconv"
 	"sync"
 	"testing"
 )
@@ -50,7 +49,7 @@ func TestQueueSmallBacklogKeepsSmallRing(t *testing.T) {
 	q := NewQueue(8192)
 	var dst []Event
 	for i := 0; i < 10000; i++ {
-		q.Push(Event{Event: "conn_open"})
+		q.Push(Event{Event: KindConnOpen})
 		if i%10 == 9 {
 			dst = q.Pop(dst[:0], 256)
 		}
@@ -69,11 +68,11 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		go func(p int) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				q.Push(Event{Event: strconv.Itoa(p), Conn: uint64(i)})
+				q.Push(Event{Event: Kind(p + 1), Conn: uint64(i)})
 			}
 		}(p)
 	}
-	seen := make(map[string]uint64)
+	seen := make(map[Kind]uint64)
 	total := 0
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

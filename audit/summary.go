@@ -1,15 +1,18 @@
 package audit
 
 import (
-	"context"
-	"errors"
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
-	"github.com/portcullis-gw/portcullis/audit/query"
 )
 
 // written is a string field as a reader decodes it from the line: capped,
@@ -36,14 +39,16 @@ func written(s string) string {
 // it runs on the format workers, off the writer goroutine.
 func hashesOf(h *index.Hashes, e *Event) {
 	*h = index.Hashes{}
-	if e.IP != "" {
-		h.IP, h.Has = index.HashIP(plain(e.IP)), h.Has|index.HasIP
+	if e.IP.IsValid() {
+		h.IP, h.Has = index.HashAddr(e.IP), h.Has|index.HasIP
 	}
-	if e.PeerIP != "" {
-		h.PeerIP, h.Has = index.HashIP(plain(e.PeerIP)), h.Has|index.HasPeerIP
+	if e.PeerIP.IsValid() {
+		h.PeerIP, h.Has = index.HashAddr(e.PeerIP), h.Has|index.HasPeerIP
 	}
-	if e.CountedPrefix != "" {
-		h.CountedPrefix, h.Has = hashStr(e.CountedPrefix), h.Has|index.HasCountedPrefix
+	if e.CountedPrefix.IsValid() {
+		// A prefix's text is short ASCII: Hash of what is written.
+		var buf [64]byte
+		h.CountedPrefix, h.Has = index.HashBytes(e.CountedPrefix.AppendTo(buf[:0])), h.Has|index.HasCountedPrefix
 	}
 	if e.UserID != "" {
 		h.User, h.Has = hashStr(e.UserID), h.Has|index.HasUser
@@ -88,7 +93,7 @@ func (w *Writer) indexLine(line []byte, e *Event, h *index.Hashes) {
 	if e.Last.After(hi) {
 		hi = e.Last
 	}
-	w.idx.Add(len(line), w.seq, plain(e.Event), plain(e.Reason), int(e.Severity), n, lo, hi, h)
+	w.idx.Add(len(line), w.seq, e.Event.String(), plain(e.Reason), int(e.Severity), n, lo, hi, h)
 }
 
 // isPlain reports whether s is ASCII (and so valid UTF-8).
@@ -101,30 +106,65 @@ func isPlain(s string) bool {
 	return true
 }
 
+// summaryLine is what rebuildSummary decodes of a line: the fields a summary
+// is built from.
+type summaryLine struct {
+	Time          time.Time `json:"time"`
+	First         time.Time `json:"first"`
+	Last          time.Time `json:"last"`
+	Seq           uint64    `json:"seq"`
+	Event         string    `json:"event"`
+	Reason        string    `json:"reason"`
+	Severity      string    `json:"severity"`
+	Count         int64     `json:"count"`
+	IP            string    `json:"ip"`
+	PeerIP        string    `json:"peer_ip"`
+	CountedPrefix string    `json:"counted_prefix"`
+	User          string    `json:"userId"`
+	Topic         string    `json:"topic"`
+}
+
 // rebuildSummary reads a rotated plain file to build its summary, for a
 // file whose lines the writer did not all see (it resumed an existing file
 // or compresses one left by a crash). Nil when a line does not decode: the
-// file is then scanned by every query instead.
+// file is then scanned by every query instead. It runs on the janitor's
+// goroutine, rarely, so it decodes with encoding/json; audit/query, the
+// fast reader, depends on this package and not the other way round.
 func rebuildSummary(path string) *index.Summary {
 	name := filepath.Base(path)
 	_, firstSeq, gz, ok := chain.ParseRotatedName(name)
 	if !ok || gz {
 		return nil
 	}
-	bad := false
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	rd := bufio.NewReaderSize(f, 64<<10)
 	b := index.NewBuilder()
 	var h index.Hashes
 	var lastMAC string
-	const want = query.FieldTime | query.FieldFirst | query.FieldLast | query.FieldSeq | query.FieldEvent |
-		query.FieldReason | query.FieldSeverity | query.FieldCount | query.FieldIP | query.FieldPeerIP |
-		query.FieldCountedPrefix | query.FieldUser | query.FieldTopic
-	o := query.Options{Workers: 1, Warn: func(string) { bad = true }}
-	files := []query.File{{Path: path}}
-	_, err := query.Records(context.Background(), files, o, want, func(r *query.Record) error {
-		_, mac, ok := chain.Split(r.Line)
+	for {
+		line, err := rd.ReadBytes('\n')
+		if len(line) == 0 && err == io.EOF {
+			break
+		}
+		if err != nil && err != io.EOF {
+			return nil
+		}
+		size := len(line)
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		if size == len(line) {
+			size++ // the last line without its newline counts as if it had one
+		}
+		_, mac, ok := chain.Split(line)
 		if !ok {
-			bad = true
-			return errors.New("not a sealed line")
+			return nil // not a sealed line
+		}
+		var r summaryLine
+		if json.Unmarshal(line, &r) != nil {
+			return nil
 		}
 		lastMAC = string(mac)
 		lo, hi := r.Time, r.Time
@@ -135,20 +175,25 @@ func rebuildSummary(path string) *index.Summary {
 			hi = r.Last
 		}
 		if lo.IsZero() {
-			bad = true // cannot be placed in a time window
-			return errors.New("no time")
+			return nil // cannot be placed in a time window
 		}
 		sev := 4
-		if s, ok := ParseSeverity(string(r.Severity)); ok {
+		if s, ok := ParseSeverity(r.Severity); ok {
 			sev = int(s)
-		} else if len(r.Severity) == 0 {
+		} else if r.Severity == "" {
 			sev = 0
 		}
-		h.Set(string(r.IP), string(r.PeerIP), string(r.CountedPrefix), string(r.User), string(r.Topic))
-		b.Add(len(r.Line)+1, r.Seq, string(r.Event), string(r.Reason), sev, r.N(), lo, hi, &h)
-		return nil
-	})
-	if err != nil || bad || b.Lines() == 0 || b.FirstSeq() != firstSeq {
+		n := r.Count
+		if n <= 0 {
+			n = 1
+		}
+		h.Set(r.IP, r.PeerIP, r.CountedPrefix, r.User, r.Topic)
+		b.Add(size, r.Seq, r.Event, r.Reason, sev, n, lo, hi, &h)
+		if err == io.EOF {
+			break
+		}
+	}
+	if b.Lines() == 0 || b.FirstSeq() != firstSeq {
 		return nil
 	}
 	return b.Finish(name, lastMAC)

@@ -300,7 +300,7 @@ func (w *Writer) resume() error {
 		}
 	}
 	w.prev = bytes.Clone(chain.ZeroMAC)
-	hdr := Event{Event: chain.EventHeader, Severity: Notice, Stage: StageSystem, Reason: chain.HeaderNewTrail,
+	hdr := Event{Event: KindAuditHeader, Severity: Notice, Stage: StageSystem, Reason: chain.HeaderNewTrail,
 		Detail: "new audit trail"}
 	var prevFile string
 	if ts.lines {
@@ -598,7 +598,7 @@ func (w *Writer) reportDropped() {
 	if d == r || len(w.buf) >= maxPending {
 		return
 	}
-	if w.writeEvent(Event{Time: w.now(), Event: chain.EventDropped, Severity: Critical, Stage: StageSystem,
+	if w.writeEvent(Event{Time: w.now(), Event: KindAuditDropped, Severity: Critical, Stage: StageSystem,
 		Count: int64(d - r), Detail: "events lost: the audit queue was full or the disk refused writes"}) {
 		w.reported.Store(d)
 	}
@@ -791,7 +791,7 @@ func (w *Writer) rotate(now time.Time) {
 	w.fileBytes, w.fileFirst, w.fileStart = 0, w.seq+1, now
 	w.keepFrom.Store(w.fileFirst)
 	w.rotations.Add(1)
-	w.writeEvent(Event{Time: now, Event: chain.EventHeader, Severity: Notice, Stage: StageSystem,
+	w.writeEvent(Event{Time: now, Event: KindAuditHeader, Severity: Notice, Stage: StageSystem,
 		Reason: chain.HeaderRotated, Detail: chain.PreviousDetail(old, w.prev)})
 	w.janitor.rotated(filepath.Join(w.o.Dir, old), sum)
 }

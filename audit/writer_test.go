@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,9 +137,9 @@ func TestWriterLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Emit(Event{Event: "auth_failed", Severity: Warning, IP: "127.0.0.1", Reason: "token_replayed", TokenFP: "abcd1234",
+	w.Emit(Event{Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("127.0.0.1"), Reason: "token_replayed", TokenFP: "abcd1234",
 		UserID: "line\nbreak\u2028", Detail: strings.Repeat("x", 5000)})
-	w.Emit(Event{Event: "conn_close", Code: 1000, DurationMS: 0})
+	w.Emit(Event{Event: KindConnClose, Code: 1000, DurationMS: 0})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestEmitNeverBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10000; i++ {
-		w.Emit(Event{Event: "conn_open"})
+		w.Emit(Event{Event: KindConnOpen})
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -214,8 +215,10 @@ func TestLogInjection(t *testing.T) {
 	}
 	big := strings.Repeat("A\n\u2028\u2029\"\\<>", 1<<20/10)
 	evil := []string{"a\nb", "x\u2028y\u2029z", big, `","level":"error","mac":"00`, "\x00\x1b[31m", "\xff\xfe invalid utf8", strings.Repeat("é", 300)}
-	for _, s := range evil {
-		w.Emit(Event{Event: "message_rejected", Severity: Warning, IP: s, UserID: s, Topic: s, Reason: "schema", Detail: s, CountedPrefix: s + "p"})
+	for i, s := range evil {
+		zoned, _ := netip.ParseAddr("fe80::1%" + s) // a zone is an address's only free text
+		w.Emit(Event{Event: KindMessageRejected, Severity: Warning, IP: zoned, UserID: s, Topic: s, Reason: "schema", Detail: s,
+			CountedPrefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32)}) // apart: nothing folds
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -248,7 +251,7 @@ func TestResumeAcrossRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j := 0; j < 10; j++ {
-			w.Emit(Event{Event: "conn_open", Conn: uint64(j + 1)})
+			w.Emit(Event{Event: KindConnOpen, Conn: uint64(j + 1)})
 		}
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
@@ -282,7 +285,7 @@ func writeRotated(t testing.TB, tt testTrail) int {
 	}
 	const n = 300
 	for i := 0; i < n; i++ {
-		w.Emit(Event{Event: "conn_open", Severity: Info, IP: fmt.Sprintf("192.0.2.%d", i%250), Conn: uint64(i + 1), Proto: "portcullis.v1"})
+		w.Emit(Event{Event: KindConnOpen, Severity: Info, IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%250)), Conn: uint64(i + 1), Proto: "portcullis.v1"})
 		if i%50 == 0 {
 			checkFor(t, 5*time.Second, func() error {
 				if q := w.Stats().Queued; q > 0 {
@@ -344,7 +347,7 @@ func TestRotationByDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Emit(Event{Event: "conn_open", Time: now})
+	w.Emit(Event{Event: KindConnOpen, Time: now})
 	checkFor(t, 5*time.Second, func() error {
 		if w.Stats().Written < 2 {
 			return errors.New("not written")
@@ -360,7 +363,7 @@ func TestRotationByDay(t *testing.T) {
 		}
 		return nil
 	})
-	w.Emit(Event{Event: "conn_open", Time: now})
+	w.Emit(Event{Event: KindConnOpen, Time: now})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +384,7 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 400; i++ {
-		w.Emit(Event{Event: "conn_open", IP: "198.51.100.7", Conn: uint64(i + 1), Detail: strings.Repeat("d", 100)})
+		w.Emit(Event{Event: KindConnOpen, IP: netip.MustParseAddr("198.51.100.7"), Conn: uint64(i + 1), Detail: strings.Repeat("d", 100)})
 		if i%40 == 0 {
 			checkFor(t, 5*time.Second, func() error {
 				if w.Stats().Queued > 0 {
@@ -423,7 +426,7 @@ func TestCheckpoints(t *testing.T) {
 		}
 		return nil
 	})
-	w.Emit(Event{Event: "conn_open"})
+	w.Emit(Event{Event: KindConnOpen})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -455,12 +458,12 @@ func TestFlood(t *testing.T) {
 	base := time.Now()
 	const n = 50000
 	for i := 0; i < n; i++ {
-		w.Emit(Event{Time: base.Add(time.Duration(i) * 19 * time.Microsecond), Event: "conn_rejected", Severity: Warning,
-			IP: "203.0.113.9", CountedPrefix: "203.0.113.9/32", Reason: "rate_limited", Code: 429, Conn: uint64(i)})
+		w.Emit(Event{Time: base.Add(time.Duration(i) * 19 * time.Microsecond), Event: KindConnRejected, Severity: Warning,
+			IP: netip.MustParseAddr("203.0.113.9"), CountedPrefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: "rate_limited", Code: 429, Conn: uint64(i)})
 	}
 	for i := 0; i < 100; i++ {
-		w.Emit(Event{Event: "conn_open", IP: "203.0.113.9"})
-		w.Emit(Event{Event: "ban", Severity: Critical, IP: "203.0.113.9"})
+		w.Emit(Event{Event: KindConnOpen, IP: netip.MustParseAddr("203.0.113.9")})
+		w.Emit(Event{Event: KindBan, Severity: Critical, IP: netip.MustParseAddr("203.0.113.9")})
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -496,7 +499,7 @@ func TestFolder(t *testing.T) {
 	f := newFolder(5)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ev := func(d time.Duration, reason string) *Event {
-		return &Event{Time: t0.Add(d), Event: "auth_failed", Severity: Warning, IP: "a", Reason: reason}
+		return &Event{Time: t0.Add(d), Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("192.0.2.1"), Reason: reason}
 	}
 	folded := 0
 	for i := 0; i < 20; i++ {
@@ -514,7 +517,7 @@ func TestFolder(t *testing.T) {
 	if len(s) != 1 || s[0].Count != 15 || !s[0].First.Equal(t0.Add(50*time.Millisecond)) || !s[0].Last.Equal(t0.Add(190*time.Millisecond)) {
 		t.Fatalf("summary %+v", s)
 	}
-	if f.add(&Event{Event: "auth_failed", Severity: Critical}) || foldable(&Event{Event: "conn_open"}) || foldable(&Event{Event: "admin"}) {
+	if f.add(&Event{Event: KindAuthFailed, Severity: Critical}) || foldable(&Event{Event: KindConnOpen}) || foldable(&Event{Event: KindAdmin}) {
 		t.Fatal("folded what must not be")
 	}
 }
@@ -598,7 +601,7 @@ func TestDiskFull(t *testing.T) {
 			ffs.set(func(f *faultFS) { f.writeErr = syscall.ENOSPC })
 			const n = 20000
 			for i := 0; i < n; i++ {
-				w.Emit(Event{Event: "conn_open", Conn: uint64(i + 1), Detail: strings.Repeat("x", 100)})
+				w.Emit(Event{Event: KindConnOpen, Conn: uint64(i + 1), Detail: strings.Repeat("x", 100)})
 				if i%1000 == 0 {
 					time.Sleep(time.Millisecond) // let the writer keep up: drops come from the disk, not the queue
 				}
@@ -657,7 +660,7 @@ func TestUnwritableDir(t *testing.T) {
 	}
 	ffs.set(func(f *faultFS) { f.openErr = syscall.EACCES })
 	for i := 0; i < 100; i++ {
-		w.Emit(Event{Event: "conn_open", Conn: uint64(i + 1)})
+		w.Emit(Event{Event: KindConnOpen, Conn: uint64(i + 1)})
 	}
 	checkFor(t, 5*time.Second, func() error {
 		if w.Stats().Written < 101 {
@@ -675,7 +678,7 @@ func TestUnwritableDir(t *testing.T) {
 		}
 		return nil
 	})
-	w.Emit(Event{Event: "conn_open"})
+	w.Emit(Event{Event: KindConnOpen})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +705,7 @@ func TestSlowDisk(t *testing.T) {
 	begin := time.Now()
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
-		w.Emit(Event{Event: "conn_open", Conn: uint64(i + 1), Detail: strings.Repeat("y", 200)})
+		w.Emit(Event{Event: KindConnOpen, Conn: uint64(i + 1), Detail: strings.Repeat("y", 200)})
 		if d := time.Since(t0); d > worst {
 			worst = d
 		}
@@ -739,7 +742,7 @@ func TestCrashRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		w.Emit(Event{Event: "conn_open", Conn: uint64(i + 1)})
+		w.Emit(Event{Event: KindConnOpen, Conn: uint64(i + 1)})
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -761,7 +764,7 @@ func TestCrashRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Emit(Event{Event: "conn_open", Conn: 99})
+	w.Emit(Event{Event: KindConnOpen, Conn: 99})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}

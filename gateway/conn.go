@@ -326,8 +326,8 @@ func (c *conn) feed(ls *loopState, b []byte) {
 					r = reason.MessageTooLarge
 				}
 			}
-			c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-				Reason: r.String(), Detail: ce.Reason, Code: int(ce.Code)})
+			c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+				Detail: ce.Reason, Code: int(ce.Code)}, r)
 			c.closeWith(ls, uint16(ce.Code), r, ce.Reason, 2*time.Second)
 			return
 		}
@@ -361,8 +361,8 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	}
 	c.flags.setDenials(0)
 	if op != ws.OpText {
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: reason.Unsupported.String(), Detail: "binary frame", Code: 1003})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+			Detail: "binary frame", Code: 1003}, reason.Unsupported)
 		c.closeWith(ls, 1003, reason.Unsupported, "binary frames are not supported", 2*time.Second)
 		return errStop
 	}
@@ -406,13 +406,12 @@ func (c *conn) rateLimited(ls *loopState) {
 	n := c.flags.denials() + 1
 	c.flags.setDenials(n)
 	if n > maxDenials {
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: reason.MsgRate.String(), Detail: "kept sending over the message rate", Code: 1008})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+			Detail: "kept sending over the message rate", Code: 1008}, reason.MsgRate)
 		c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
 		return
 	}
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: reason.MsgRate.String()})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage}, reason.MsgRate)
 	c.sendError(ls, nil, reason.MsgRate, "")
 }
 
@@ -426,8 +425,8 @@ func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
 			n := c.flags.denials() + 1
 			c.flags.setDenials(n)
 			if n > maxDenials {
-				c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-					Reason: reason.MsgRate.String(), Detail: "kept pinging over the message rate", Code: 1008})
+				c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+					Detail: "kept pinging over the message rate", Code: 1008}, reason.MsgRate)
 				c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
 				return errStop
 			}
@@ -560,8 +559,8 @@ func (c *conn) onWritable(ls *loopState) {
 // no orphaned socket keeps kernel memory.
 func (c *conn) slowConsumer(ls *loopState, detail string) {
 	ls.srv.slowConsumers.Add(1)
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: reason.SlowConsumer.String(), Detail: detail, Code: 1008})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+		Detail: detail, Code: 1008}, reason.SlowConsumer)
 	c.fail(ls, 1008, reason.SlowConsumer, "slow consumer")
 }
 
@@ -650,30 +649,35 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 		if c.closeCode != 0 {
 			code = c.closeCode
 		}
-		c.emit(ls, audit.Event{Event: "conn_close", Severity: audit.Info, Stage: audit.StageClose,
-			Reason: r.String(), Code: int(code), UserID: c.userID(),
-			DurationMS: (ls.loop.Now.UnixNano() - c.opened) / int64(time.Millisecond)})
+		c.emit(ls, audit.Event{Event: audit.KindConnClose, Severity: audit.Info, Stage: audit.StageClose,
+			Code: int(code), UserID: c.userID(),
+			DurationMS: (ls.loop.Now.UnixNano() - c.opened) / int64(time.Millisecond)}, r)
 	}
 }
 
-// emit sends an audit event stamped with this connection's identity. A
-// refusal (Warning or above, with a reason) is also a strike against the
-// client address: the pipeline's last step happens here, once, for every path.
-func (c *conn) emit(ls *loopState, e audit.Event) {
+// emit sends an audit event stamped with this connection's identity and
+// with r as its reason (reason.None: none). A refusal (a refusal kind with a
+// reason) is also a strike against the client address, weighted by r: the
+// pipeline's last step happens here, once, for every path. r stays typed all
+// the way, so no reason is parsed back from text on the loop.
+func (c *conn) emit(ls *loopState, e audit.Event, r reason.Reason) {
+	if r != reason.None {
+		e.Reason = r.String()
+	}
 	e.Conn = c.id
 	client := c.client()
-	if e.IP == "" {
-		e.IP = client.String()
+	if !e.IP.IsValid() {
+		e.IP = client
 	}
-	e.PeerIP = c.peer().String()
+	e.PeerIP = c.peer()
 	g := ls.srv.opts.Guard
-	e.CountedPrefix = g.Counted(client).String()
+	e.CountedPrefix = g.Counted(client)
 	if c.state != stateHandshake {
 		e.Proto = protoNames[c.proto]
 	}
 	ls.srv.emit(e)
-	if e.Reason != "" && isRefusal(e.Event) {
-		if r, ok := reason.Parse(e.Reason); ok && r != reason.BadClientIP && g.Strike(client, r, ls.loop.Now) {
+	if r != reason.None && e.Event.Refusal() {
+		if r != reason.BadClientIP && g.Strike(client, r, ls.loop.Now) {
 			// This strike banned the address: once the current reply is
 			// queued the connection closes (see banNow), and nothing more
 			// it sent is evaluated.
@@ -682,20 +686,9 @@ func (c *conn) emit(ls *loopState, e audit.Event) {
 	}
 }
 
-// isRefusal reports whether event records a refusal, which counts as a
-// strike (weighted by reason in policy/bans: a slow consumer weighs
-// nothing, a replayed token a lot).
-func isRefusal(event string) bool {
-	switch event {
-	case "conn_rejected", "message_rejected", "auth_failed", "subscribe_denied":
-		return true
-	}
-	return false
-}
-
 func (c *conn) emitReject(ls *loopState, r reason.Reason, status int, detail string) {
-	c.emit(ls, audit.Event{Event: "conn_rejected", Severity: audit.Warning, Stage: audit.StageHandshake,
-		Reason: r.String(), Code: status, Detail: detail})
+	c.emit(ls, audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, Stage: audit.StageHandshake,
+		Code: status, Detail: detail}, r)
 }
 
 func (s *Server) emit(e audit.Event) {
@@ -840,14 +833,14 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 		c.flags |= flagSlot
 	}
 	if res.badFwd {
-		c.emit(ls, audit.Event{Event: "conn_rejected", Severity: audit.Warning, Stage: audit.StageHandshake,
-			Reason: reason.BadClientIP.String(), Detail: "garbage forwarding header from a trusted proxy; its own address is used"})
+		c.emit(ls, audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, Stage: audit.StageHandshake,
+			Detail: "garbage forwarding header from a trusted proxy; its own address is used"}, reason.BadClientIP)
 	}
 	ls.srv.upgraded.Add(1)
 	c.push(ls, res.response)
 	c.out.progress = ls.loop.Now.UnixNano()
 	ls.markDirty(c)
-	c.emit(ls, audit.Event{Event: "conn_open", Severity: audit.Info, Stage: audit.StageHandshake})
+	c.emit(ls, audit.Event{Event: audit.KindConnOpen, Severity: audit.Info, Stage: audit.StageHandshake}, reason.None)
 	c.sendWelcome(ls)
 	c.nextPing = ls.loop.Now.Add(lim.PingInterval).UnixNano()
 	c.timerAt = 0 // drop the handshake timer
@@ -887,9 +880,9 @@ func (c *conn) messageDeadline(ls *loopState) int64 {
 // messageTimedOut closes a connection whose message did not complete in
 // time, whatever control frames kept it busy, and frees what it held.
 func (c *conn) messageTimedOut(ls *loopState) {
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: reason.MessageTimeout.String(), Code: 1008,
-		Detail: "message not complete within " + ls.srv.opts.Limits.MessageTimeout.String()})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+		Code:   1008,
+		Detail: "message not complete within " + ls.srv.opts.Limits.MessageTimeout.String()}, reason.MessageTimeout)
 	c.closeWith(ls, 1008, reason.MessageTimeout, "message not complete in time", 2*time.Second)
 	c.dropParser(ls, c.parser.Buffered())
 }
@@ -928,8 +921,8 @@ func (c *conn) hold(ls *loopState, n int) bool {
 	if v == ratelimit.HoldOverTotal {
 		r, detail = reason.GlobalInbound, "the server holds limits.inbound_buffer_total in unfinished messages and tables"
 	}
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: r.String(), Detail: detail, Code: 1008})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+		Detail: detail, Code: 1008}, r)
 	c.closeWith(ls, 1008, r, "inbound buffer budget exceeded", 2*time.Second)
 	return false
 }
@@ -937,8 +930,8 @@ func (c *conn) hold(ls *loopState, n int) bool {
 // overBytesRate closes a connection whose address sends more bytes than
 // limits.bytes_rate allows; the bytes just read are not parsed.
 func (c *conn) overBytesRate(ls *loopState) {
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: reason.BytesRate.String(), Detail: "address over limits.bytes_rate", Code: 1008})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+		Detail: "address over limits.bytes_rate", Code: 1008}, reason.BytesRate)
 	c.closeWith(ls, 1008, reason.BytesRate, "byte rate exceeded", 2*time.Second)
 	c.dropParser(ls, c.parser.Buffered())
 }
@@ -958,12 +951,12 @@ func (c *conn) unsupported(ls *loopState, detail string) bool {
 	n := c.unsup&^unsupThis + 1
 	c.unsup = n | unsupThis
 	if n > maxUnsupported {
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: reason.Unsupported.String(), Detail: "kept sending unsupported requests: " + detail, Code: 1008})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+			Detail: "kept sending unsupported requests: " + detail, Code: 1008}, reason.Unsupported)
 		c.closeWith(ls, 1008, reason.Unsupported, "unsupported requests", 2*time.Second)
 		return false
 	}
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
-		Reason: reason.Unsupported.String(), Detail: detail})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage,
+		Detail: detail}, reason.Unsupported)
 	return true
 }

@@ -230,8 +230,8 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 		s.rejected.Add(1)
 		writeRaw(fd, httpReject(503, reason.GlobalConnections, "server at its connection limit", 0))
 		unix.Close(fd)
-		s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: addr.String(), PeerIP: addr.String(),
-			CountedPrefix: s.opts.Guard.Counted(addr).String(), Stage: audit.StageAccept,
+		s.emit(audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, IP: addr, PeerIP: addr,
+			CountedPrefix: s.opts.Guard.Counted(addr), Stage: audit.StageAccept,
 			Reason: reason.GlobalConnections.String(), Code: 503})
 		return
 	}
@@ -285,8 +285,8 @@ func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, counted ne
 	if !counted.IsValid() {
 		counted = s.opts.Guard.Counted(addr)
 	}
-	s.emit(audit.Event{Event: "conn_rejected", Severity: audit.Warning, IP: addr.String(), PeerIP: addr.String(),
-		CountedPrefix: counted.String(), Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
+	s.emit(audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, IP: addr, PeerIP: addr,
+		CountedPrefix: counted, Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
 }
 
 // open registers an accepted socket in the handshake state. slot says it
@@ -446,7 +446,7 @@ func (ls *loopState) outOfFDs(err error) {
 	f.mu.Unlock()
 	if started {
 		s.opts.Log.WithError(err).Error("accept: out of file descriptors; new connections are reset until descriptors free up")
-		s.emit(audit.Event{Time: now, Event: "fd_exhausted", Severity: audit.Critical, Stage: audit.StageSystem,
+		s.emit(audit.Event{Time: now, Event: audit.KindFDExhausted, Severity: audit.Critical, Stage: audit.StageSystem,
 			Reason: reason.FDExhausted.String(), Detail: audit.Cap("accept failed: " + err.Error() +
 				"; new connections are reset at accept and the listener backs off until descriptors free up")})
 	}
@@ -538,7 +538,7 @@ func (ls *loopState) recovered(now time.Time) {
 	d := now.Sub(since)
 	s.opts.Log.WithField("reset", shed).WithField("lasted", d.Round(time.Millisecond).String()).
 		Info("accept: file descriptors available again")
-	s.emit(audit.Event{Time: now, Event: "fd_recovered", Severity: audit.Info, Stage: audit.StageSystem,
+	s.emit(audit.Event{Time: now, Event: audit.KindFDRecovered, Severity: audit.Info, Stage: audit.StageSystem,
 		Reason: reason.FDExhausted.String(), Count: int64(shed), DurationMS: d.Milliseconds(),
 		Detail: fmt.Sprintf("file descriptors available again after %s; %d connections were reset meanwhile",
 			d.Round(time.Millisecond), shed)})

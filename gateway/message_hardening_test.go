@@ -78,7 +78,7 @@ func (w *wsClient) readFrames() (pongs, code int) {
 func refusalsOf(rec *recSink, before int) []audit.Event {
 	var out []audit.Event
 	for _, e := range rec.all()[before:] {
-		if isRefusal(e.Event) {
+		if e.Event.Refusal() {
 			out = append(out, e)
 		}
 	}
@@ -116,7 +116,7 @@ func TestMessageTimeout(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Fatalf("closed after %v, before the message timeout", d)
 	}
-	e := rec.find(t, "message_rejected", "message_timeout")
+	e := rec.find(t, audit.KindMessageRejected, "message_timeout")
 	if e.Code != 1008 || e.Proto != "wamp" {
 		t.Fatalf("event %+v", e)
 	}
@@ -128,7 +128,7 @@ func TestMessageTimeout(t *testing.T) {
 	w.writeFrame(false, ws.OpText, []byte(`[5,"op`))
 	time.Sleep(100 * time.Millisecond)
 	w.writeFrame(true, ws.OpContinuation, []byte(`en"]`))
-	rec.find(t, "subscribe", "")
+	rec.find(t, audit.KindSubscribe, "")
 	time.Sleep(400 * time.Millisecond)
 	checkFor(t, func() bool { return s.inbound.HeldTotal() == 0 })
 	n := 0
@@ -161,7 +161,7 @@ func TestInboundBudgetPerAddress(t *testing.T) {
 	if _, code := ws3[2].readFrames(); code != 1008 {
 		t.Fatalf("third connection closed %d, want 1008", code)
 	}
-	e := rec.find(t, "message_rejected", "inbound_budget")
+	e := rec.find(t, audit.KindMessageRejected, "inbound_budget")
 	if e.Code != 1008 || !strings.Contains(e.Detail, "inbound_buffer_per_ip") {
 		t.Fatalf("event %+v", e)
 	}
@@ -187,7 +187,7 @@ func TestInboundBudgetTotal(t *testing.T) {
 	if _, code := v.readFrames(); code != 1008 {
 		t.Fatalf("closed %d, want 1008", code)
 	}
-	if e := rec.find(t, "message_rejected", "global_inbound_budget"); !strings.Contains(e.Detail, "inbound_buffer_total") {
+	if e := rec.find(t, audit.KindMessageRejected, "global_inbound_budget"); !strings.Contains(e.Detail, "inbound_buffer_total") {
 		t.Fatalf("event %+v", e)
 	}
 }
@@ -207,7 +207,7 @@ func TestInboundBudgetWAMP1Tables(t *testing.T) {
 	if code := w.closed(); code != 1008 {
 		t.Fatalf("closed %d, want 1008", code)
 	}
-	rec.find(t, "message_rejected", "inbound_budget")
+	rec.find(t, audit.KindMessageRejected, "inbound_budget")
 	checkFor(t, func() bool { return s.inbound.HeldTotal() == 0 })
 }
 
@@ -231,7 +231,7 @@ func TestPingBudget(t *testing.T) {
 	if pongs > 10 {
 		t.Fatalf("%d pongs to 500 pings at once, want at most the burst (6) and a little refill", pongs)
 	}
-	e := rec.find(t, "message_rejected", "msg_rate")
+	e := rec.find(t, audit.KindMessageRejected, "msg_rate")
 	if e.Code != 1008 || !strings.Contains(e.Detail, "pinging") {
 		t.Fatalf("event %+v", e)
 	}
@@ -264,7 +264,7 @@ func TestWAMPRefusedByType(t *testing.T) {
 	if code := w.closed(); code != 1009 {
 		t.Fatalf("big CALL closed %d, want 1009", code)
 	}
-	if e := rec.find(t, "message_rejected", "message_too_large"); e.Code != 1009 || !strings.Contains(e.Detail, "2048") {
+	if e := rec.find(t, audit.KindMessageRejected, "message_too_large"); e.Code != 1009 || !strings.Contains(e.Detail, "2048") {
 		t.Fatalf("event %+v", e)
 	}
 
@@ -298,7 +298,7 @@ func TestWAMPRefusedByType(t *testing.T) {
 		w.send(`[1,"p","http://example.com/"]`)
 	}
 	w.send(`[5,"open"]`)
-	rec.find(t, "subscribe", "")
+	rec.find(t, audit.KindSubscribe, "")
 
 	// v2: an UNSUBSCRIBE over its cap closes before it is parsed; a
 	// server-only type is refused by its code.
@@ -333,7 +333,7 @@ func TestBytesRate(t *testing.T) {
 	if _, code := w.readFrames(); code != 1008 {
 		t.Fatalf("closed %d, want 1008; refusals %+v", code, refusalsOf(rec, 0))
 	}
-	if e := rec.find(t, "message_rejected", "bytes_rate"); e.Code != 1008 {
+	if e := rec.find(t, audit.KindMessageRejected, "bytes_rate"); e.Code != 1008 {
 		t.Fatalf("event %+v", e)
 	}
 }

@@ -59,8 +59,8 @@ func (c *conn) sendError(ls *loopState, m *schema.Message, r reason.Reason, msg 
 func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: v.Reason.String(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+			Detail: capString(v.Keyword+" at "+v.Pointer, 200)}, v.Reason)
 		msg := v.Message
 		if v.Reason == reason.UnknownOp {
 			msg = ""
@@ -79,8 +79,7 @@ func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 		ls.scratch = native.AppendPong(ls.scratch[:0], m.ID, m.HasID)
 		c.sendText(ls, ls.scratch)
 	default:
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-			Reason: reason.UnknownOp.String()})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage}, reason.UnknownOp)
 		c.sendError(ls, &m, reason.UnknownOp, "")
 	}
 }
@@ -218,31 +217,31 @@ func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 		return
 	}
 	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		c.emit(ls, audit.Event{Event: "subscribe_denied", Severity: audit.Notice, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, Reason: reason.TooManySubscriptions.String()})
+		c.emit(ls, audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID}, reason.TooManySubscriptions)
 		c.sendError(ls, m, reason.TooManySubscriptions, "")
 		return
 	}
 	fp, r, sp := c.authorizeSpent(ls, m, nil)
 	if r != reason.None {
-		ev, sev := "subscribe_denied", audit.Notice
+		ev, sev := audit.KindSubscribeDenied, audit.Notice
 		if r.IsAuth() {
-			ev, sev = "auth_failed", audit.Warning
+			ev, sev = audit.KindAuthFailed, audit.Warning
 		}
 		e := audit.Event{Event: ev, Severity: sev, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp}
+			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}
 		spentEvent(&e, r, sp, ls.loop.Now)
-		c.emit(ls, e)
+		c.emit(ls, e, r)
 		c.sendError(ls, m, r, "")
 		return
 	}
 	if fp != "" {
-		c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+		c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 	}
 	ls.subscribe(c, m.Topic)
-	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 	ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 	c.sendText(ls, ls.scratch)
 }
@@ -250,14 +249,14 @@ func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
 	i := c.findSub(m.Topic)
 	if i < 0 {
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
-			Topic: m.Topic, Reason: reason.NotSubscribed.String()})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage,
+			Topic: m.Topic}, reason.NotSubscribed)
 		c.sendError(ls, m, reason.NotSubscribed, "")
 		return
 	}
 	ls.unsubscribe(c, i)
-	c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: c.userID()})
+	c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: c.userID()}, reason.None)
 	ls.scratch = native.AppendUnsubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 	c.sendText(ls, ls.scratch)
 }
@@ -268,27 +267,27 @@ func (c *conn) onPublish(ls *loopState, m *schema.Message) {
 	s := ls.srv
 	rule, r := c.mayPublish(ls, m.Topic)
 	if r != reason.None {
-		ev := "message_rejected"
+		ev := audit.KindMessageRejected
 		if r.IsAuth() {
-			ev = "auth_failed"
+			ev = audit.KindAuthFailed
 		}
 		c.emit(ls, audit.Event{Event: ev, Severity: audit.Warning, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: c.userID(), Reason: r.String()})
+			Topic: m.Topic, UserID: c.userID()}, r)
 		c.sendError(ls, m, r, "")
 		return
 	}
 	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
 		if v := ds.Check(m.Data); v != nil {
-			c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-				Topic: m.Topic, UserID: c.userID(), Reason: v.Reason.String(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)})
+			c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+				Topic: m.Topic, UserID: c.userID(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)}, v.Reason)
 			c.sendError(ls, m, v.Reason, v.Message)
 			return
 		}
 	}
 	data := append([]byte(nil), m.Data...)
 	topic := m.Topic
-	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: topic, UserID: c.userID()})
+	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: topic, UserID: c.userID()}, reason.None)
 	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, topic)
 	c.sendText(ls, ls.scratch)
 	// Through the broker, not delivered inline: other loops (and nodes)

@@ -149,13 +149,12 @@ func (c *conn) sendWAMP1Welcome(ls *loopState) {
 
 // wamp1Close records the refusal e and closes: 1007 for a malformed
 // message, 1008 for a refused request.
-func (c *conn) wamp1Close(ls *loopState, code uint16, e audit.Event) {
+func (c *conn) wamp1Close(ls *loopState, code uint16, e audit.Event, r reason.Reason) {
 	e.Code = int(code)
 	if e.Stage == "" {
 		e.Stage = audit.StageMessage
 	}
-	c.emit(ls, e)
-	r, _ := reason.Parse(e.Reason)
+	c.emit(ls, e, r)
 	text := "request refused"
 	if code == 1007 {
 		text = "malformed WAMP message"
@@ -164,16 +163,16 @@ func (c *conn) wamp1Close(ls *loopState, code uint16, e audit.Event) {
 }
 
 func (c *conn) wamp1Malformed(ls *loopState, r reason.Reason, detail string) {
-	c.wamp1Close(ls, 1007, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-		Reason: r.String(), Detail: capString(detail, 200)})
+	c.wamp1Close(ls, 1007, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+		Detail: capString(detail, 200)}, r)
 }
 
 // wampOversize refuses a WAMP message over the size cap of its type
 // before it is parsed: 1009, a strike, and the connection closes.
 func (c *conn) wampOversize(ls *loopState, limit int) {
-	c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Warning, Stage: audit.StageMessage,
-		Reason: reason.MessageTooLarge.String(), Code: 1009,
-		Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"})
+	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
+		Code:   1009,
+		Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"}, reason.MessageTooLarge)
 	c.closeWith(ls, 1009, reason.MessageTooLarge, "message too large for its type", 2*time.Second)
 }
 
@@ -247,8 +246,8 @@ func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
 	if wamp.IsSeed(s) {
 		sd, err := wamp.ParseSeed(s)
 		if err != nil {
-			c.wamp1Close(ls, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-				Reason: parseReason(err).String(), Detail: err.Error()})
+			c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+				Detail: err.Error()}, parseReason(err))
 			return m, false
 		}
 		m, v = ls.checkSubscribe(sd.Topic, sd.UserID, sd.Token)
@@ -256,8 +255,8 @@ func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
 		m, v = ls.checkSubscribe(s, nil, "")
 	}
 	if v != nil {
-		c.wamp1Close(ls, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-			Reason: v.Reason.String(), Detail: violationDetail(v)})
+		c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+			Detail: violationDetail(v)}, v.Reason)
 		return m, false
 	}
 	return m, true
@@ -274,35 +273,35 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 		return // already subscribed; v1 has no reply
 	}
 	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		c.wamp1Close(ls, 1008, audit.Event{Event: "subscribe_denied", Severity: audit.Notice,
-			Topic: m.Topic, UserID: m.UserID, Reason: reason.TooManySubscriptions.String()})
+		c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice,
+			Topic: m.Topic, UserID: m.UserID}, reason.TooManySubscriptions)
 		return
 	}
 	fp, r, sp := c.authorizeSpent(ls, &m, nil)
 	if r != reason.None {
-		ev, sev := "subscribe_denied", audit.Notice
+		ev, sev := audit.KindSubscribeDenied, audit.Notice
 		if r.IsAuth() {
-			ev, sev = "auth_failed", audit.Warning
+			ev, sev = audit.KindAuthFailed, audit.Warning
 		}
 		e := audit.Event{Event: ev, Severity: sev,
-			Topic: m.Topic, UserID: m.UserID, Reason: r.String(), TokenFP: fp}
+			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}
 		spentEvent(&e, r, sp, ls.loop.Now)
-		c.wamp1Close(ls, 1008, e)
+		c.wamp1Close(ls, 1008, e, r)
 		return
 	}
 	if raw != m.Topic && !c.hold(ls, v1StringBytes(raw)) {
 		return // the string kept for EVENTs is over the inbound budget
 	}
 	if fp != "" {
-		c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+		c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 	}
 	ls.subscribe(c, m.Topic)
 	if raw != m.Topic {
 		c.subs[len(c.subs)-1].v1 = &raw // a fresh string from the parser
 	}
-	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: m.UserID, TokenFP: fp})
+	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 }
 
 // onWAMP1Unsubscribe finds the subscription by the exact string or, for a
@@ -322,8 +321,7 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 	}
 	if i < 0 {
 		// No reply in v1, and the string is not logged: it may be a seed.
-		c.emit(ls, audit.Event{Event: "message_rejected", Severity: audit.Notice, Stage: audit.StageMessage,
-			Reason: reason.NotSubscribed.String()})
+		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage}, reason.NotSubscribed)
 		return
 	}
 	topic := c.subs[i].topic.name
@@ -331,8 +329,8 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 		c.hold(ls, -v1StringBytes(*v1))
 	}
 	ls.unsubscribe(c, i)
-	c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: topic, UserID: c.userID()})
+	c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: topic, UserID: c.userID()}, reason.None)
 }
 
 // onWAMP1Publish publishes where the topic rule allows it, honouring
@@ -345,25 +343,25 @@ func (c *conn) onWAMP1Publish(ls *loopState, m *wamp.V1Message) {
 	s := ls.srv
 	rule, r := c.mayPublish(ls, t.Topic)
 	if r != reason.None {
-		ev := "message_rejected"
+		ev := audit.KindMessageRejected
 		if r.IsAuth() {
-			ev = "auth_failed"
+			ev = audit.KindAuthFailed
 		}
 		c.wamp1Close(ls, 1008, audit.Event{Event: ev, Severity: audit.Warning,
-			Topic: t.Topic, UserID: c.userID(), Reason: r.String()})
+			Topic: t.Topic, UserID: c.userID()}, r)
 		return
 	}
 	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
 		if v := ds.Check(m.Event); v != nil {
-			c.wamp1Close(ls, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-				Topic: t.Topic, UserID: c.userID(), Reason: v.Reason.String(), Detail: violationDetail(v)})
+			c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+				Topic: t.Topic, UserID: c.userID(), Detail: violationDetail(v)}, v.Reason)
 			return
 		}
 	}
 	p := newPublication(t.Topic, append([]byte(nil), m.Event...))
 	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, s.connOfSession)
-	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: t.Topic, UserID: c.userID()})
+	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: t.Topic, UserID: c.userID()}, reason.None)
 	s.post(p)
 }
 

@@ -49,31 +49,30 @@ func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
 
 // wamp2Abort records the refusal e, sends ABORT with uri and closes:
 // 1007 after a protocol violation, 1008 after a refused authentication.
-func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event) {
+func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event, r reason.Reason) {
 	e.Code = int(code)
 	if e.Stage == "" {
 		e.Stage = audit.StageMessage
 	}
-	c.emit(ls, e)
+	c.emit(ls, e, r)
 	msg := "protocol violation"
 	if code != 1007 {
 		msg = "authentication failed"
 	}
 	ls.scratch = wamp.AppendV2Abort(ls.scratch[:0], uri, msg)
 	c.sendText(ls, ls.scratch)
-	r, _ := reason.Parse(e.Reason)
 	c.closeWith(ls, code, r, "", 2*time.Second)
 }
 
 func (c *conn) wamp2Violation(ls *loopState, r reason.Reason, detail string) {
-	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Event: "message_rejected",
-		Severity: audit.Warning, Reason: r.String(), Detail: capString(detail, 200)})
+	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Event: audit.KindMessageRejected,
+		Severity: audit.Warning, Detail: capString(detail, 200)}, r)
 }
 
 // wamp2Error records e (a refusal) and sends ERROR for a request.
-func (c *conn) wamp2Error(ls *loopState, typ wamp.V2Type, req uint64, uri string, e audit.Event, reply bool) {
+func (c *conn) wamp2Error(ls *loopState, typ wamp.V2Type, req uint64, uri string, e audit.Event, r reason.Reason, reply bool) {
 	e.Stage = audit.StageMessage
-	c.emit(ls, e)
+	c.emit(ls, e, r)
 	if reply {
 		ls.scratch = wamp.AppendV2Error(ls.scratch[:0], typ, req, uri)
 		c.sendText(ls, ls.scratch)
@@ -157,8 +156,8 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 		return
 	}
 	if !wamp.ValidURI(m.Realm) {
-		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-			Reason: reason.SchemaViolation.String(), Detail: "HELLO realm is not a WAMP URI"})
+		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+			Detail: "HELLO realm is not a WAMP URI"}, reason.SchemaViolation)
 		return
 	}
 	ticket := false
@@ -166,13 +165,13 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 		ticket = ticket || am == "ticket"
 	}
 	if !ticket || m.AuthID == "" {
-		c.wamp2Abort(ls, wamp.ErrNoMatchingAuthMethod, 1008, audit.Event{Event: "auth_failed", Severity: audit.Warning,
-			Reason: reason.TokenMissing.String(), Detail: "HELLO offers no ticket authentication with an authid"})
+		c.wamp2Abort(ls, wamp.ErrNoMatchingAuthMethod, 1008, audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning,
+			Detail: "HELLO offers no ticket authentication with an authid"}, reason.TokenMissing)
 		return
 	}
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, m.AuthID), ""); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-			Reason: v.Reason.String(), Detail: "HELLO authid: " + violationDetail(v)})
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+			Detail: "HELLO authid: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	ls.wampState(c).authid = m.AuthID
@@ -184,8 +183,8 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 	authid := ls.wamp[c.id].authid
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, authid), m.Signature); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: "message_rejected", Severity: audit.Warning,
-			UserID: authid, Reason: v.Reason.String(), Detail: "ticket: " + violationDetail(v)})
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
+			UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	res := c.redeem(ls, m.Signature, authid)
@@ -195,15 +194,15 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 		r = reason.TokenUserMismatch
 	}
 	if r != reason.None {
-		e := audit.Event{Event: "auth_failed", Severity: audit.Warning, UserID: authid, Reason: r.String(), TokenFP: fp}
+		e := audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning, UserID: authid, TokenFP: fp}
 		spentEvent(&e, r, res, ls.loop.Now)
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, e)
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, e, r)
 		return
 	}
 	c.addGrant(ls, g)
 	delete(ls.wamp, c.id)
-	c.emit(ls, audit.Event{Event: "auth_ok", Severity: audit.Info, Stage: audit.StageMessage,
-		UserID: authid, TokenFP: g.FP()})
+	c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
+		UserID: authid, TokenFP: g.FP()}, reason.None)
 	ls.scratch = wamp.AppendV2Welcome(ls.scratch[:0], wampIDs.Session(c.id), authid, "user", "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
@@ -213,16 +212,16 @@ func (c *conn) ticketGrant() *tokens.Grant { return c.grant }
 
 func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 	g := c.ticketGrant()
-	ev := audit.Event{Event: "message_rejected", Severity: audit.Notice, UserID: g.UserID()}
+	ev := audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, UserID: g.UserID()}
 	if m.Match != "" {
-		ev.Reason, ev.Detail = reason.Unsupported.String(), "pattern-based subscriptions are not supported"
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, ev, true)
+		ev.Detail = "pattern-based subscriptions are not supported"
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, ev, reason.Unsupported, true)
 		return
 	}
 	msg, v := ls.checkSubscribe(m.Topic, native.AppendString(nil, g.UserID()), "")
 	if v != nil {
-		ev.Severity, ev.Reason, ev.Detail = audit.Warning, v.Reason.String(), violationDetail(v)
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, ev, true)
+		ev.Severity, ev.Detail = audit.Warning, violationDetail(v)
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, ev, v.Reason, true)
 		return
 	}
 	id := wampIDs.Subscription(msg.Topic)
@@ -233,32 +232,31 @@ func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 		if c.subs[i].topic.name != msg.Topic {
 			// Two topics hashed to one id (about 2^-53 per pair): refuse
 			// rather than mix their events.
-			ev.Event, ev.Topic, ev.Reason = "subscribe_denied", msg.Topic, reason.Internal.String()
-			c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+			ev.Event, ev.Topic = audit.KindSubscribeDenied, msg.Topic
+			c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, reason.Internal, true)
 			return
 		}
 		ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
 		c.sendText(ls, ls.scratch)
 		return
 	}
-	ev.Event, ev.Topic = "subscribe_denied", msg.Topic
+	ev.Event, ev.Topic = audit.KindSubscribeDenied, msg.Topic
 	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		ev.Reason = reason.TooManySubscriptions.String()
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, reason.TooManySubscriptions, true)
 		return
 	}
 	fp, r := c.authorizeWith(ls, &msg, g)
 	if r != reason.None {
 		if r.IsAuth() {
-			ev.Event, ev.Severity = "auth_failed", audit.Warning
+			ev.Event, ev.Severity = audit.KindAuthFailed, audit.Warning
 		}
-		ev.Reason, ev.TokenFP = r.String(), fp
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, true)
+		ev.TokenFP = fp
+		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, r, true)
 		return
 	}
 	ls.subscribe(c, msg.Topic)
-	c.emit(ls, audit.Event{Event: "subscribe", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: msg.Topic, UserID: g.UserID(), TokenFP: fp})
+	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: msg.Topic, UserID: g.UserID(), TokenFP: fp}, reason.None)
 	ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
 	c.sendText(ls, ls.scratch)
 }
@@ -268,15 +266,15 @@ func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
 		if wampIDs.Subscription(c.subs[i].topic.name) == m.Subscription {
 			topic := c.subs[i].topic.name
 			ls.unsubscribe(c, i)
-			c.emit(ls, audit.Event{Event: "unsubscribe", Severity: audit.Info, Stage: audit.StageMessage,
-				Topic: topic, UserID: c.userID()})
+			c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+				Topic: topic, UserID: c.userID()}, reason.None)
 			ls.scratch = wamp.AppendV2Unsubscribed(ls.scratch[:0], m.Request)
 			c.sendText(ls, ls.scratch)
 			return
 		}
 	}
-	c.wamp2Error(ls, wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, audit.Event{Event: "message_rejected",
-		Severity: audit.Notice, UserID: c.userID(), Reason: reason.NotSubscribed.String()}, true)
+	c.wamp2Error(ls, wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, audit.Event{Event: audit.KindMessageRejected,
+		Severity: audit.Notice, UserID: c.userID()}, reason.NotSubscribed, true)
 }
 
 // onWAMP2Publish publishes where the topic rule allows it. The publisher is
@@ -284,40 +282,39 @@ func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
 // only when options.acknowledge asks for them.
 func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
 	s := ls.srv
-	ev := audit.Event{Event: "message_rejected", Severity: audit.Warning, UserID: c.userID()}
+	ev := audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, UserID: c.userID()}
 	msg, v := ls.checkSubscribe(m.Topic, nil, "")
 	if v != nil {
-		ev.Reason, ev.Detail = v.Reason.String(), violationDetail(v)
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidURI, ev, m.Acknowledge)
+		ev.Detail = violationDetail(v)
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidURI, ev, v.Reason, m.Acknowledge)
 		return
 	}
 	ev.Topic = msg.Topic
 	rule, r := c.mayPublish(ls, msg.Topic)
 	if r != reason.None {
 		if r.IsAuth() {
-			ev.Event = "auth_failed"
+			ev.Event = audit.KindAuthFailed
 		}
-		ev.Reason = r.String()
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrNotAuthorized, ev, m.Acknowledge)
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrNotAuthorized, ev, r, m.Acknowledge)
 		return
 	}
 	data, ok := m.Data()
 	if !ok {
-		ev.Reason, ev.Detail = reason.SchemaViolation.String(), "PUBLISH carries more than one value (several args, or args and kwargs)"
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, m.Acknowledge)
+		ev.Detail = "PUBLISH carries more than one value (several args, or args and kwargs)"
+		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, reason.SchemaViolation, m.Acknowledge)
 		return
 	}
 	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
 		if v := ds.Check(data); v != nil {
-			ev.Reason, ev.Detail = v.Reason.String(), violationDetail(v)
-			c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, m.Acknowledge)
+			ev.Detail = violationDetail(v)
+			c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, v.Reason, m.Acknowledge)
 			return
 		}
 	}
 	p := newPublication(msg.Topic, append([]byte(nil), data...))
 	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, wampIDs.Conn)
-	c.emit(ls, audit.Event{Event: "publish", Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: msg.Topic, UserID: c.userID()})
+	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: msg.Topic, UserID: c.userID()}, reason.None)
 	if m.Acknowledge {
 		ls.scratch = wamp.AppendV2Published(ls.scratch[:0], m.Request, p.id)
 		c.sendText(ls, ls.scratch)

@@ -42,7 +42,7 @@ func (r *recSink) all() []audit.Event {
 }
 
 // find waits for an event with the given name and reason ("" matches any).
-func (r *recSink) find(t *testing.T, event, why string) audit.Event {
+func (r *recSink) find(t *testing.T, event audit.Kind, why string) audit.Event {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -213,7 +213,7 @@ func TestWAMP1SeedSubscribeAndEvent(t *testing.T) {
 	w.send(wampFrame(5, seed))
 	w.send(wampFrame(1, "o", "op"))
 	w.send(wampFrame(5, "o:en")) // CURIE → "open", a public topic
-	rec.find(t, "subscribe", "")
+	rec.find(t, audit.KindSubscribe, "")
 	checkFor(t, func() bool { return s.Stats().Subscriptions == 2 })
 	if n, err := s.Publish("news", []byte(`{"h":1}`)); err != nil || n != 1 {
 		t.Fatalf("delivered %d", n)
@@ -233,14 +233,14 @@ func TestWAMP1SeedSubscribeAndEvent(t *testing.T) {
 	}
 	// UNSUBSCRIBE with the exact string: no more events.
 	w.send(wampFrame(6, seed))
-	rec.find(t, "unsubscribe", "")
+	rec.find(t, audit.KindUnsubscribe, "")
 	s.Publish("news", []byte(`3`))
 	s.Publish("open", []byte(`4`))
 	if ev := w.recvArray(); ev[1] != "o:en" || ev[2] != 4.0 {
 		t.Fatalf("after unsubscribe got %v", ev)
 	}
 	for _, e := range rec.all() {
-		if e.Proto == "" && e.Event != "conn_rejected" {
+		if e.Proto == "" && e.Event != audit.KindConnRejected {
 			t.Fatalf("event without proto: %+v", e)
 		}
 		if e.Conn != 0 && e.Proto != "wamp" {
@@ -251,7 +251,7 @@ func TestWAMP1SeedSubscribeAndEvent(t *testing.T) {
 			t.Fatalf("raw seed or token in the audit trail: %s", b)
 		}
 	}
-	if e := rec.find(t, "auth_ok", ""); e.Topic != "news" || e.UserID != "42" || e.TokenFP != audit.TokenFP(tok) {
+	if e := rec.find(t, audit.KindAuthOK, ""); e.Topic != "news" || e.UserID != "42" || e.TokenFP != audit.TokenFP(tok) {
 		t.Fatalf("auth_ok %+v", e)
 	}
 }
@@ -262,25 +262,26 @@ func TestWAMP1Refusals(t *testing.T) {
 	first := dialProto(t, s, "wamp")
 	first.recv()
 	first.send(wampFrame(5, seedTopic("news", "42", tok)))
-	rec.find(t, "subscribe", "")
+	rec.find(t, audit.KindSubscribe, "")
 
 	cases := []struct {
-		name, msg     string
-		code          int
-		event, reason string
+		name, msg string
+		code      int
+		event     audit.Kind
+		reason    string
 	}{
-		{"replayed token", wampFrame(5, seedTopic("news", "42", tok)), 1008, "auth_failed", "token_replayed"},
-		{"no token", wampFrame(5, "news"), 1008, "auth_failed", "token_missing"},
-		{"denied topic", wampFrame(5, "secret"), 1008, "subscribe_denied", "topic_denied"},
-		{"bad topic name", wampFrame(5, "http://example.com/x"), 1008, "message_rejected", "schema_violation"},
-		{"seed not JSON", wampFrame(5, `{"topic":`), 1008, "message_rejected", "bad_json"},
-		{"seed too long", wampFrame(5, seedTopic("news", "42", strings.Repeat("A", 3000))), 1008, "message_rejected", "schema_violation"},
-		{"seed extra key", wampFrame(5, `{"topic":"news","op":"publish"}`), 1008, "message_rejected", "schema_violation"},
-		{"publish denied", wampFrame(7, "news", 1), 1008, "message_rejected", "publish_denied"},
-		{"not JSON", `[5,"news"`, 1007, "message_rejected", "bad_json"},
-		{"not an array", `{"op":"subscribe"}`, 1007, "message_rejected", "schema_violation"},
-		{"unknown type", `[99,"x"]`, 1007, "message_rejected", "unknown_op"},
-		{"topic not a string", `[5,{}]`, 1007, "message_rejected", "schema_violation"},
+		{"replayed token", wampFrame(5, seedTopic("news", "42", tok)), 1008, audit.KindAuthFailed, "token_replayed"},
+		{"no token", wampFrame(5, "news"), 1008, audit.KindAuthFailed, "token_missing"},
+		{"denied topic", wampFrame(5, "secret"), 1008, audit.KindSubscribeDenied, "topic_denied"},
+		{"bad topic name", wampFrame(5, "http://example.com/x"), 1008, audit.KindMessageRejected, "schema_violation"},
+		{"seed not JSON", wampFrame(5, `{"topic":`), 1008, audit.KindMessageRejected, "bad_json"},
+		{"seed too long", wampFrame(5, seedTopic("news", "42", strings.Repeat("A", 3000))), 1008, audit.KindMessageRejected, "schema_violation"},
+		{"seed extra key", wampFrame(5, `{"topic":"news","op":"publish"}`), 1008, audit.KindMessageRejected, "schema_violation"},
+		{"publish denied", wampFrame(7, "news", 1), 1008, audit.KindMessageRejected, "publish_denied"},
+		{"not JSON", `[5,"news"`, 1007, audit.KindMessageRejected, "bad_json"},
+		{"not an array", `{"op":"subscribe"}`, 1007, audit.KindMessageRejected, "schema_violation"},
+		{"unknown type", `[99,"x"]`, 1007, audit.KindMessageRejected, "unknown_op"},
+		{"topic not a string", `[5,{}]`, 1007, audit.KindMessageRejected, "schema_violation"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -295,7 +296,7 @@ func TestWAMP1Refusals(t *testing.T) {
 			checkFor(t, func() bool {
 				refusals = refusals[:0]
 				for _, e := range rec.all()[before:] {
-					if isRefusal(e.Event) {
+					if e.Event.Refusal() {
 						refusals = append(refusals, e)
 					}
 				}
@@ -369,7 +370,7 @@ func TestWAMP2Broker(t *testing.T) {
 	if e := w.recvArray(); e[0] != 8.0 || e[1] != 32.0 || e[2] != 2.0 || e[4] != "wamp.error.not_authorized" {
 		t.Fatalf("ERROR %v", e)
 	}
-	rec.find(t, "subscribe_denied", "topic_denied")
+	rec.find(t, audit.KindSubscribeDenied, "topic_denied")
 	if n, err := s.Publish("news", []byte(`{"h":1}`)); err != nil || n != 2 {
 		t.Fatalf("delivered %d", n)
 	}
@@ -418,7 +419,7 @@ func TestWAMP2Broker(t *testing.T) {
 	if code := w.closed(); code != 1000 {
 		t.Fatalf("close %d", code)
 	}
-	if e := rec.find(t, "auth_ok", ""); e.Proto != "wamp.2.json" || e.UserID != "42" || e.TokenFP != audit.TokenFP(tok) {
+	if e := rec.find(t, audit.KindAuthOK, ""); e.Proto != "wamp.2.json" || e.UserID != "42" || e.TokenFP != audit.TokenFP(tok) {
 		t.Fatalf("auth_ok %+v", e)
 	}
 }
@@ -439,22 +440,22 @@ func TestWAMP2Refusals(t *testing.T) {
 		msgs  []string
 		abort string
 		code  int
-		event string
+		event audit.Kind
 		why   string
 	}{
 		{"replayed ticket", []string{hello(map[string]any{"authmethods": []string{"ticket"}, "authid": "42"}), wampFrame(5, used, map[string]any{})},
-			"wamp.error.authentication_failed", 1008, "auth_failed", "token_replayed"},
+			"wamp.error.authentication_failed", 1008, audit.KindAuthFailed, "token_replayed"},
 		{"unknown ticket", []string{hello(map[string]any{"authmethods": []string{"ticket"}, "authid": "42"}), wampFrame(5, "AAAAAAAAAAAAAAAAAAAAAA", map[string]any{})},
-			"wamp.error.authentication_failed", 1008, "auth_failed", "token_unknown"},
+			"wamp.error.authentication_failed", 1008, audit.KindAuthFailed, "token_unknown"},
 		{"other user's ticket", []string{hello(map[string]any{"authmethods": []string{"ticket"}, "authid": "43"}), wampFrame(5, mint(t, store, "42"), map[string]any{})},
-			"wamp.error.authentication_failed", 1008, "auth_failed", "token_user_mismatch"},
+			"wamp.error.authentication_failed", 1008, audit.KindAuthFailed, "token_user_mismatch"},
 		{"no ticket offered", []string{hello(map[string]any{"authmethods": []string{"anonymous"}})},
-			"wamp.error.no_matching_auth_method", 1008, "auth_failed", "token_missing"},
+			"wamp.error.no_matching_auth_method", 1008, audit.KindAuthFailed, "token_missing"},
 		{"no client role", []string{wampFrame(1, "realm1", map[string]any{"roles": map[string]any{"broker": map[string]any{}}})},
-			"wamp.error.protocol_violation", 1007, "message_rejected", "schema_violation"},
-		{"subscribe before welcome", []string{`[32,1,{},"news"]`}, "wamp.error.protocol_violation", 1007, "message_rejected", "protocol_error"},
-		{"not JSON", []string{`[1,`}, "wamp.error.protocol_violation", 1007, "message_rejected", "bad_json"},
-		{"unknown type", []string{`[99]`}, "wamp.error.protocol_violation", 1007, "message_rejected", "unknown_op"},
+			"wamp.error.protocol_violation", 1007, audit.KindMessageRejected, "schema_violation"},
+		{"subscribe before welcome", []string{`[32,1,{},"news"]`}, "wamp.error.protocol_violation", 1007, audit.KindMessageRejected, "protocol_error"},
+		{"not JSON", []string{`[1,`}, "wamp.error.protocol_violation", 1007, audit.KindMessageRejected, "bad_json"},
+		{"unknown type", []string{`[99]`}, "wamp.error.protocol_violation", 1007, audit.KindMessageRejected, "unknown_op"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -480,7 +481,7 @@ func TestWAMP2Refusals(t *testing.T) {
 			checkFor(t, func() bool {
 				refusals = refusals[:0]
 				for _, e := range rec.all()[before:] {
-					if isRefusal(e.Event) {
+					if e.Event.Refusal() {
 						refusals = append(refusals, e)
 					}
 				}

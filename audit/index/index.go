@@ -62,6 +62,23 @@ func Hash(s string) uint64 {
 	return h
 }
 
+// HashBytes is Hash(string(b)), without the conversion.
+func HashBytes(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
+
+// HashAddr is HashIP of a's text (a valid address): the hash of its
+// canonical form, unmapped and without zone. It does not allocate.
+func HashAddr(a netip.Addr) uint64 {
+	var buf [64]byte
+	return HashBytes(a.Unmap().WithZone("").AppendTo(buf[:0]))
+}
+
 // HashASCII is Hash(s) when s is ASCII; ok is false otherwise.
 func HashASCII(s string) (h uint64, ok bool) {
 	h = 14695981039346656037

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
@@ -309,7 +310,7 @@ func BenchmarkQuery(b *testing.B) {
 		b.SetBytes(size)
 		var st Stats
 		for b.Loop() {
-			st, err = Lines(context.Background(), files, Options{Filter: Filter{MinSeverity: Critical}}, func([]byte) error { return nil })
+			st, err = Lines(context.Background(), files, Options{Filter: Filter{MinSeverity: audit.Critical}}, func([]byte) error { return nil })
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -3,10 +3,10 @@
 // (--count-by), shows the newest ones and follows the active file across
 // rotation (audit tail).
 //
-// query owns reading only. It depends on the trail's on-disk format, never on
-// the writer's code: it imports only audit/index from the project: nothing
-// from the audit writer, gateway, policy or alerting, so a broken or changing
-// writer can never stop people from reading what was already written.
+// query owns reading only. It depends on the trail's on-disk format and on
+// audit's vocabulary (Severity), and audit never imports query: it imports
+// only audit and audit/index from the project, nothing from gateway, policy
+// or alerting.
 package query
 
 import (

@@ -7,53 +7,23 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
 )
-
-// Severity ranks events, least to most urgent, as in docs/AUDIT.md.
-type Severity uint8
-
-// Severities. The zero value, Info, is the lowest: a Filter with a zero
-// MinSeverity keeps every event.
-const (
-	Info Severity = iota
-	Notice
-	Warning
-	Critical
-)
-
-var severityNames = [...]string{"info", "notice", "warning", "critical"}
-
-// String returns the trail's spelling of s.
-func (s Severity) String() string {
-	if int(s) < len(severityNames) {
-		return severityNames[s]
-	}
-	return "unknown"
-}
-
-// ParseSeverity parses info, notice, warning or critical.
-func ParseSeverity(s string) (Severity, error) {
-	for i, n := range severityNames {
-		if strings.EqualFold(n, s) {
-			return Severity(i), nil
-		}
-	}
-	return 0, fmt.Errorf("invalid severity %q: want info, notice, warning or critical", s)
-}
 
 // severityOf ranks a line's severity value. A missing value is Info (the
 // writer's zero); a value the reader does not know ranks as Critical, so a
 // --severity filter never hides something unexpected.
-func severityOf(b []byte) Severity {
+func severityOf(b []byte) audit.Severity {
 	if len(b) == 0 {
-		return Info
+		return audit.Info
 	}
-	for i, n := range severityNames {
-		if string(b) == n {
-			return Severity(i)
+	for s := audit.Info; s <= audit.Critical; s++ {
+		if string(b) == s.String() {
+			return s
 		}
 	}
-	return Critical
+	return audit.Critical
 }
 
 // Filter selects events; every set condition must hold. The zero Filter
@@ -67,11 +37,11 @@ type Filter struct {
 	// address is a /32 or /128). IPv4-mapped IPv6 addresses count as IPv4
 	// on both sides. The invalid zero Prefix means any address.
 	IP          netip.Prefix
-	User        string   // exact userId
-	Events      []string // any of these event names
-	MinSeverity Severity // this severity or above
-	Topic       string   // exact, or a glob where * matches any run of characters; never matches events without a topic
-	Reason      string   // exact reason
+	User        string         // exact userId
+	Events      []string       // any of these event names
+	MinSeverity audit.Severity // this severity or above; the zero audit.Info keeps every event
+	Topic       string         // exact, or a glob where * matches any run of characters; never matches events without a topic
+	Reason      string         // exact reason
 }
 
 // ParseIP parses an address or a CIDR prefix for Filter.IP. IPv4-mapped
@@ -264,7 +234,7 @@ func compile(f Filter) *matcher {
 			m.pre = append(m.pre, alts)
 		}
 	}
-	if f.MinSeverity > Info {
+	if f.MinSeverity > audit.Info {
 		m.want |= FieldSeverity
 	}
 	for i, g := range m.pre {
@@ -365,7 +335,7 @@ func (m *matcher) match(r *Record) bool {
 	if m.events != nil && !m.events[string(r.Event)] {
 		return false
 	}
-	if f.MinSeverity > Info && severityOf(r.Severity) < f.MinSeverity {
+	if f.MinSeverity > audit.Info && severityOf(r.Severity) < f.MinSeverity {
 		return false
 	}
 	if f.User != "" && string(r.User) != f.User {

@@ -3,6 +3,7 @@ package query
 import (
 	"strings"
 
+	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/index"
 )
 
@@ -49,7 +50,7 @@ func (m *matcher) indexExcludes(s *index.Summary) bool {
 	if f.Reason != "" && s.Reasons[f.Reason] == 0 {
 		return true
 	}
-	if f.MinSeverity > Info {
+	if f.MinSeverity > audit.Info {
 		n := int64(0)
 		for name, c := range s.Severities {
 			if severityOf([]byte(name)) >= f.MinSeverity {
@@ -77,7 +78,7 @@ func (m *matcher) indexExcludes(s *index.Summary) bool {
 // a time window holding every event of the file.
 func (m *matcher) indexCounts(s *index.Summary, key Key) (map[string]int64, bool) {
 	f := &m.f
-	if f.IP.IsValid() || f.User != "" || len(f.Events) > 0 || f.MinSeverity > Info || f.Topic != "" || f.Reason != "" {
+	if f.IP.IsValid() || f.User != "" || len(f.Events) > 0 || f.MinSeverity > audit.Info || f.Topic != "" || f.Reason != "" {
 		return nil, false
 	}
 	if !f.Since.IsZero() && s.First.Before(f.Since) {

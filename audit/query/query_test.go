@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -148,15 +150,15 @@ func TestFilters(t *testing.T) {
 		{"user is exact", Filter{User: "ali"}, nil},
 		{"event", Filter{Events: []string{"conn_open"}}, []uint64{1, 6}},
 		{"events any of", Filter{Events: []string{"ban", "auth_failed"}}, []uint64{2, 8}},
-		{"severity warning and above", Filter{MinSeverity: Warning}, []uint64{2, 5, 7, 8}},
-		{"severity notice and above", Filter{MinSeverity: Notice}, []uint64{2, 4, 5, 7, 8}},
-		{"severity critical", Filter{MinSeverity: Critical}, []uint64{8}},
+		{"severity warning and above", Filter{MinSeverity: audit.Warning}, []uint64{2, 5, 7, 8}},
+		{"severity notice and above", Filter{MinSeverity: audit.Notice}, []uint64{2, 4, 5, 7, 8}},
+		{"severity critical", Filter{MinSeverity: audit.Critical}, []uint64{8}},
 		{"topic exact", Filter{Topic: "prices.eur"}, []uint64{3}},
 		{"topic glob", Filter{Topic: "prices.*"}, []uint64{3, 7, 10}},
 		{"topic glob middle", Filter{Topic: "prices.*.spot"}, []uint64{10}},
 		{"topic glob star", Filter{Topic: "*"}, []uint64{3, 4, 7, 10}},
 		{"reason", Filter{Reason: "rate_limited"}, []uint64{5}},
-		{"all conditions together", Filter{IP: mustIP("2001:db8::/64"), User: "bob", MinSeverity: Warning,
+		{"all conditions together", Filter{IP: mustIP("2001:db8::/64"), User: "bob", MinSeverity: audit.Warning,
 			Events: []string{"message_rejected"}, Topic: "prices.*", Reason: "schema_invalid", Since: rel("1h")}, []uint64{7}},
 	}
 	for _, tc := range cases {
@@ -407,7 +409,7 @@ func TestCountBy(t *testing.T) {
 		{KeyIP, Filter{}, 0, []Count{{"198.51.100.7", 43}, {"203.0.113.9", 3}, {"2001:db8::42", 2}, {"", 1}}},
 		{KeyReason, Filter{}, 0, []Count{{"rate_limited", 40}, {"", 5}, {"schema_invalid", 1}, {"strikes", 1}, {"token_replayed", 1}, {"topic_forbidden", 1}}},
 		{KeyReason, Filter{}, 2, []Count{{"rate_limited", 40}, {"", 5}}},
-		{KeyEvent, Filter{MinSeverity: Warning}, 0, []Count{{"conn_rejected", 40}, {"auth_failed", 1}, {"ban", 1}, {"message_rejected", 1}}},
+		{KeyEvent, Filter{MinSeverity: audit.Warning}, 0, []Count{{"conn_rejected", 40}, {"auth_failed", 1}, {"ban", 1}, {"message_rejected", 1}}},
 		{KeyUser, Filter{Topic: "prices.*"}, 0, []Count{{"bob", 2}, {"alice", 1}}},
 	}
 	for _, tc := range cases {

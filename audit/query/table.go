@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/portcullis-gw/portcullis/audit"
 )
 
 // Table writes records as an aligned table for people. Column widths come
@@ -59,7 +61,7 @@ func (t *Table) Add(r *Record) {
 	}
 	row[colSeverity] = string(r.Severity)
 	if len(r.Severity) == 0 {
-		row[colSeverity] = Info.String()
+		row[colSeverity] = audit.Info.String()
 	}
 	row[colEvent] = string(r.Event)
 	row[colIP] = string(r.IP)

@@ -46,9 +46,19 @@ func alertConfig(c config.Alerting) (alerting.Config, error) {
 		}
 		return v
 	}
+	kind := func(key, s string) audit.Kind {
+		if s == "" {
+			return 0
+		}
+		k, ok := audit.ParseKind(s)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: unknown event %q (docs/AUDIT.md lists the events)", key, s))
+		}
+		return k
+	}
 	for i, r := range c.Rules {
 		k := fmt.Sprintf("alerting.rules[%d]", i)
-		out.Rules = append(out.Rules, alerting.Rule{Name: r.Name, Event: r.Event, Reason: r.Reason,
+		out.Rules = append(out.Rules, alerting.Rule{Name: r.Name, Event: kind(k+".event", r.Event), Reason: r.Reason,
 			Stage: audit.Stage(r.Stage), MinSeverity: sev(k+".min_severity", r.MinSeverity), Match: r.Match,
 			Threshold: r.Threshold, Window: r.Window, CountBy: r.CountBy, GroupBy: r.GroupBy,
 			Severity: sev(k+".severity", r.Severity), Summary: r.Summary, Inhibits: r.Inhibits})
@@ -92,12 +102,12 @@ func watchTrail(ctx context.Context, aw *audit.Writer, eng *alerting.Engine) {
 		case now := <-t.C:
 			st := aw.Stats()
 			if st.Dropped > lastDropped {
-				eng.Emit(audit.Event{Time: now, Event: "audit_dropped", Severity: audit.Critical, Stage: audit.StageSystem,
+				eng.Emit(audit.Event{Time: now, Event: audit.KindAuditDropped, Severity: audit.Critical, Stage: audit.StageSystem,
 					Count: int64(st.Dropped - lastDropped), Detail: "audit events could not be written"})
 				lastDropped = st.Dropped
 			}
 			if f := aw.Failing(); f && !failing {
-				eng.Emit(audit.Event{Time: now, Event: "audit_failing", Severity: audit.Critical, Stage: audit.StageSystem,
+				eng.Emit(audit.Event{Time: now, Event: audit.KindAuditFailing, Severity: audit.Critical, Stage: audit.StageSystem,
 					Detail: "the audit trail cannot be written"})
 				failing = true
 			} else if !f {

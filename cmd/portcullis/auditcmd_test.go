@@ -18,7 +18,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
-		w.Emit(audit.Event{Event: "conn_open", Conn: uint64(i + 1)})
+		w.Emit(audit.Event{Event: audit.KindConnOpen, Conn: uint64(i + 1)})
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/query"
 )
 
@@ -115,8 +116,9 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 				}
 			}
 			if sev != "" {
-				if f.MinSeverity, err = query.ParseSeverity(sev); err != nil {
-					return aqUsagef("--severity: %v", err)
+				var ok bool
+				if f.MinSeverity, ok = audit.ParseSeverity(strings.ToLower(sev)); !ok {
+					return aqUsagef("--severity: invalid severity %q: want info, notice, warning or critical", sev)
 				}
 			}
 			for _, e := range events {

@@ -79,13 +79,13 @@ func newTokenSource(cfg *config.Config, sink audit.Sink) (tokenSrc, error) {
 func jtiTableAlarm(sink audit.Sink) func(jwttoken.TableEvent) {
 	return func(e jwttoken.TableEvent) {
 		if e.Full {
-			sink.Emit(audit.Event{Time: e.At, Event: "jti_table_full", Severity: audit.Critical, Stage: audit.StageSystem,
+			sink.Emit(audit.Event{Time: e.At, Event: audit.KindJTITableFull, Severity: audit.Critical, Stage: audit.StageSystem,
 				Reason: reason.Internal.String(),
 				Detail: fmt.Sprintf("used-jti table full (%d of tokens.max_entries %d): valid JWTs with a new jti are refused "+
 					"until entries lapse (at most tokens.max_ttl + 60s); raise tokens.max_entries or lower tokens.max_ttl", e.Held, e.Max)})
 			return
 		}
-		sink.Emit(audit.Event{Time: e.At, Event: "jti_table_recovered", Severity: audit.Notice, Stage: audit.StageSystem,
+		sink.Emit(audit.Event{Time: e.At, Event: audit.KindJTITableRecovered, Severity: audit.Notice, Stage: audit.StageSystem,
 			Detail: fmt.Sprintf("used-jti table has room again (%d of %d); %d valid JWTs were refused since start", e.Held, e.Max, e.Refused)})
 	}
 }

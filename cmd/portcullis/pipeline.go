@@ -88,13 +88,13 @@ func (p *pipeline) reload(aw audit.Sink, log *logrus.Logger) {
 func (p *pipeline) reloaded(err error, why string, aw audit.Sink, log *logrus.Logger) {
 	if err != nil {
 		log.WithError(err).Error("block files not reloaded; the previous lists stay in force")
-		aw.Emit(audit.Event{Event: "config_reload", Severity: audit.Warning, Stage: audit.StageSystem,
+		aw.Emit(audit.Event{Event: audit.KindConfigReload, Severity: audit.Warning, Stage: audit.StageSystem,
 			Actor: why, Reason: "reload_failed", Detail: audit.Cap(err.Error())})
 		return
 	}
 	block, allow := p.lists.Len()
 	log.WithFields(logrus.Fields{"block": block, "allow": allow}).Info("block files reloaded")
-	aw.Emit(audit.Event{Event: "config_reload", Severity: audit.Notice, Stage: audit.StageSystem,
+	aw.Emit(audit.Event{Event: audit.KindConfigReload, Severity: audit.Notice, Stage: audit.StageSystem,
 		Actor: why, Detail: fmt.Sprintf("block lists reloaded: %d blocked, %d allowed prefixes", block, allow)})
 }
 

@@ -362,7 +362,7 @@ func serve(cfg *config.Config, logLevel string) error {
 		}
 	}()
 
-	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
+	aw.Emit(audit.Event{Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway started, version " + version})
 	// Signals are caught before the gateway says it is up, so that a
 	// SIGTERM right after that line still stops it cleanly.
@@ -401,7 +401,7 @@ func serve(cfg *config.Config, logLevel string) error {
 	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
 	_ = hs.Shutdown(sctx)
-	aw.Emit(audit.Event{Event: "admin", Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
+	aw.Emit(audit.Event{Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway stopped on " + s.String()})
 	closeAlerts()
 	_ = os.Remove(runMarker(cfg.DataDir)) // a clean stop

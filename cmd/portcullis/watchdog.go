@@ -28,7 +28,7 @@ func runMarker(dataDir string) string { return filepath.Join(dataDir, "running")
 func checkUncleanStop(dataDir string, sink audit.Sink) {
 	p := runMarker(dataDir)
 	if b, err := os.ReadFile(p); err == nil {
-		sink.Emit(audit.Event{Event: "unclean_stop", Severity: audit.Critical, Stage: audit.StageSystem,
+		sink.Emit(audit.Event{Event: audit.KindUncleanStop, Severity: audit.Critical, Stage: audit.StageSystem,
 			Detail: audit.Cap("the previous run did not stop cleanly (" + strings.TrimSpace(string(b)) + ")")})
 	}
 	_ = os.WriteFile(p, []byte(fmt.Sprintf("pid %d started %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339))), 0o600)
@@ -51,14 +51,14 @@ func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
 		case now := <-t.C:
 			if d, err := time.ParseDuration(srv.Stats().MaxLoopStall); err == nil && d > time.Second && d > reportedStall {
 				reportedStall = d
-				sink.Emit(audit.Event{Time: now, Event: "loop_stalled", Severity: audit.Critical, Stage: audit.StageSystem,
+				sink.Emit(audit.Event{Time: now, Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem,
 					Detail: "an event loop was busy for " + d.Round(time.Millisecond).String() + " without returning to epoll"})
 			}
 			if used, limit, ok := fdUsage(); ok {
 				switch {
 				case !fdHigh && used*10 >= limit*9:
 					fdHigh = true
-					sink.Emit(audit.Event{Time: now, Event: "fd_pressure", Severity: audit.Critical, Stage: audit.StageSystem,
+					sink.Emit(audit.Event{Time: now, Event: audit.KindFDPressure, Severity: audit.Critical, Stage: audit.StageSystem,
 						Count: int64(used), Detail: fmt.Sprintf("%d of %d file descriptors in use", used, limit)})
 				case fdHigh && used*10 < limit*8:
 					fdHigh = false
@@ -69,7 +69,7 @@ func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
 					switch {
 					case !memHigh && rss*10 >= memLimit*9:
 						memHigh = true
-						sink.Emit(audit.Event{Time: now, Event: "memory_pressure", Severity: audit.Critical, Stage: audit.StageSystem,
+						sink.Emit(audit.Event{Time: now, Event: audit.KindMemoryPressure, Severity: audit.Critical, Stage: audit.StageSystem,
 							Detail: fmt.Sprintf("RSS %d MiB of a %d MiB limit", rss>>20, memLimit>>20)})
 					case memHigh && rss*10 < memLimit*8:
 						memHigh = false

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -109,6 +110,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// remoteAddr is the client address of r for audit events; the zero Addr
+// (left out of the line) when RemoteAddr is not an address and port.
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -128,8 +139,8 @@ func (a *API) auth(next http.Handler) http.Handler {
 			if ok {
 				why = "admin_key_wrong"
 			}
-			a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: "auth_failed", Severity: audit.Warning,
-				Stage: audit.StageAdmin, IP: remoteIP(r), Reason: why,
+			a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: audit.KindAuthFailed, Severity: audit.Warning,
+				Stage: audit.StageAdmin, IP: remoteAddr(r), Reason: why,
 				Detail: audit.Cap(r.Method + " " + r.URL.Path)})
 			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis"`)
 			Error(w, http.StatusUnauthorized, "unauthorized", "missing or wrong admin key (Authorization: Bearer <key>)")
@@ -144,8 +155,8 @@ func (a *API) auth(next http.Handler) http.Handler {
 func decode(r *http.Request, v any) error { return Decode(r, v) }
 
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: "admin", Severity: audit.Notice, Stage: audit.StageAdmin,
-		IP: remoteIP(r), Reason: code, Detail: audit.Cap(r.Method + " " + r.URL.Path + ": " + msg), Code: status})
+	a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
+		IP: remoteAddr(r), Reason: code, Detail: audit.Cap(r.Method + " " + r.URL.Path + ": " + msg), Code: status})
 	Error(w, status, code, msg)
 }
 
@@ -220,8 +231,8 @@ func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	a.o.Audit.Emit(audit.Event{Time: now, Event: "admin", Severity: audit.Info, Stage: audit.StageAdmin,
-		IP: remoteIP(r), UserID: user, TokenFP: audit.TokenFP(tok), Detail: "token issued", Actor: "api"})
+	a.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Info, Stage: audit.StageAdmin,
+		IP: remoteAddr(r), UserID: user, TokenFP: audit.TokenFP(tok), Detail: "token issued", Actor: "api"})
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"token": tok, "userId": user, "expires_at": exp.UTC().Format(time.RFC3339),
 	})

@@ -159,7 +159,7 @@ func TestTokensStrictKeys(t *testing.T) {
 			t.Errorf("%s: minted for %v", body, mint.users)
 		}
 		ev := sink.events()
-		if len(ev) != 1 || ev[0].Event != "admin" || ev[0].Reason != "bad_request" || ev[0].Code != 400 ||
+		if len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != "bad_request" || ev[0].Code != 400 ||
 			!strings.Contains(ev[0].Detail, "POST /v1/tokens") || !strings.Contains(ev[0].Detail, out["message"]) {
 			t.Errorf("%s: audit %+v", body, ev)
 		}
@@ -191,7 +191,7 @@ func TestPublishRefusesWhatBreaksClients(t *testing.T) {
 		if len(pub.got) != 0 {
 			t.Errorf("%s: published %q", c.name, pub.got)
 		}
-		if ev := sink.events(); len(ev) != 1 || ev[0].Event != "admin" || ev[0].Reason != "bad_request" ||
+		if ev := sink.events(); len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != "bad_request" ||
 			!strings.Contains(ev[0].Detail, "POST /v1/publish: ") {
 			t.Errorf("%s: audit %+v", c.name, ev)
 		}

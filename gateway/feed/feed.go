@@ -164,14 +164,14 @@ func (r *Runner) once(ctx context.Context, topic, url string, every time.Duratio
 			return // stopped while fetching: nothing to report
 		}
 		r.failures.Add(1)
-		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: "feed_failed", Severity: audit.Warning,
+		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: audit.KindFeedFailed, Severity: audit.Warning,
 			Stage: audit.StageSystem, Topic: topic, Reason: why, Detail: audit.Cap(err.Error())})
 		r.o.Log.WithFields(logrus.Fields{"topic": topic, "reason": why}).WithError(err).Warn("feed poll published nothing")
 		return
 	}
 	if _, err := r.o.Publish(topic, data); err != nil {
 		r.failures.Add(1)
-		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: "feed_failed", Severity: audit.Warning,
+		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: audit.KindFeedFailed, Severity: audit.Warning,
 			Stage: audit.StageSystem, Topic: topic, Reason: "feed_publish", Detail: audit.Cap(err.Error())})
 		r.o.Log.WithField("topic", topic).WithError(err).Warn("feed poll fetched but could not publish")
 	}

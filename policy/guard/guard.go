@@ -194,7 +194,7 @@ func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) bool {
 	if !banned {
 		return false
 	}
-	g.banned(b, addr.String(), now)
+	g.banned(b, addr, now)
 	return !b.DryRun
 }
 
@@ -204,14 +204,14 @@ func (g *Guard) Exempt(addr netip.Addr) bool { return g.o.Lists.Allowed(addr) }
 
 // banned audits a new ban and, unless it is a dry run, closes the live
 // connections inside it.
-func (g *Guard) banned(b bans.Ban, ip string, now time.Time) {
+func (g *Guard) banned(b bans.Ban, ip netip.Addr, now time.Time) {
 	detail := fmt.Sprintf("banned for %s until %s (repeat %d)", b.Until.Sub(now).Round(time.Second),
 		b.Until.UTC().Format(time.RFC3339), b.Repeat)
 	if b.DryRun {
 		detail = "dry run, not enforced: would be " + detail
 	}
-	g.o.Audit.Emit(audit.Event{Time: now, Event: "ban", Severity: audit.Critical, Stage: audit.StageSystem,
-		IP: ip, CountedPrefix: b.Prefix.String(), Reason: b.Reason, Detail: detail, Actor: b.Actor, Count: int64(b.Strikes)})
+	g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem,
+		IP: ip, CountedPrefix: b.Prefix, Reason: b.Reason, Detail: detail, Actor: b.Actor, Count: int64(b.Strikes)})
 	g.o.Log.WithFields(logrus.Fields{"prefix": b.Prefix.String(), "until": b.Until.UTC().Format(time.RFC3339),
 		"reason": b.Reason, "actor": b.Actor, "dry_run": b.DryRun}).Warn("address banned")
 	if !b.DryRun {
@@ -228,13 +228,13 @@ func (g *Guard) Ban(p netip.Prefix, d time.Duration, why, actor string, now time
 	b, err := g.o.Bans.Add(p, d, why, actor, now)
 	if err != nil && b.Prefix.IsValid() {
 		// Enforced but not saved: audit it and say so.
-		g.banned(b, "", now)
+		g.banned(b, netip.Addr{}, now)
 		return b, err
 	}
 	if err != nil {
 		return b, err
 	}
-	g.banned(b, "", now)
+	g.banned(b, netip.Addr{}, now)
 	return b, nil
 }
 
@@ -243,8 +243,8 @@ func (g *Guard) Unban(p netip.Prefix, actor string, now time.Time) (bool, error)
 	removed, err := g.o.Bans.Remove(p, actor, now)
 	g.release(func(q netip.Prefix, _ time.Time) bool { return q == p })
 	if removed {
-		g.o.Audit.Emit(audit.Event{Time: now, Event: "unban", Severity: audit.Notice, Stage: audit.StageAdmin,
-			CountedPrefix: p.String(), Actor: actor, Detail: "ban lifted"})
+		g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindUnban, Severity: audit.Notice, Stage: audit.StageAdmin,
+			CountedPrefix: p, Actor: actor, Detail: "ban lifted"})
 	}
 	return removed, err
 }
@@ -256,8 +256,8 @@ func (g *Guard) Bans(now time.Time) []bans.Ban { return g.o.Bans.List(now) }
 // idle limiter entries.
 func (g *Guard) Sweep(now time.Time) {
 	for _, b := range g.o.Bans.Sweep(now) {
-		g.o.Audit.Emit(audit.Event{Time: now, Event: "unban", Severity: audit.Notice, Stage: audit.StageSystem,
-			CountedPrefix: b.Prefix.String(), Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
+		g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindUnban, Severity: audit.Notice, Stage: audit.StageSystem,
+			CountedPrefix: b.Prefix, Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
 	}
 	g.o.Limits.Sweep(now)
 	g.release(func(_ netip.Prefix, until time.Time) bool { return !now.Before(until) })
@@ -303,8 +303,8 @@ func (g *Guard) noteRefusal(b bans.Ban, now time.Time) {
 		return
 	}
 	g.o.KernelDrop(set)
-	g.o.Audit.Emit(audit.Event{Time: now, Event: "kernel_drop", Severity: audit.Warning, Stage: audit.StageAccept,
-		CountedPrefix: b.Prefix.String(), Reason: reason.Banned.String(), Count: int64(r.n),
+	g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindKernelDrop, Severity: audit.Warning, Stage: audit.StageAccept,
+		CountedPrefix: b.Prefix, Reason: reason.Banned.String(), Count: int64(r.n),
 		Detail: fmt.Sprintf("%d refusals within a second: the kernel now drops this banned prefix's connection attempts "+
 			"until the ban ends at %s (no answer, no per-attempt audit line)", r.n, b.Until.UTC().Format(time.RFC3339))})
 }

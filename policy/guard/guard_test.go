@@ -20,7 +20,7 @@ type recorder struct {
 
 func (r *recorder) Emit(e audit.Event) { r.mu.Lock(); r.ev = append(r.ev, e); r.mu.Unlock() }
 
-func (r *recorder) events(name string) []audit.Event {
+func (r *recorder) events(name audit.Kind) []audit.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []audit.Event
@@ -102,8 +102,8 @@ func TestStrikesBanAndDisconnect(t *testing.T) {
 	if r, _, _ := g.Admit(a, true, t0.Add(time.Minute)); r != reason.Banned {
 		t.Fatalf("after 5 strikes: %v, want banned", r)
 	}
-	bs := rec.events("ban")
-	if len(bs) != 1 || bs[0].Severity != audit.Critical || bs[0].CountedPrefix != "203.0.113.9/32" || bs[0].Actor != bans.ActorAuto {
+	bs := rec.events(audit.KindBan)
+	if len(bs) != 1 || bs[0].Severity != audit.Critical || bs[0].CountedPrefix != netip.MustParsePrefix("203.0.113.9/32") || bs[0].Actor != bans.ActorAuto {
 		t.Fatalf("ban events %+v", bs)
 	}
 	if len(*closed) != 1 || (*closed)[0].String() != "203.0.113.9/32" {
@@ -113,7 +113,7 @@ func TestStrikesBanAndDisconnect(t *testing.T) {
 	if !ok || err != nil {
 		t.Fatalf("unban: %v %v", ok, err)
 	}
-	if u := rec.events("unban"); len(u) != 1 || u[0].Actor != "test" {
+	if u := rec.events(audit.KindUnban); len(u) != 1 || u[0].Actor != "test" {
 		t.Fatalf("unban events %+v", u)
 	}
 	if r, _, _ := g.Admit(a, true, t0.Add(3*time.Minute)); r == reason.Banned {
@@ -123,7 +123,7 @@ func TestStrikesBanAndDisconnect(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		g.Strike(netip.MustParseAddr("192.0.2.1"), reason.TokenReplayed, t0)
 	}
-	if len(rec.events("ban")) != 1 {
+	if len(rec.events(audit.KindBan)) != 1 {
 		t.Fatal("allow-listed address banned")
 	}
 }
@@ -147,7 +147,7 @@ func TestDryRunAuditsButDoesNotEnforce(t *testing.T) {
 	if r, _, _ := g.Admit(a, true, t0); r == reason.Banned {
 		t.Fatal("dry run enforced a ban")
 	}
-	bs := rec.events("ban")
+	bs := rec.events(audit.KindBan)
 	if len(bs) != 1 || len(*closed) != 0 {
 		t.Fatalf("dry run: %d ban events, %d disconnects", len(bs), len(*closed))
 	}
@@ -202,7 +202,7 @@ func TestKernelDropEngagesUnderFloodAndReleases(t *testing.T) {
 	if len(sets) != 1 || len(sets[0]) != 1 || sets[0][0] != p {
 		t.Fatalf("kernel drop sets %v, want [[%s]]", sets, p)
 	}
-	if ev := rec.events("kernel_drop"); len(ev) != 1 || ev[0].CountedPrefix != p.String() || ev[0].Count != 50 {
+	if ev := rec.events(audit.KindKernelDrop); len(ev) != 1 || ev[0].CountedPrefix != p || ev[0].Count != 50 {
 		t.Fatalf("kernel_drop events %+v", ev)
 	}
 	for i := 0; i < 100; i++ {

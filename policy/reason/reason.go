@@ -131,16 +131,6 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-// Parse returns the Reason spelled s.
-func Parse(s string) (Reason, bool) {
-	for i, n := range names {
-		if n == s {
-			return Reason(i), true
-		}
-	}
-	return None, false
-}
-
 // IsAuth reports whether r is a token problem: the client only ever learns
 // "auth_failed", the audit trail gets r.
 func (r Reason) IsAuth() bool { return r >= TokenMissing && r <= TokenInvalid }
