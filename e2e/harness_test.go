@@ -581,9 +581,9 @@ func (rc *rawConn) next() (byte, []byte, error) {
 	return h[0] & 0x0f, p, nil
 }
 
-// readMsg returns the next JSON text message, skipping pings; it fails the
-// test on a close frame or a socket error.
-func (rc *rawConn) readMsg() map[string]any {
+// readData returns the payload of the next data frame, skipping pings and
+// pongs; it fails the test on a close frame or a socket error.
+func (rc *rawConn) readData() []byte {
 	rc.t.Helper()
 	for {
 		op, p, err := rc.next()
@@ -596,12 +596,19 @@ func (rc *rawConn) readMsg() map[string]any {
 		case 8:
 			rc.t.Fatalf("unexpected close frame %v", closeCodeOf(p))
 		}
-		var m map[string]any
-		if err := json.Unmarshal(p, &m); err != nil {
-			rc.t.Fatalf("frame %q: %v", p, err)
-		}
-		return m
+		return p
 	}
+}
+
+// readMsg returns the next JSON text message (see readData).
+func (rc *rawConn) readMsg() map[string]any {
+	rc.t.Helper()
+	p := rc.readData()
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		rc.t.Fatalf("frame %q: %v", p, err)
+	}
+	return m
 }
 
 // drain reads until the close frame or the end of the stream, returning

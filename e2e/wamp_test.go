@@ -55,23 +55,12 @@ func dialWAMP(t *testing.T, s *server, proto string) *rawConn {
 // readArray returns the next WAMP message (a JSON array), skipping pings.
 func (rc *rawConn) readArray() []any {
 	rc.t.Helper()
-	for {
-		op, p, err := rc.next()
-		if err != nil {
-			rc.t.Fatalf("read: %v", err)
-		}
-		switch op {
-		case 9, 10:
-			continue
-		case 8:
-			rc.t.Fatalf("unexpected close frame %d", closeCodeOf(p))
-		}
-		var a []any
-		if err := json.Unmarshal(p, &a); err != nil || len(a) == 0 {
-			rc.t.Fatalf("frame %q is not a WAMP message: %v", p, err)
-		}
-		return a
+	p := rc.readData()
+	var a []any
+	if err := json.Unmarshal(p, &a); err != nil || len(a) == 0 {
+		rc.t.Fatalf("frame %q is not a WAMP message: %v", p, err)
 	}
+	return a
 }
 
 func wampMsg(v ...any) string {
