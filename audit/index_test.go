@@ -17,72 +17,17 @@ import (
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
 	"github.com/portcullis-gw/portcullis/audit/query"
-	"github.com/portcullis-gw/portcullis/audit/verify"
 )
 
 // These tests live outside package audit because they read the trail back
-// with audit/query, which imports audit. The helpers mirror writer_test.go's.
-
-type testTrail struct {
-	data, dir string
-}
-
-func newTrail(t testing.TB) testTrail {
-	data := t.TempDir()
-	return testTrail{data: data, dir: filepath.Join(data, "audit")}
-}
-
-func (tt testTrail) opts() audit.Options {
-	return audit.Options{Dir: tt.dir, KeyFile: filepath.Join(tt.data, "audit.key"), Node: "n1"}
-}
-
-func (tt testTrail) verify(t testing.TB) *verify.Report {
-	t.Helper()
-	key, err := chain.ReadKey(filepath.Join(tt.data, "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := chain.ReadPublicKey(filepath.Join(tt.data, "audit-checkpoint.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := verify.Dir(tt.dir, verify.Options{Key: key, PublicKey: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func mustIntact(t testing.TB, r *verify.Report) {
-	t.Helper()
-	if !r.OK() {
-		for _, p := range r.Problems {
-			t.Log(p)
-		}
-		t.Fatalf("trail not intact: %d problems", len(r.Problems))
-	}
-}
-
-func checkFor(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// with audit/query, which imports audit; export_test.go lends them the
+// writer tests' helpers.
 
 // idxTrail writes a multi-file trail through the writer, with summary
 // events, and waits until every rotated file has its idx and is gzip'd.
-func idxTrail(t *testing.T, retainBytes int64) testTrail {
-	tt := newTrail(t)
-	o := tt.opts()
+func idxTrail(t *testing.T, retainBytes int64) audit.TestTrail {
+	tt := audit.NewTestTrail(t)
+	o := tt.Opts()
 	o.RotateBytes = 40 << 10
 	o.FoldAfter = 2
 	if retainBytes > 0 {
@@ -131,8 +76,8 @@ func idxTrail(t *testing.T, retainBytes int64) testTrail {
 		}
 	}
 	// Wait for the janitor: every rotated file compressed, with its idx.
-	checkFor(t, 20*time.Second, func() error {
-		files, err := chain.ListTrail(tt.dir)
+	audit.CheckFor(t, 20*time.Second, func() error {
+		files, err := chain.ListTrail(tt.Dir)
 		if err != nil {
 			return err
 		}
@@ -143,7 +88,7 @@ func idxTrail(t *testing.T, retainBytes int64) testTrail {
 			if !f.Gz {
 				return fmt.Errorf("%s not compressed yet", f.Name)
 			}
-			if _, err := os.Stat(filepath.Join(tt.dir, index.Name(f.Name))); err != nil {
+			if _, err := os.Stat(filepath.Join(tt.Dir, index.Name(f.Name))); err != nil {
 				return err
 			}
 		}
@@ -200,8 +145,8 @@ func TestIndexQueryEquivalence(t *testing.T) {
 	t0 := time.Now()
 	tt := idxTrail(t, 0)
 	t.Logf("trail written in %v", time.Since(t0))
-	mustIntact(t, tt.verify(t)) // verify ignores .idx files
-	files, _ := chain.ListTrail(tt.dir)
+	audit.MustIntact(t, tt.Verify(t)) // verify ignores .idx files
+	files, _ := chain.ListTrail(tt.Dir)
 	if len(files) < 5 {
 		t.Fatalf("want several rotated files, got %d", len(files))
 	}
@@ -214,7 +159,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", f.Name, err)
 		}
-		if st, _ := os.Stat(filepath.Join(tt.dir, index.Name(f.Name))); st.Mode().Perm() != 0o600 {
+		if st, _ := os.Stat(filepath.Join(tt.Dir, index.Name(f.Name))); st.Mode().Perm() != 0o600 {
 			t.Fatalf("idx mode %v", st.Mode())
 		}
 		if s.Lines == 0 || s.Events["audit_header"] == 0 {
@@ -251,7 +196,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 	}
 	indexed := 0
 	for name, f := range filters {
-		with, without := runQuery(t, tt.dir, f, false), runQuery(t, tt.dir, f, true)
+		with, without := runQuery(t, tt.Dir, f, false), runQuery(t, tt.Dir, f, true)
 		if !slices.Equal(with.lines, without.lines) {
 			t.Errorf("%s: %d lines with idx, %d without", name, len(with.lines), len(without.lines))
 		}
@@ -275,7 +220,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 		t.Fatal("no file was answered by its idx")
 	}
 	// Summary counts reach count-by: the folded events count as their count.
-	all := runQuery(t, tt.dir, query.Filter{}, false)
+	all := runQuery(t, tt.Dir, query.Filter{}, false)
 	var replayed int64
 	for _, c := range all.counts[query.KeyReason] {
 		if c.Value == "token_replayed" {
@@ -293,7 +238,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 			rotated = append(rotated, f)
 		}
 	}
-	a, b := filepath.Join(tt.dir, index.Name(rotated[0].Name)), filepath.Join(tt.dir, index.Name(rotated[1].Name))
+	a, b := filepath.Join(tt.Dir, index.Name(rotated[0].Name)), filepath.Join(tt.Dir, index.Name(rotated[1].Name))
 	ab, _ := os.ReadFile(a)
 	if err := os.WriteFile(b, ab, 0o600); err != nil { // foreign: names another file
 		t.Fatal(err)
@@ -316,7 +261,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 	if _, err := index.ForFile(rotated[2].Path, rotated[2].FirstSeq, true); err != nil {
 		t.Fatal(err)
 	}
-	with, without := runQuery(t, tt.dir, query.Filter{}, false), runQuery(t, tt.dir, query.Filter{}, true)
+	with, without := runQuery(t, tt.Dir, query.Filter{}, false), runQuery(t, tt.Dir, query.Filter{}, true)
 	if !slices.Equal(with.counts[query.KeyReason], without.counts[query.KeyReason]) {
 		t.Fatalf("stale idx used: %v", with.counts[query.KeyReason])
 	}
@@ -326,8 +271,8 @@ func TestIndexQueryEquivalence(t *testing.T) {
 }
 
 func TestIndexRetention(t *testing.T) {
-	tt := newTrail(t)
-	o := tt.opts()
+	tt := audit.NewTestTrail(t)
+	o := tt.Opts()
 	o.RotateBytes = 8 << 10
 	o.RetainBytes = 20 << 10
 	w, err := audit.Open(o)
@@ -340,8 +285,8 @@ func TestIndexRetention(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	checkFor(t, 20*time.Second, func() error {
-		ents, err := os.ReadDir(tt.dir)
+	audit.CheckFor(t, 20*time.Second, func() error {
+		ents, err := os.ReadDir(tt.Dir)
 		if err != nil {
 			return err
 		}
@@ -355,7 +300,7 @@ func TestIndexRetention(t *testing.T) {
 				return fmt.Errorf("%s left without its file", n)
 			}
 		}
-		files, _ := chain.ListTrail(tt.dir)
+		files, _ := chain.ListTrail(tt.Dir)
 		deleted = len(files) > 0 && files[0].FirstSeq > 1
 		if !deleted {
 			return fmt.Errorf("retention has not deleted a file yet")
@@ -370,8 +315,8 @@ func TestIndexRetention(t *testing.T) {
 // A file the writer resumed after a restart (lines it did not see) gets an
 // idx rebuilt by reading it, and queries agree with and without it.
 func TestIndexAfterResume(t *testing.T) {
-	tt := newTrail(t)
-	o := tt.opts()
+	tt := audit.NewTestTrail(t)
+	o := tt.Opts()
 	o.RotateBytes = 16 << 10
 	emit := func(w *audit.Writer, from, n int) {
 		for i := from; i < from+n; i++ {
@@ -392,8 +337,8 @@ func TestIndexAfterResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	emit(w, 10, 200)
-	checkFor(t, 20*time.Second, func() error {
-		files, _ := chain.ListTrail(tt.dir)
+	audit.CheckFor(t, 20*time.Second, func() error {
+		files, _ := chain.ListTrail(tt.Dir)
 		if len(files) < 3 {
 			return fmt.Errorf("%d files", len(files))
 		}
@@ -413,9 +358,9 @@ func TestIndexAfterResume(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	mustIntact(t, tt.verify(t))
+	audit.MustIntact(t, tt.Verify(t))
 	for _, f := range []query.Filter{{}, {User: "u5"}, {User: "u150"}, {Reason: "r1"}, mustPrefix(t, "192.0.2.4")} {
-		with, without := runQuery(t, tt.dir, f, false), runQuery(t, tt.dir, f, true)
+		with, without := runQuery(t, tt.Dir, f, false), runQuery(t, tt.Dir, f, true)
 		if !slices.Equal(with.lines, without.lines) {
 			t.Errorf("%+v: %d lines with idx, %d without", f, len(with.lines), len(without.lines))
 		}
