@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Defaults of docs/CONFIG.md (`alerting:`). A zero Config field means its default,
@@ -64,7 +65,7 @@ func ParseTLSMode(s string) (TLSMode, error) {
 			return TLSMode(i), nil
 		}
 	}
-	return 0, fmt.Errorf("alerting: tls %q: want starttls, tls or none", s)
+	return 0, fmt.Errorf("TLS mode %q: want starttls, tls or none", s)
 }
 
 // SMTPConfig is `alerting.smtp`. There is deliberately no password field:
@@ -124,10 +125,10 @@ func (c SMTPConfig) Password(getenv func(string) string) (string, error) {
 // audit.Event.Count for folded summaries) fall within Window for one
 // CountBy key.
 type Rule struct {
-	Name   string      // unique; the alertname label
-	Event  audit.Kind  // exact event kind; zero: any
-	Reason string      // exact reason; "" any
-	Stage  audit.Stage // exact stage; "" any
+	Name   string        // unique; the alertname label
+	Event  audit.Kind    // exact event kind; zero: any
+	Reason reason.Reason // exact reason; reason.None: any
+	Stage  audit.Stage   // exact stage; "" any
 	// ExceptEvents are event kinds never matched (other rules cover them).
 	ExceptEvents []audit.Kind
 	MinSeverity  audit.Severity // events below are ignored
@@ -178,6 +179,11 @@ const (
 	RuleAuditDropped  = "audit_dropped"
 	RuleJTITableFull  = "jti_table_full"
 	RuleSystem        = "gateway_trouble"
+	// RuleUntrustedForwarding: one peer outside trusted_proxies kept
+	// sending forwarding headers (audited once per peer per hour) for
+	// three hours: most likely a proxy missing from trusted_proxies, whose
+	// clients are all counted, limited and banned as the proxy.
+	RuleUntrustedForwarding = "untrusted_forwarding"
 )
 
 // DefaultRules returns the rules of docs/ALERTS.md, a fresh slice the caller may
@@ -186,12 +192,12 @@ func DefaultRules() []Rule {
 	attack := []string{RuleBan}
 	return []Rule{
 		{Name: RuleBan, Event: audit.KindBan, Severity: audit.Critical, Summary: "addresses banned"},
-		{Name: RuleTokenReplayed, Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning,
+		{Name: RuleTokenReplayed, Event: audit.KindAuthFailed, Reason: reason.TokenReplayed, Severity: audit.Warning,
 			Summary: "one-use tokens replayed"},
 		// A spent token from another address than the one that redeemed
 		// it: a stolen token, mailed at once (the thief's address is also
 		// banned, which the ban rule reports separately).
-		{Name: RuleTokenTheft, Event: audit.KindAuthFailed, Reason: "token_theft_suspected", Severity: audit.Critical,
+		{Name: RuleTokenTheft, Event: audit.KindAuthFailed, Reason: reason.TokenTheft, Severity: audit.Critical,
 			Summary: "stolen tokens presented from another address"},
 		{Name: RuleAuthRate, Event: audit.KindAuthFailed, Threshold: 50, Window: time.Minute, Severity: audit.Critical,
 			Summary: "auth failures above 50/min", Inhibits: attack},
@@ -204,6 +210,9 @@ func DefaultRules() []Rule {
 		{Name: RuleAuditDropped, Event: audit.KindAuditDropped, Severity: audit.Critical, Summary: "audit events lost"},
 		{Name: RuleJTITableFull, Event: audit.KindJTITableFull, Severity: audit.Critical,
 			Summary: "used-jti table full: valid JWTs refused"},
+		{Name: RuleUntrustedForwarding, Event: audit.KindUntrustedForwarding, Threshold: 2, Window: 3 * time.Hour,
+			CountBy: []string{"peer_ip"}, Severity: audit.Warning,
+			Summary: "a peer outside trusted_proxies keeps sending forwarding headers"},
 		{Name: RuleSystem, Stage: audit.StageSystem, MinSeverity: audit.Critical,
 			ExceptEvents: []audit.Kind{audit.KindBan, audit.KindAuditDropped, audit.KindJTITableFull}, Severity: audit.Critical, Summary: "gateway in trouble"},
 	}
@@ -292,7 +301,7 @@ func (c Config) Validate() error {
 			bad(key+".name", "%q used twice", r.Name)
 		}
 		seen[r.Name] = true
-		if r.Event == 0 && r.Reason == "" && r.Stage == "" && r.MinSeverity == audit.Info && len(r.Match) == 0 {
+		if r.Event == 0 && r.Reason == reason.None && r.Stage == "" && r.MinSeverity == audit.Info && len(r.Match) == 0 {
 			bad(key, "matches every event: set event, reason, stage, severity or match")
 		}
 		if r.Threshold < 0 || r.Threshold > MaxThreshold {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	texttemplate "text/template"
@@ -50,6 +51,7 @@ type view struct {
 	MoreBans  int64
 	Samples   []string
 	Inspect   []string
+	TrailArgs string // --data or --dir of the held-back digest's command
 	Undo      []string
 	Held      int64
 	HeldList  []string
@@ -91,7 +93,7 @@ func subjectOf(n *notification, node string) string {
 	return clean(subj, maxSubject)
 }
 
-func render(n *notification, node string, now time.Time) Message {
+func render(n *notification, node string, paths Paths, now time.Time) Message {
 	v := view{
 		Summary: clean(n.Summary, 200), Severity: strings.ToUpper(n.Severity.String()), Rule: n.Rule, Node: node,
 		Labels: n.Labels.String(), First: fmtTime(n.First), Last: fmtTime(n.Last), Count: n.Count, Fresh: n.Fresh,
@@ -110,6 +112,9 @@ func render(n *notification, node string, now time.Time) Message {
 		if b.Reason != "" {
 			line += ", reason " + quote(b.Reason)
 		}
+		if b.Strikes > 0 {
+			line += ", " + itoa(b.Strikes) + " strikes"
+		}
 		if b.Actor != "" {
 			line += ", by " + quote(b.Actor)
 		}
@@ -121,7 +126,8 @@ func render(n *notification, node string, now time.Time) Message {
 	for _, e := range n.Samples {
 		v.Samples = append(v.Samples, sampleLine(&e))
 	}
-	v.Inspect, v.Undo = commands(n)
+	v.Inspect, v.Undo = commands(n, paths)
+	v.TrailArgs = paths.trailArgs()
 	var text bytes.Buffer
 	if err := textTmpl.Execute(&text, v); err != nil {
 		text.WriteString("render error: " + err.Error())
@@ -152,25 +158,79 @@ func sampleLine(e *audit.Event) string {
 			b.WriteString(" " + k + "=" + quote(clean(v, audit.MaxFieldLen)))
 		}
 	}
-	add("stage", string(e.Stage))
-	add("ip", addrText(e.IP))
-	add("counted_prefix", prefixText(e.CountedPrefix))
-	add("userId", e.UserID)
-	add("topic", e.Topic)
-	add("reason", e.Reason)
-	add("detail", e.Detail)
-	add("token_fp", e.TokenFP)
-	add("redeemed_ip", e.RedeemedIP)
-	add("actor", e.Actor)
+	add(audit.FieldStage, string(e.Stage))
+	add(audit.FieldIP, addrText(e.IP))
+	add(audit.FieldCountedPrefix, prefixText(e.CountedPrefix))
+	add(audit.FieldUserID, e.UserID)
+	add(audit.FieldTopic, e.Topic)
+	add(audit.FieldReason, reasonText(e.Reason))
+	add(audit.FieldDetail, e.Detail)
+	add(audit.FieldTokenFP, e.TokenFP)
+	add(audit.FieldRedeemedIP, addrText(e.RedeemedIP))
+	add(audit.FieldActor, e.Actor)
 	if e.Count > 0 {
-		b.WriteString(" count=" + itoa(e.Count))
+		b.WriteString(" " + audit.FieldCount + "=" + itoa(e.Count))
+	}
+	if e.Strikes > 0 {
+		b.WriteString(" " + audit.FieldStrikes + "=" + itoa(e.Strikes))
 	}
 	return b.String()
 }
 
+// Paths are where a gateway keeps its files, as the commands printed in
+// its mails need them to work from any directory.
+type Paths struct {
+	DataDir  string // absolute; `ban rm --data` finds admin.url and admin.key there
+	AuditDir string // absolute, when the trail is not <DataDir>/audit
+}
+
+// NewPaths makes dataDir and auditDir absolute (against the working
+// directory), leaving auditDir out when it is empty or <dataDir>/audit.
+func NewPaths(dataDir, auditDir string) Paths {
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	p := Paths{DataDir: abs(dataDir)}
+	if auditDir != "" && abs(auditDir) != filepath.Join(p.DataDir, "audit") {
+		p.AuditDir = abs(auditDir)
+	}
+	return p
+}
+
+// shellWord quotes s for a POSIX shell unless it needs none.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// trailArgs are the flags of `audit query` that find the trail.
+func (p Paths) trailArgs() string {
+	switch {
+	case p.AuditDir != "":
+		return " --dir " + shellWord(p.AuditDir)
+	case p.DataDir != "":
+		return " --data " + shellWord(p.DataDir)
+	}
+	return ""
+}
+
+// adminArgs are the flags of `ban rm` that find the admin API and its key.
+func (p Paths) adminArgs() string {
+	if p.DataDir != "" {
+		return " --data " + shellWord(p.DataDir)
+	}
+	return ""
+}
+
 // commands returns the commands to inspect and to undo. Only values that
-// parse as an address, a prefix or a plain event name are used.
-func commands(n *notification) (inspect, undo []string) {
+// parse as an address, a prefix or a plain event name are used; the flags
+// of paths come last.
+func commands(n *notification, paths Paths) (inspect, undo []string) {
 	if n.Held > 0 || n.First.IsZero() {
 		return nil, nil
 	}
@@ -208,8 +268,11 @@ func commands(n *notification) (inspect, undo []string) {
 			break
 		}
 		if p, err := netip.ParsePrefix(b.Prefix); err == nil {
-			undo = append(undo, "portcullis ban rm "+p.String())
+			undo = append(undo, "portcullis ban rm "+p.String()+paths.adminArgs())
 		}
+	}
+	for i := range inspect {
+		inspect[i] += paths.trailArgs()
 	}
 	return inspect, undo
 }
@@ -217,7 +280,7 @@ func commands(n *notification) (inspect, undo []string) {
 var textTmpl = texttemplate.Must(texttemplate.New("text").Parse(`{{if .Held}}{{.Held}} further alerts were held back by max_per_hour on {{.Node}} (from {{.First}} to {{.Last}}).
 {{range .HeldList}}  {{.}}
 {{end}}
-Look at the audit trail for details: portcullis audit query --since {{.First}} --severity warning
+Look at the audit trail for details: portcullis audit query --since {{.First}} --severity warning{{.TrailArgs}}
 {{else}}What happened: {{.Summary}}
 Severity:      {{.Severity}}
 Node:          {{.Node}}

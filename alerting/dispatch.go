@@ -47,11 +47,12 @@ type group struct {
 }
 
 type banAction struct {
-	Prefix string
-	Detail string
-	Reason string
-	Actor  string
-	Time   time.Time
+	Prefix  string
+	Detail  string
+	Reason  string
+	Actor   string
+	Strikes int64 // strike weight of an automatic ban; 0 for a manual one
+	Time    time.Time
 }
 
 // counter counts values, bounded: values beyond maxCounterKeys are summed
@@ -154,8 +155,8 @@ func (d *dispatcher) add(h hit) {
 		}
 		p := prefixText(e.CountedPrefix)
 		if _, ok := g.bans[p]; ok || len(g.bans) < maxBans {
-			g.bans[p] = banAction{Prefix: p, Detail: e.Detail, Reason: e.Reason,
-				Actor: e.Actor, Time: e.Time}
+			g.bans[p] = banAction{Prefix: p, Detail: e.Detail, Reason: reasonText(e.Reason),
+				Actor: e.Actor, Strikes: e.Strikes, Time: e.Time}
 		} else {
 			g.moreBans++
 		}

@@ -3,14 +3,17 @@ package alerting
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/sirupsen/logrus"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // DefaultQueueSize is the capacity of Engine's event queue, in events.
@@ -32,6 +35,9 @@ type Options struct {
 	Path string
 	// Node names this gateway in subjects and bodies.
 	Node string
+	// Paths tell the commands printed in a mail where this gateway keeps
+	// its files, so that they work from any directory; zero: no flags.
+	Paths Paths
 	// Notifier sends mail; nil: NewSMTP(Config.SMTP, Getenv).
 	Notifier Notifier
 	// Getenv reads the password variable; nil: os.Getenv.
@@ -266,8 +272,11 @@ func (e *Engine) Test(ctx context.Context) error {
 }
 
 // Silence mutes notifications whose labels match every matcher until
-// until; it returns the new silence's id. by (who) is required.
-func (e *Engine) Silence(ms []Matcher, until time.Time, by, comment string) (string, error) {
+// until; it returns the new silence's id. by (who) is required. It returns
+// once the silence's admin line is on disk (audit.Durable); when that
+// cannot be known in time (ctx), the silence is in force anyway, its id is
+// returned, and the error wraps audit.ErrNotDurable.
+func (e *Engine) Silence(ctx context.Context, ms []Matcher, until time.Time, by, comment string) (string, error) {
 	if e.closed.Load() {
 		return "", errors.New("alerting: closed")
 	}
@@ -283,14 +292,19 @@ func (e *Engine) Silence(ms []Matcher, until time.Time, by, comment string) (str
 		}
 		sb.WriteString(m.Name + "=" + quote(m.Value))
 	}
-	e.audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
-		Actor: audit.Cap(by), Reason: "silence_add",
+	err = audit.EmitDurable(ctx, e.audit, audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
+		Actor: audit.Cap(by), Reason: reason.SilenceAdd,
 		Detail: audit.Cap("silence " + id + " until " + until.UTC().Format(time.RFC3339) + ": " + sb.String() + " " + quote(comment))})
+	if err != nil {
+		return id, fmt.Errorf("alerting: silence %s added: %w", id, err)
+	}
 	return id, nil
 }
 
-// Expire ends silence id now (ErrNoSilence if unknown).
-func (e *Engine) Expire(id string) error {
+// Expire ends silence id now (ErrNoSilence if unknown). It returns once
+// the admin line is on disk; when that cannot be known in time (ctx), the
+// silence has ended anyway and the error wraps audit.ErrNotDurable.
+func (e *Engine) Expire(ctx context.Context, id string) error {
 	if e.closed.Load() {
 		return errors.New("alerting: closed")
 	}
@@ -298,8 +312,11 @@ func (e *Engine) Expire(id string) error {
 	if err := e.sil.expire(id, now); err != nil {
 		return err
 	}
-	e.audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
-		Reason: "silence_expire", Detail: audit.Cap("silence " + id + " expired")})
+	err := audit.EmitDurable(ctx, e.audit, audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
+		Reason: reason.SilenceExpire, Detail: audit.Cap("silence " + id + " expired")})
+	if err != nil {
+		return fmt.Errorf("alerting: silence %s expired: %w", id, err)
+	}
 	return nil
 }
 
@@ -483,7 +500,7 @@ func (e *Engine) suppressed(n *notification, d Decision, detail string) {
 // alert_sent otherwise, the decision as Reason.
 func (e *Engine) decide(now time.Time, d Decision, rule string, ls Labels, id, detail string) {
 	ev := audit.Event{Time: now, Event: audit.KindAlertSent, Severity: audit.Notice, Stage: audit.StageSystem,
-		Reason: d.String(), Actor: "alerting"}
+		Reason: d.Reason(), Actor: "alerting"}
 	switch d {
 	case Retry:
 		ev.Event, ev.Severity = audit.KindAlertFailed, audit.Warning

@@ -2,6 +2,7 @@ package alerting
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/sirupsen/logrus"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 0, 0, time.UTC)
@@ -27,19 +30,34 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
+// recSink is an audit.Durable keeping what it gets; durable counts the
+// events given through EmitDurable, which fails with fail when set.
 type recSink struct {
-	mu  sync.Mutex
-	evs []audit.Event
+	mu      sync.Mutex
+	evs     []audit.Event
+	durable []reason.Reason
+	fail    error
 }
 
 func (s *recSink) Emit(e audit.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
+
+func (s *recSink) EmitDurable(_ context.Context, e audit.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.evs = append(s.evs, e)
+	if s.fail != nil {
+		return s.fail
+	}
+	s.durable = append(s.durable, e.Reason)
+	return nil
+}
 
 func (s *recSink) count(event audit.Kind, reason string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for _, e := range s.evs {
-		if e.Event == event && (reason == "" || e.Reason == reason) {
+		if e.Event == event && (reason == "" || e.Reason.String() == reason) {
 			n++
 		}
 	}
@@ -120,7 +138,7 @@ func singleAddr(p netip.Prefix) netip.Addr {
 
 func ban(at time.Duration, prefix string) audit.Event {
 	return audit.Event{Time: t0.Add(at), Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem,
-		IP: singleAddr(netip.MustParsePrefix(prefix)), CountedPrefix: netip.MustParsePrefix(prefix), Reason: "conn_rate", Actor: "guard",
+		IP: singleAddr(netip.MustParsePrefix(prefix)), CountedPrefix: netip.MustParsePrefix(prefix), Reason: reason.ConnRate, Actor: "guard", Strikes: 5,
 		Detail: "banned for 10m0s until " + t0.Add(at+10*time.Minute).Format(time.RFC3339) + " (repeat 0)"}
 }
 
@@ -138,7 +156,7 @@ func TestEngineMailOverSMTPResistsHeaderInjection(t *testing.T) {
 	h := newHarness(t, cfg, nil)
 	h.e.Emit(ban(0, "198.51.100.0/24"))
 	h.e.Emit(audit.Event{Time: t0, Event: audit.KindAuthFailed, Severity: audit.Warning, IP: netip.MustParseAddr("203.0.113.9"),
-		UserID: "eve\r\nBcc: victim@example.com", Topic: "news\nX-Injected: 1", Reason: "token_unknown\r\n\r\nbody?",
+		UserID: "eve\r\nBcc: victim@example.com", Topic: "news\nX-Injected: 1", Reason: reason.TokenUnknown,
 		TokenFP: "abcd1234"})
 	h.at(29 * time.Second)
 	if n := len(srv.messages()); n != 0 {
@@ -178,7 +196,9 @@ func TestEngineMailOverSMTPResistsHeaderInjection(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"portcullis ban rm 198.51.100.0/24", "portcullis audit query --since 2026-03-04T05:05:00Z",
-		"--ip 198.51.100.0/24", "Action taken", "banned for 10m0s until"} {
+		"--ip 198.51.100.0/24", "Action taken", "banned for 10m0s until",
+		// One ban line is one ban, whatever its strikes: they are shown apart.
+		"Events:        1 in this alert", "5 strikes"} {
 		if !strings.Contains(banBody, want) {
 			t.Errorf("ban mail lacks %q:\n%s", want, banBody)
 		}
@@ -357,7 +377,7 @@ func TestEngineAttackInhibitsBanMails(t *testing.T) {
 	h := newHarness(t, Config{}, rec)
 	for i := range 60 { // 60 auth failures in a minute, each from another /24
 		h.e.Emit(audit.Event{Time: t0.Add(time.Duration(i) * 500 * time.Millisecond), Event: audit.KindAuthFailed,
-			Severity: audit.Warning, IP: netip.MustParseAddr(fmt.Sprintf("198.51.%d.1", i)), Reason: "token_unknown"})
+			Severity: audit.Warning, IP: netip.MustParseAddr(fmt.Sprintf("198.51.%d.1", i)), Reason: reason.TokenUnknown})
 	}
 	h.e.Emit(ban(10*time.Second, "198.51.7.1/32"))
 	h.run(0, 2*time.Minute, 10*time.Second)
@@ -379,11 +399,11 @@ func TestEngineAttackInhibitsBanMails(t *testing.T) {
 func TestEngineSilencesMuteSurviveRestartAndExpire(t *testing.T) {
 	rec := &recNotifier{}
 	h := newHarness(t, Config{}, rec)
-	id, err := h.e.Silence([]Matcher{{"alertname", RuleBan}}, t0.Add(time.Hour), "alice", "maintenance")
+	id, err := h.e.Silence(context.Background(), []Matcher{{"alertname", RuleBan}}, t0.Add(time.Hour), "alice", "maintenance")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.e.Silence(nil, t0.Add(time.Hour), "", ""); err == nil {
+	if _, err := h.e.Silence(context.Background(), nil, t0.Add(time.Hour), "", ""); err == nil {
 		t.Fatal("a silence without matchers or author was accepted")
 	}
 	h.e.Emit(ban(0, "198.51.100.0/24"))
@@ -398,10 +418,10 @@ func TestEngineSilencesMuteSurviveRestartAndExpire(t *testing.T) {
 		t.Fatalf("silences after restart: %+v", sls)
 	}
 	h.clk.Set(t0.Add(10 * time.Minute))
-	if err := h.e.Expire(id); err != nil {
+	if err := h.e.Expire(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.e.Expire("nope"); err != ErrNoSilence {
+	if err := h.e.Expire(context.Background(), "nope"); err != ErrNoSilence {
 		t.Fatalf("Expire(unknown) = %v", err)
 	}
 	h.e.Emit(ban(10*time.Minute, "192.0.2.0/24"))
@@ -467,5 +487,37 @@ func TestEngineBackgroundWorkersDeliver(t *testing.T) {
 	}
 	if len(rec.sent()) != 1 {
 		t.Fatalf("%d mails from the background workers, want 1", len(rec.sent()))
+	}
+}
+
+// TestEngineSilenceIsDurable: adding and ending a silence are acknowledged
+// only once their admin lines are on disk; when the trail cannot say so,
+// the change is made anyway and the error wraps audit.ErrNotDurable (the
+// admin API answers 503 audit_unavailable).
+func TestEngineSilenceIsDurable(t *testing.T) {
+	h := newHarness(t, Config{}, &recNotifier{})
+	id, err := h.e.Silence(context.Background(), []Matcher{{"alertname", RuleBan}}, t0.Add(time.Hour), "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.Expire(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	h.sink.mu.Lock()
+	got := h.sink.durable
+	h.sink.fail = fmt.Errorf("%w: disk full", audit.ErrNotDurable)
+	h.sink.mu.Unlock()
+	if len(got) != 2 || got[0] != reason.SilenceAdd || got[1] != reason.SilenceExpire {
+		t.Fatalf("durable admin lines %v, want silence_add and silence_expire", got)
+	}
+	id2, err := h.e.Silence(context.Background(), []Matcher{{"alertname", RuleBan}}, t0.Add(time.Hour), "bob", "")
+	if !errors.Is(err, audit.ErrNotDurable) || id2 == "" {
+		t.Fatalf("Silence with a failing trail: %q, %v; want the id and ErrNotDurable", id2, err)
+	}
+	if sls := h.e.Silences(); len(sls) != 2 {
+		t.Fatalf("silences %+v: the silence must be in force anyway", sls)
+	}
+	if err := h.e.Expire(context.Background(), id2); !errors.Is(err, audit.ErrNotDurable) {
+		t.Fatalf("Expire with a failing trail: %v", err)
 	}
 }

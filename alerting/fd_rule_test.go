@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // The gateway's file descriptor exhaustion (critical, stage system) is
@@ -15,8 +16,8 @@ func TestDefaultRulesMailFDExhausted(t *testing.T) {
 		e    audit.Event
 		want string
 	}{
-		{audit.Event{Event: audit.KindFDExhausted, Reason: "fd_exhausted", Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
-		{audit.Event{Event: audit.KindFDRecovered, Reason: "fd_exhausted", Severity: audit.Info, Stage: audit.StageSystem, Count: 12}, ""},
+		{audit.Event{Event: audit.KindFDExhausted, Reason: reason.FDExhausted, Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
+		{audit.Event{Event: audit.KindFDRecovered, Reason: reason.FDExhausted, Severity: audit.Info, Stage: audit.StageSystem, Count: 12}, ""},
 	} {
 		var got []string
 		for _, r := range rs {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // FieldNames are the event fields rules may match, count and group by.
@@ -22,7 +23,7 @@ func fieldOf(e *audit.Event, f string) string {
 	case "event":
 		return e.Event.String()
 	case "reason":
-		return e.Reason
+		return reasonText(e.Reason)
 	case "severity":
 		return e.Severity.String()
 	case "stage":
@@ -45,6 +46,14 @@ func fieldOf(e *audit.Event, f string) string {
 		return e.Actor
 	}
 	return ""
+}
+
+// reasonText is r's spelling in the audit line; "" for reason.None.
+func reasonText(r reason.Reason) string {
+	if r == reason.None {
+		return ""
+	}
+	return r.String()
 }
 
 // addrText is a's spelling in the audit line; "" for the zero Addr.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Message is one rendered mail. Subject and bodies may hold attacker-supplied
@@ -74,13 +75,22 @@ const (
 	Dropped                   // could not be persisted (alert_failed)
 )
 
-var decisionNames = [...]string{"queued", "sent", "inhibited", "silenced", "capped", "digest",
-	"retry", "refused", "expired", "dropped"}
+var decisionReasons = [...]reason.Reason{reason.AlertQueued, reason.AlertSent, reason.AlertInhibited,
+	reason.AlertSilenced, reason.AlertCapped, reason.AlertDigest, reason.AlertRetry, reason.AlertRefused,
+	reason.AlertExpired, reason.AlertDropped}
+
+// Reason is the audit reason that reports d.
+func (d Decision) Reason() reason.Reason {
+	if int(d) < len(decisionReasons) {
+		return decisionReasons[d]
+	}
+	return reason.Internal
+}
 
 // String returns the audit spelling of d.
 func (d Decision) String() string {
-	if int(d) < len(decisionNames) {
-		return decisionNames[d]
+	if int(d) < len(decisionReasons) {
+		return decisionReasons[d].String()
 	}
 	return "unknown"
 }

@@ -28,7 +28,7 @@ func (e *Engine) backoff(n int) time.Duration {
 
 // enqueue renders n and persists it. Called by the rules worker.
 func (e *Engine) enqueue(n *notification, now time.Time) {
-	msg := render(n, e.o.Node, now)
+	msg := render(n, e.o.Node, e.o.Paths, now)
 	it := &item{GroupKey: n.GroupKey, Rule: n.Rule, Summary: msg.Subject, Created: now,
 		Expires: now.Add(e.cfg.Expire), Next: now, Msg: msg}
 	replaced, err := e.st.enqueue(it)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Stage 1: rules. Each event is matched against every rule; threshold rules
@@ -57,8 +58,8 @@ func defaultSummary(r Rule) string {
 	if r.Event != 0 {
 		s = r.Event.String()
 	}
-	if r.Reason != "" {
-		s += " " + r.Reason
+	if r.Reason != reason.None {
+		s += " " + r.Reason.String()
 	}
 	if r.Threshold > 0 {
 		s += " above " + itoa(int64(r.Threshold)) + " per " + r.Window.String()
@@ -68,7 +69,7 @@ func defaultSummary(r Rule) string {
 
 // matches reports whether e passes r's filters.
 func (r *rule) matches(e *audit.Event) bool {
-	if r.Event != 0 && e.Event != r.Event || r.Reason != "" && e.Reason != r.Reason ||
+	if r.Event != 0 && e.Event != r.Event || r.Reason != reason.None && e.Reason != r.Reason ||
 		r.Stage != "" && e.Stage != r.Stage || e.Severity < r.MinSeverity || r.except[e.Event] {
 		return false
 	}

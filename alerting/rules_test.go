@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 func TestRuleThresholdSlidingWindow(t *testing.T) {
@@ -48,7 +49,7 @@ func TestDefaultRulesMatch(t *testing.T) {
 		want string
 	}{
 		{"ban", audit.Event{Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem}, RuleBan},
-		{"replay", audit.Event{Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
+		{"replay", audit.Event{Event: audit.KindAuthFailed, Reason: reason.TokenReplayed, Severity: audit.Warning}, RuleTokenReplayed},
 		{"audit dropped", audit.Event{Event: audit.KindAuditDropped, Severity: audit.Critical, Stage: audit.StageSystem}, RuleAuditDropped},
 		{"gateway trouble", audit.Event{Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem}, RuleSystem},
 		{"notice system event", audit.Event{Event: audit.KindConfigReload, Severity: audit.Notice, Stage: audit.StageSystem}, ""},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // A suspected token theft matches exactly one default rule, critical, on
@@ -18,8 +19,8 @@ func TestDefaultRulesTokenTheft(t *testing.T) {
 		e    audit.Event
 		want string
 	}{
-		{audit.Event{Event: audit.KindAuthFailed, Reason: "token_theft_suspected", Severity: audit.Critical}, RuleTokenTheft},
-		{audit.Event{Event: audit.KindAuthFailed, Reason: "token_replayed", Severity: audit.Warning}, RuleTokenReplayed},
+		{audit.Event{Event: audit.KindAuthFailed, Reason: reason.TokenTheft, Severity: audit.Critical}, RuleTokenTheft},
+		{audit.Event{Event: audit.KindAuthFailed, Reason: reason.TokenReplayed, Severity: audit.Warning}, RuleTokenReplayed},
 	} {
 		var got []*rule
 		for _, r := range rs {
@@ -44,7 +45,7 @@ func TestEngineMailsTokenTheft(t *testing.T) {
 	h := newHarness(t, Config{}, rec)
 	h.e.Emit(audit.Event{Time: t0, Event: audit.KindAuthFailed, Severity: audit.Critical, Stage: audit.StageMessage,
 		IP: netip.MustParseAddr("198.51.100.7"), CountedPrefix: netip.MustParsePrefix("198.51.100.7/32"), UserID: "bob", Topic: "user.bob.inbox",
-		Reason: "token_theft_suspected", TokenFP: "0a1b2c3d", RedeemedIP: "192.0.2.10", RedeemedAgoS: 12})
+		Reason: reason.TokenTheft, TokenFP: "0a1b2c3d", RedeemedIP: netip.MustParseAddr("192.0.2.10"), RedeemedAgoS: 12})
 	h.run(0, 2*time.Minute, 10*time.Second)
 	msgs := rec.sent()
 	if len(msgs) != 1 {

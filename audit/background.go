@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"crypto/ed25519"
 	"os"
 	"path/filepath"
@@ -162,7 +163,10 @@ func (j *janitor) retain() {
 	for _, p := range plan {
 		e := Event{Time: w.now(), Event: KindAuditRetention, Severity: Notice, Stage: StageSystem,
 			Reason: p.reason, Detail: p.detail()}
-		if !w.recordDurably(e, 10*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := w.recordDurably(ctx, e)
+		cancel()
+		if err != nil {
 			return // not recorded: keep the file
 		}
 		if err := os.Remove(p.f.Path); err != nil {

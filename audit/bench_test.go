@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/audit/verify"
 )
 
 func benchEvent(i int) Event {
 	return Event{Event: KindConnRejected, Severity: Warning, IP: netip.MustParseAddr(fmt.Sprintf("198.51.%d.%d", i>>8&255, i&255)),
 		PeerIP: netip.MustParseAddr("10.0.0.1"), CountedPrefix: netip.MustParsePrefix("198.51.100.0/24"), Conn: uint64(i), Stage: StageHandshake,
-		Reason: "origin_mismatch", Code: 403, Detail: "Origin https://evil.example not allowed"}
+		Reason: reason.BadOrigin, Code: 403, Detail: "Origin https://evil.example not allowed"}
 }
 
 // BenchmarkWriter measures the writer's sustained rate to a real file with

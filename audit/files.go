@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // file is what the writer needs of an open audit file.
@@ -296,9 +297,9 @@ func retentionPlan(dir string, now time.Time, retain time.Duration, retainBytes 
 		}
 		switch {
 		case now.Sub(mtimes[i]) > retain:
-			out = append(out, planned{f, "age", sizes[i]})
+			out = append(out, planned{f, reason.RetentionAge, sizes[i]})
 		case total > retainBytes:
-			out = append(out, planned{f, "size", sizes[i]})
+			out = append(out, planned{f, reason.RetentionSize, sizes[i]})
 		default:
 			return out, nil
 		}
@@ -309,7 +310,7 @@ func retentionPlan(dir string, now time.Time, retain time.Duration, retainBytes 
 
 type planned struct {
 	f      chain.File
-	reason string
+	reason reason.Reason
 	size   int64
 }
 

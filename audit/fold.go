@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Flood summarization: identical warning-level rejections (same event,
@@ -30,7 +32,7 @@ func foldable(e *Event) bool {
 }
 
 type foldKey struct {
-	reason string
+	reason reason.Reason
 	prefix netip.Prefix // the counted prefix
 	ip     netip.Addr   // the address, when no prefix is set
 	event  Kind

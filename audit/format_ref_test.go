@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // logrusRef formats events with logrus' JSONFormatter itself, configured
@@ -40,6 +41,9 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 	f["prev"] = string(chain.ZeroMAC)
 	f["severity"] = e.Severity.String()
 	f["boot"] = lf.boot
+	if e.Strikes != 0 {
+		f["strikes"] = e.Strikes
+	}
 	add := func(k, v string) {
 		if v != "" {
 			f[k] = Cap(v)
@@ -59,12 +63,14 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 	add("proto", e.Proto)
 	add("userId", e.UserID)
 	add("topic", e.Topic)
-	add("reason", e.Reason)
+	if e.Reason != reason.None {
+		add("reason", e.Reason.String())
+	}
 	add("detail", e.Detail)
 	add("token_fp", e.TokenFP)
 	add("actor", e.Actor)
-	if e.RedeemedIP != "" {
-		f["redeemed_ip"] = Cap(e.RedeemedIP)
+	if e.RedeemedIP.IsValid() {
+		f["redeemed_ip"] = Cap(e.RedeemedIP.String())
 		f["redeemed_ago_s"] = e.RedeemedAgoS
 	}
 	if e.Conn != 0 {
@@ -86,7 +92,14 @@ func (ref *logrusRef) template(dst []byte, e *Event) []byte {
 		f["last"] = e.Last.UTC().Format(time.RFC3339Nano)
 	}
 	ref.buf.Reset()
-	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: logrus.InfoLevel, Message: e.Event.String(), Buffer: &ref.buf}
+	level := logrus.InfoLevel
+	switch e.Severity {
+	case Warning:
+		level = logrus.WarnLevel
+	case Critical:
+		level = logrus.ErrorLevel
+	}
+	entry := logrus.Entry{Data: f, Time: e.Time.UTC(), Level: level, Message: e.Event.String(), Buffer: &ref.buf}
 	out, err := ref.f.Format(&entry)
 	out = bytes.TrimRight(out, "\n")
 	if err != nil || len(out) < 2 || out[len(out)-1] != '}' {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // nasty are strings that exercise every escaping rule of encoding/json.
@@ -38,7 +40,7 @@ func eventFrom(r *rand.Rand, pick func() string) Event {
 	e := Event{
 		Time: time.Unix(1700000000, int64(r.IntN(1e9))), Event: Kind(1 + r.IntN(int(kindEnd)-1)), Severity: Severity(r.IntN(4)),
 		IP: addr(), PeerIP: addr(), CountedPrefix: prefixes[r.IntN(len(prefixes))], Proto: pick(), Stage: Stage(pick()),
-		UserID: pick(), Topic: pick(), Reason: pick(), Detail: pick(), TokenFP: pick(), Actor: pick(),
+		UserID: pick(), Topic: pick(), Reason: reason.Reason(r.IntN(256)), Detail: pick(), TokenFP: pick(), Actor: pick(),
 	}
 	if r.IntN(2) == 0 {
 		e.Conn = r.Uint64()
@@ -51,6 +53,9 @@ func eventFrom(r *rand.Rand, pick func() string) Event {
 	}
 	if r.IntN(2) == 0 {
 		e.Count = r.Int64N(1e6)
+	}
+	if r.IntN(2) == 0 {
+		e.Strikes = r.Int64N(2000)
 		e.First = time.Unix(1700000000, 5)
 		e.Last = time.Unix(1700000100, 7)
 	}
@@ -58,7 +63,7 @@ func eventFrom(r *rand.Rand, pick func() string) Event {
 		e.Event = KindConnClose
 	}
 	if r.IntN(2) == 0 {
-		e.RedeemedIP, e.RedeemedAgoS = pick(), r.Int64N(7200)
+		e.RedeemedIP, e.RedeemedAgoS = addr(), r.Int64N(7200)
 	}
 	return e
 }
@@ -88,7 +93,7 @@ func FuzzTemplateMatchesLogrus(f *testing.F) {
 		ip, _ := netip.ParseAddr(b)
 		zoned, _ := netip.ParseAddr("fe80::1%" + a)
 		e := Event{Time: time.Unix(1, 2), Event: Kind(1 + int(kind)%(int(kindEnd)-1)), IP: ip, PeerIP: zoned, Detail: a + b, UserID: b, Conn: conn, Code: code,
-			RedeemedIP: a, RedeemedAgoS: int64(code)}
+			RedeemedIP: zoned, RedeemedAgoS: int64(code), Reason: reason.Reason(kind), Severity: Severity(code & 3), Strikes: int64(code)}
 		if fast, want := lf.template(nil, &e), ref.template(nil, &e); !bytes.Equal(fast, want) {
 			t.Fatalf("fast   %s\nlogrus %s", fast, want)
 		}
@@ -100,7 +105,7 @@ func BenchmarkTemplate(b *testing.B) {
 	ref := newLogrusRef(lf)
 	e := Event{Time: time.Now(), Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("203.0.113.9"), PeerIP: netip.MustParseAddr("203.0.113.9"),
 		CountedPrefix: netip.MustParsePrefix("203.0.113.9/32"), Conn: 123456, Proto: "portcullis.v1", Stage: StageMessage, UserID: "42",
-		Topic: "user.42.inbox", Reason: "token_replayed", TokenFP: "deadbeef"}
+		Topic: "user.42.inbox", Reason: reason.TokenReplayed, TokenFP: "deadbeef"}
 	var dst []byte
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()

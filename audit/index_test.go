@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
 	"github.com/portcullis-gw/portcullis/audit/query"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // These tests live outside package audit because they read the trail back
@@ -49,18 +50,18 @@ func idxTrail(t *testing.T, retainBytes int64) audit.TestTrail {
 		case 1:
 			e.Event = audit.KindConnClose
 		case 2:
-			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, "token_expired"
+			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, reason.TokenExpired
 		case 3:
-			e.Event, e.Severity, e.Reason = audit.KindSubscribeDenied, audit.Notice, "topic_forbidden"
+			e.Event, e.Severity, e.Reason = audit.KindSubscribeDenied, audit.Notice, reason.TopicDenied
 			e.IP = netip.MustParseAddr("2001:db8::" + fmt.Sprint(i%13))
 		case 4:
-			e.Event, e.Severity, e.Reason = audit.KindConnRejected, audit.Warning, "rate_limited"
+			e.Event, e.Severity, e.Reason = audit.KindConnRejected, audit.Warning, reason.ConnRate
 			e.IP = netip.MustParseAddr("::ffff:198.51.100.9")
 		case 5: // a summary event reaching back before the file's other lines
-			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, "token_replayed"
+			e.Event, e.Severity, e.Reason = audit.KindAuthFailed, audit.Warning, reason.TokenReplayed
 			e.Count, e.First, e.Last = int64(3+i%5), at.Add(-10*time.Minute), at
 		case 6:
-			e.Event, e.Severity, e.Reason = audit.KindAdmin, audit.Critical, "config_reload"
+			e.Event, e.Severity, e.Reason = audit.KindAdmin, audit.Critical, reason.AuditUnavailable
 		}
 		if i == 777 {
 			e.IP, e.UserID, e.Topic = netip.MustParseAddr("203.0.113.77"), "rare-user", "rare.topic"
@@ -69,7 +70,7 @@ func idxTrail(t *testing.T, retainBytes int64) audit.TestTrail {
 		if i%20 == 0 {
 			// Foldable repeats: beyond FoldAfter they become summary events.
 			for k := 0; k < 6; k++ {
-				w.Emit(audit.Event{Time: at, Event: audit.KindMessageRejected, Severity: audit.Warning, Reason: "schema_invalid",
+				w.Emit(audit.Event{Time: at, Event: audit.KindMessageRejected, Severity: audit.Warning, Reason: reason.SchemaViolation,
 					IP: netip.MustParseAddr("192.0.2.200"), CountedPrefix: netip.MustParsePrefix("192.0.2.0/24"), Stage: audit.StageMessage})
 			}
 			time.Sleep(time.Millisecond)
@@ -192,7 +193,7 @@ func TestIndexQueryEquivalence(t *testing.T) {
 		"until":        {Until: base.Add(40 * time.Minute)},
 		"window":       {Since: base.Add(30 * time.Minute), Until: base.Add(95 * time.Minute)},
 		"window edge":  {Since: base.Add(60*time.Minute + 3*time.Second), Until: base.Add(61 * time.Minute)},
-		"combo":        {Reason: "rate_limited", MinSeverity: audit.Warning, Since: base.Add(time.Hour)},
+		"combo":        {Reason: "conn_rate", MinSeverity: audit.Warning, Since: base.Add(time.Hour)},
 	}
 	indexed := 0
 	for name, f := range filters {
@@ -320,7 +321,7 @@ func TestIndexAfterResume(t *testing.T) {
 	o.RotateBytes = 16 << 10
 	emit := func(w *audit.Writer, from, n int) {
 		for i := from; i < from+n; i++ {
-			w.Emit(audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning, Reason: fmt.Sprintf("r%d", i%3), IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%9)),
+			w.Emit(audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning, Reason: []reason.Reason{reason.TokenUnknown, reason.TokenExpired, reason.TokenReplayed}[i%3], IP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i%9)),
 				UserID: fmt.Sprintf("u%d", i), Conn: uint64(i), Count: int64(i % 4)})
 		}
 	}
@@ -359,7 +360,7 @@ func TestIndexAfterResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	audit.MustIntact(t, tt.Verify(t))
-	for _, f := range []query.Filter{{}, {User: "u5"}, {User: "u150"}, {Reason: "r1"}, mustPrefix(t, "192.0.2.4")} {
+	for _, f := range []query.Filter{{}, {User: "u5"}, {User: "u150"}, {Reason: "token_expired"}, mustPrefix(t, "192.0.2.4")} {
 		with, without := runQuery(t, tt.Dir, f, false), runQuery(t, tt.Dir, f, true)
 		if !slices.Equal(with.lines, without.lines) {
 			t.Errorf("%+v: %d lines with idx, %d without", f, len(with.lines), len(without.lines))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // written is a string field as a reader decodes it from the line: capped,
@@ -58,14 +59,6 @@ func hashesOf(h *index.Hashes, e *Event) {
 	}
 }
 
-// plain is written(s), without looking twice at the usual short ASCII value.
-func plain(s string) string {
-	if len(s) <= MaxFieldLen && isPlain(s) {
-		return s
-	}
-	return written(s)
-}
-
 // hashStr is index.Hash(written(s)) in one pass for a short ASCII value.
 func hashStr(s string) uint64 {
 	if len(s) <= MaxFieldLen {
@@ -93,21 +86,15 @@ func (w *Writer) indexLine(line []byte, e *Event, h *index.Hashes) {
 	if e.Last.After(hi) {
 		hi = e.Last
 	}
-	w.idx.Add(len(line), w.seq, e.Event.String(), plain(e.Reason), int(e.Severity), n, lo, hi, h)
-}
-
-// isPlain reports whether s is ASCII (and so valid UTF-8).
-func isPlain(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
+	var why string
+	if e.Reason != reason.None {
+		why = e.Reason.String()
 	}
-	return true
+	w.idx.Add(len(line), w.seq, e.Event.String(), why, int(e.Severity), n, lo, hi, h)
 }
 
 // summaryLine is what rebuildSummary decodes of a line: the fields a summary
-// is built from.
+// is built from. Its tags are Field… constants (TestSummaryLineKeys).
 type summaryLine struct {
 	Time          time.Time `json:"time"`
 	First         time.Time `json:"first"`

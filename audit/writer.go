@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
 	"github.com/portcullis-gw/portcullis/audit/index"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // FailurePolicy says what the gateway does while the audit trail cannot be
@@ -78,6 +80,14 @@ const (
 	DefaultCheckpointEvery = time.Minute
 	DefaultFoldAfter       = 5
 )
+
+// DefaultDurableTimeout bounds how long EmitDurable waits for the disk
+// when its context has no earlier deadline.
+const DefaultDurableTimeout = 5 * time.Second
+
+// ErrNotDurable is wrapped by the error of EmitDurable when the event is not
+// known to be on disk: the admin API then answers 503 audit_unavailable.
+var ErrNotDurable = errors.New("audit: event not known to be on disk")
 
 // maxPending bounds the bytes held in memory while the disk refuses writes;
 // beyond it events are dropped (and counted).
@@ -185,9 +195,11 @@ type Writer struct {
 	boots       uint64 // lines written by this boot
 }
 
+// sysEvent is an event written by the writer goroutine itself, outside the
+// queue, whose writer waits for it to be on disk.
 type sysEvent struct {
-	e       Event
-	durable chan struct{} // closed once the line is fsynced
+	e    Event
+	done chan error // receives nil once the line is fsynced, or why not; capacity 1
 }
 
 // Open creates the directory, loads or creates the keys, resumes the chain
@@ -300,13 +312,13 @@ func (w *Writer) resume() error {
 		}
 	}
 	w.prev = bytes.Clone(chain.ZeroMAC)
-	hdr := Event{Event: KindAuditHeader, Severity: Notice, Stage: StageSystem, Reason: chain.HeaderNewTrail,
+	hdr := Event{Event: KindAuditHeader, Severity: Notice, Stage: StageSystem, Reason: reason.TrailNew,
 		Detail: "new audit trail"}
 	var prevFile string
 	if ts.lines {
 		w.seq, w.prev = ts.last.seq, ts.last.mac
 		w.fileFirst, w.fileStart = ts.first.seq, ts.first.time
-		hdr.Reason, hdr.Detail = chain.HeaderResumed, "writer restarted"
+		hdr.Reason, hdr.Detail = reason.TrailResumed, "writer restarted"
 	} else {
 		var rotated []chain.File
 		for _, f := range files {
@@ -322,7 +334,7 @@ func (w *Writer) resume() error {
 			if ok {
 				w.seq, w.prev = li.seq, li.mac
 				prevFile = rotated[i].Name
-				hdr.Reason, hdr.Detail = chain.HeaderRotated, chain.PreviousDetail(prevFile, li.mac)
+				hdr.Reason, hdr.Detail = reason.TrailRotated, chain.PreviousDetail(prevFile, li.mac)
 				break
 			}
 		}
@@ -346,7 +358,7 @@ func (w *Writer) resume() error {
 			w.buf = append(w.buf, '\n')
 			n++
 		}
-		hdr.Reason, hdr.Count = chain.HeaderRepaired, n
+		hdr.Reason, hdr.Count = reason.TrailRepaired, n
 		hdr.Detail = fmt.Sprintf("writer restarted after a crash: %d bytes after seq %d were not a complete line and are kept above this one", n, w.seq)
 		if prevFile != "" {
 			hdr.Detail += "; " + chain.PreviousDetail(prevFile, w.prev)
@@ -461,26 +473,51 @@ func (w *Writer) Close() error {
 	return w.Err()
 }
 
+// EmitDurable writes e and waits until its line is fsynced, whatever
+// Options.Fsync says (see Durable). The event skips the queue and folding:
+// the writer goroutine formats and seals it itself, and fsyncs at once
+// together with whatever else is buffered. It waits at most until ctx ends
+// or DefaultDurableTimeout passes; the error then wraps ErrNotDurable, and
+// the line may still be written later. Safe for use by multiple goroutines.
+func (w *Writer) EmitDurable(ctx context.Context, e Event) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultDurableTimeout)
+	defer cancel()
+	return w.recordDurably(ctx, e)
+}
+
 // recordDurably writes e through the writer goroutine and waits until it is
-// fsynced; false if that did not happen (closed, or failing) within timeout.
-func (w *Writer) recordDurably(e Event, timeout time.Duration) bool {
-	se := sysEvent{e: e, durable: make(chan struct{})}
+// fsynced; an error wrapping ErrNotDurable if that did not happen (closed,
+// failing, or ctx ended first).
+func (w *Writer) recordDurably(ctx context.Context, e Event) error {
+	se := sysEvent{e: e, done: make(chan error, 1)}
+	w.inflight.Add(1)
+	if w.closed.Load() {
+		w.inflight.Add(-1)
+		return fmt.Errorf("%w: the audit writer is closed", ErrNotDurable)
+	}
 	w.sysMu.Lock()
 	w.sys = append(w.sys, se)
 	w.sysMu.Unlock()
+	w.inflight.Add(-1) // Close waits for this: finish writes w.sys
 	select {
 	case w.sysReady <- struct{}{}:
 	default:
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
-	case <-se.durable:
-		return true
+	case err := <-se.done:
+		return err
 	case <-w.done:
-		return false
-	case <-t.C:
-		return false
+		select {
+		case err := <-se.done:
+			return err
+		default:
+			return fmt.Errorf("%w: the audit writer stopped", ErrNotDurable)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%w: not fsynced in time: %w", ErrNotDurable, context.Cause(ctx))
 	}
 }
 
@@ -623,14 +660,30 @@ func (w *Writer) writeSys() {
 	if len(evs) == 0 {
 		return
 	}
-	for _, se := range evs {
-		w.record(se.e)
+	written := make([]bool, len(evs))
+	for i, se := range evs {
+		w.reportDropped()
+		written[i] = w.writeEvent(se.e)
 	}
-	if w.sync() {
-		for _, se := range evs {
-			close(se.durable)
+	synced := w.sync()
+	for i, se := range evs {
+		switch {
+		case !written[i]:
+			se.done <- w.notDurable("dropped: the disk has refused writes for too long")
+		case !synced:
+			se.done <- w.notDurable("not fsynced")
+		default:
+			se.done <- nil
 		}
 	}
+}
+
+// notDurable is the error of an event that could not be made durable.
+func (w *Writer) notDurable(why string) error {
+	if err := w.Err(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNotDurable, why, err)
+	}
+	return fmt.Errorf("%w: %s", ErrNotDurable, why)
 }
 
 func (w *Writer) housekeep(now time.Time) {
@@ -792,7 +845,7 @@ func (w *Writer) rotate(now time.Time) {
 	w.keepFrom.Store(w.fileFirst)
 	w.rotations.Add(1)
 	w.writeEvent(Event{Time: now, Event: KindAuditHeader, Severity: Notice, Stage: StageSystem,
-		Reason: chain.HeaderRotated, Detail: chain.PreviousDetail(old, w.prev)})
+		Reason: reason.TrailRotated, Detail: chain.PreviousDetail(old, w.prev)})
 	w.janitor.rotated(filepath.Join(w.o.Dir, old), sum)
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit/chain"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/audit/verify"
 )
 
@@ -137,7 +138,7 @@ func TestWriterLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Emit(Event{Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("127.0.0.1"), Reason: "token_replayed", TokenFP: "abcd1234",
+	w.Emit(Event{Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("127.0.0.1"), Reason: reason.TokenReplayed, TokenFP: "abcd1234",
 		UserID: "line\nbreak\u2028", Detail: strings.Repeat("x", 5000)})
 	w.Emit(Event{Event: KindConnClose, Code: 1000, DurationMS: 0})
 	if err := w.Close(); err != nil {
@@ -163,7 +164,7 @@ func TestWriterLines(t *testing.T) {
 		t.Fatalf("header %v", h)
 	}
 	a := lines[1]
-	if a["event"] != "auth_failed" || a["severity"] != "warning" || a["seq"] != 2.0 || a["node"] != "n1" || a["level"] != "info" ||
+	if a["event"] != "auth_failed" || a["severity"] != "warning" || a["seq"] != 2.0 || a["node"] != "n1" || a["level"] != "warning" ||
 		a["reason"] != "token_replayed" || a["token_fp"] != "abcd1234" || a["userId"] != "line\nbreak\u2028" ||
 		a["prev"] != h["mac"] || a["boot"] != w.Boot() {
 		t.Fatalf("line %v", a)
@@ -217,7 +218,7 @@ func TestLogInjection(t *testing.T) {
 	evil := []string{"a\nb", "x\u2028y\u2029z", big, `","level":"error","mac":"00`, "\x00\x1b[31m", "\xff\xfe invalid utf8", strings.Repeat("é", 300)}
 	for i, s := range evil {
 		zoned, _ := netip.ParseAddr("fe80::1%" + s) // a zone is an address's only free text
-		w.Emit(Event{Event: KindMessageRejected, Severity: Warning, IP: zoned, UserID: s, Topic: s, Reason: "schema", Detail: s,
+		w.Emit(Event{Event: KindMessageRejected, Severity: Warning, IP: zoned, UserID: s, Topic: s, Reason: reason.SchemaViolation, Detail: s,
 			CountedPrefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32)}) // apart: nothing folds
 	}
 	if err := w.Close(); err != nil {
@@ -236,7 +237,7 @@ func TestLogInjection(t *testing.T) {
 				t.Fatalf("%s not capped: %d bytes", k, len(s))
 			}
 		}
-		if l["level"] != "info" {
+		if l["level"] != "warning" { // the level of the events' severity, never the injected "error"
 			t.Fatalf("level injected: %v", l["level"])
 		}
 	}
@@ -459,7 +460,7 @@ func TestFlood(t *testing.T) {
 	const n = 50000
 	for i := 0; i < n; i++ {
 		w.Emit(Event{Time: base.Add(time.Duration(i) * 19 * time.Microsecond), Event: KindConnRejected, Severity: Warning,
-			IP: netip.MustParseAddr("203.0.113.9"), CountedPrefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: "rate_limited", Code: 429, Conn: uint64(i)})
+			IP: netip.MustParseAddr("203.0.113.9"), CountedPrefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: reason.ConnRate, Code: 429, Conn: uint64(i)})
 	}
 	for i := 0; i < 100; i++ {
 		w.Emit(Event{Event: KindConnOpen, IP: netip.MustParseAddr("203.0.113.9")})
@@ -498,16 +499,16 @@ func TestFlood(t *testing.T) {
 func TestFolder(t *testing.T) {
 	f := newFolder(5)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ev := func(d time.Duration, reason string) *Event {
-		return &Event{Time: t0.Add(d), Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("192.0.2.1"), Reason: reason}
+	ev := func(d time.Duration, why reason.Reason) *Event {
+		return &Event{Time: t0.Add(d), Event: KindAuthFailed, Severity: Warning, IP: netip.MustParseAddr("192.0.2.1"), Reason: why}
 	}
 	folded := 0
 	for i := 0; i < 20; i++ {
-		if f.add(ev(time.Duration(i)*10*time.Millisecond, "bad_token")) {
+		if f.add(ev(time.Duration(i)*10*time.Millisecond, reason.TokenUnknown)) {
 			folded++
 		}
 	}
-	if folded != 15 || f.add(ev(0, "other")) {
+	if folded != 15 || f.add(ev(0, reason.TokenExpired)) {
 		t.Fatalf("folded %d", folded)
 	}
 	if s := f.take(t0.Add(500*time.Millisecond), false); len(s) != 0 {

@@ -30,7 +30,21 @@ import (
 // MACHexLen is the length of a mac in hex digits.
 const MACHexLen = 64
 
-const macKey = `,"mac":"`
+// Keys of a line that sealing and verifying read; package audit names the
+// rest of a line's keys beside these.
+const (
+	FieldSeq    = "seq"
+	FieldPrev   = "prev"
+	FieldMAC    = "mac"
+	FieldEvent  = "event"
+	FieldReason = "reason"
+	FieldDetail = "detail"
+	FieldCount  = "count"
+	FieldTime   = "time"
+	FieldBoot   = "boot"
+)
+
+const macKey = `,"` + FieldMAC + `":"`
 
 // SuffixLen is the length of the spliced `,"mac":"<hex>"}` suffix.
 const SuffixLen = len(macKey) + MACHexLen + len(`"}`)
@@ -113,14 +127,14 @@ func Split(line []byte) (body, mac []byte, ok bool) {
 
 // Keys that Field looks up, precomputed.
 var (
-	KeySeq    = []byte(`"seq":`)
-	KeyPrev   = []byte(`"prev":`)
-	KeyEvent  = []byte(`"event":`)
-	KeyReason = []byte(`"reason":`)
-	KeyDetail = []byte(`"detail":`)
-	KeyCount  = []byte(`"count":`)
-	KeyTime   = []byte(`"time":`)
-	KeyBoot   = []byte(`"boot":`)
+	KeySeq    = []byte(`"` + FieldSeq + `":`)
+	KeyPrev   = []byte(`"` + FieldPrev + `":`)
+	KeyEvent  = []byte(`"` + FieldEvent + `":`)
+	KeyReason = []byte(`"` + FieldReason + `":`)
+	KeyDetail = []byte(`"` + FieldDetail + `":`)
+	KeyCount  = []byte(`"` + FieldCount + `":`)
+	KeyTime   = []byte(`"` + FieldTime + `":`)
+	KeyBoot   = []byte(`"` + FieldBoot + `":`)
 )
 
 // Field returns the raw value of key (one of the Key… patterns) in body:

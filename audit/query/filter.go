@@ -34,7 +34,9 @@ type Filter struct {
 	// span it folds lies in the window.
 	Since, Until time.Time
 	// IP keeps events whose ip or peer_ip lies in the prefix (a single
-	// address is a /32 or /128). IPv4-mapped IPv6 addresses count as IPv4
+	// address is a /32 or /128), and events about a range that name no
+	// address (a ban, unban or kernel_drop of a prefix) whose
+	// counted_prefix lies in it. IPv4-mapped IPv6 addresses count as IPv4
 	// on both sides. The invalid zero Prefix means any address.
 	IP          netip.Prefix
 	User        string         // exact userId
@@ -184,7 +186,7 @@ func compile(f Filter) *matcher {
 	// Groups are added most selective first; the first one-string group
 	// becomes the anchor.
 	if f.IP.IsValid() {
-		m.want |= FieldIP | FieldPeerIP
+		m.want |= FieldIP | FieldPeerIP | FieldCountedPrefix
 		a := f.IP.Addr()
 		if f.IP.IsSingleIP() {
 			m.ipStr = a.String()
@@ -356,10 +358,28 @@ func (m *matcher) match(r *Record) bool {
 			return false
 		}
 	}
-	if f.IP.IsValid() && !m.ipMatch(r.IP) && !m.ipMatch(r.PeerIP) {
+	if f.IP.IsValid() && !m.ipMatch(r.IP) && !m.ipMatch(r.PeerIP) &&
+		(len(r.IP) != 0 || len(r.PeerIP) != 0 || !m.prefixWithin(r.CountedPrefix)) {
 		return false
 	}
 	return true
+}
+
+// prefixWithin reports whether b, a prefix as written in the trail, lies
+// in the filter's prefix. ipToken's pre-filter holds for it: the text of a
+// prefix inside an IPv4 prefix starts with the filter's whole octets.
+func (m *matcher) prefixWithin(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	p, err := netip.ParsePrefix(string(b))
+	if err != nil {
+		return false
+	}
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Bits() >= m.f.IP.Bits() && m.f.IP.Contains(p.Addr())
 }
 
 func (m *matcher) ipMatch(b []byte) bool {

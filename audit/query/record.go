@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
 )
 
 // Fields is a set of trail keys a reader needs decoded; the parser skips the
@@ -217,35 +219,36 @@ func strOnly(v []byte, isStr bool) []byte {
 	return v
 }
 
+// fieldOf maps a line's key (audit's Field… names) to its Fields bit.
 func fieldOf(key []byte) Fields {
 	switch string(key) {
-	case "time":
+	case audit.FieldTime:
 		return FieldTime
-	case "event":
+	case audit.FieldEvent:
 		return FieldEvent
-	case "severity":
+	case audit.FieldSeverity:
 		return FieldSeverity
-	case "seq":
+	case audit.FieldSeq:
 		return FieldSeq
-	case "ip":
+	case audit.FieldIP:
 		return FieldIP
-	case "peer_ip":
+	case audit.FieldPeerIP:
 		return FieldPeerIP
-	case "userId":
+	case audit.FieldUserID:
 		return FieldUser
-	case "topic":
+	case audit.FieldTopic:
 		return FieldTopic
-	case "reason":
+	case audit.FieldReason:
 		return FieldReason
-	case "detail":
+	case audit.FieldDetail:
 		return FieldDetail
-	case "count":
+	case audit.FieldCount:
 		return FieldCount
-	case "first":
+	case audit.FieldFirst:
 		return FieldFirst
-	case "last":
+	case audit.FieldLast:
 		return FieldLast
-	case "counted_prefix":
+	case audit.FieldCountedPrefix:
 		return FieldCountedPrefix
 	}
 	return 0

@@ -9,7 +9,8 @@
 //
 // The package decides; it does not act or report. Callers close connections,
 // write audit events (`ban`, `unban`, `admin`) and send alerts from the values
-// it returns. It never imports gateway, audit or alerting.
+// it returns. It never imports gateway, audit or alerting (only the shared
+// vocabulary audit/reason, which imports nothing).
 //
 // Time is always a parameter (`now time.Time`): the package reads no clock
 // and starts no timer. Expired bans stop matching at once; Sweep forgets them.
@@ -31,14 +32,14 @@ import (
 
 	"github.com/portcullis-gw/portcullis/policy/statefile"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 // ActorAuto is the Actor of bans created by strikes.
 const ActorAuto = "auto"
 
-// MaxTextLen caps a manual ban's reason and actor, in bytes.
+// MaxTextLen caps a manual ban's note and actor, in bytes.
 const MaxTextLen = 256
 
 // Broadest prefixes a manual ban may name: wider ranges belong in the
@@ -58,12 +59,13 @@ var (
 
 // Ban is one ban. Values are copies: changing one changes nothing.
 type Ban struct {
-	Prefix  netip.Prefix // banned range: a client key, or any manual prefix
-	Until   time.Time    // the ban ends at Until (exclusive)
-	Reason  string       // auto: the reason of the strike that banned; manual: free text
-	Actor   string       // ActorAuto, or the admin actor of a manual ban
-	Strikes int          // strike weight that caused an automatic ban; 0 if manual
-	Repeat  int          // previous bans in the repeat history: 0 for the first ban
+	Prefix  netip.Prefix  // banned range: a client key, or any manual prefix
+	Until   time.Time     // the ban ends at Until (exclusive)
+	Reason  reason.Reason // auto: the reason of the strike that banned; manual: reason.Manual
+	Note    string        // manual: the operator's text, "" if none
+	Actor   string        // ActorAuto, or the admin actor of a manual ban
+	Strikes int           // strike weight that caused an automatic ban; 0 if manual
+	Repeat  int           // previous bans in the repeat history: 0 for the first ban
 	Created time.Time
 	DryRun  bool // reported but not enforced nor saved (Config.DryRun)
 }
@@ -234,7 +236,7 @@ func (m *Manager) Strike(addr netip.Addr, r reason.Reason, now time.Time) (Ban, 
 	b := &Ban{
 		Prefix:  key,
 		Until:   now.Add(m.banDuration(n)),
-		Reason:  r.String(),
+		Reason:  r,
 		Actor:   ActorAuto,
 		Strikes: sum,
 		Repeat:  n,
@@ -297,10 +299,10 @@ func (m *Manager) lookup(addr netip.Addr, key netip.Prefix, now time.Time) *Ban 
 // Add bans prefix p for d from now on behalf of actor (required, for the
 // audit trail), replacing any ban of exactly p and clearing the strikes
 // inside p. d 0 means BanTime; manual bans are not capped by MaxTime and do
-// not count as repeats. An empty why becomes "manual". The ban is saved
-// before Add returns; if saving fails it is still enforced and the error
-// says so.
-func (m *Manager) Add(p netip.Prefix, d time.Duration, why, actor string, now time.Time) (Ban, error) {
+// not count as repeats. Its Reason is reason.Manual; note is the
+// operator's text, if any. The ban is saved before Add returns; if saving
+// fails it is still enforced and the error says so.
+func (m *Manager) Add(p netip.Prefix, d time.Duration, note, actor string, now time.Time) (Ban, error) {
 	p, err := normalize(p)
 	if err != nil {
 		return Ban{}, err
@@ -314,10 +316,7 @@ func (m *Manager) Add(p netip.Prefix, d time.Duration, why, actor string, now ti
 	if d == 0 {
 		d = m.cfg.BanTime
 	}
-	if why == "" {
-		why = "manual"
-	}
-	if err := checkText("reason", why); err != nil {
+	if err := checkText("note", note); err != nil {
 		return Ban{}, err
 	}
 	if err := checkActor(actor); err != nil {
@@ -326,7 +325,7 @@ func (m *Manager) Add(p netip.Prefix, d time.Duration, why, actor string, now ti
 	if m.allowedKey(p) {
 		return Ban{}, fmt.Errorf("bans: ban of %s: %w", p, ErrAllowed)
 	}
-	b := &Ban{Prefix: p, Until: now.Add(d), Reason: why, Actor: actor, Created: now}
+	b := &Ban{Prefix: p, Until: now.Add(d), Reason: reason.Manual, Note: note, Actor: actor, Created: now}
 
 	m.mu.Lock()
 	if m.closed {

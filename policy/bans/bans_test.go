@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // t0 is the fake clock's origin; tests pass t0.Add(offset) as now.
@@ -145,7 +145,7 @@ func TestStrikeTable(t *testing.T) {
 				if d := b.Until.Sub(now); d != tc.wantDur {
 					t.Errorf("ban length %v, want %v", d, tc.wantDur)
 				}
-				if b.Actor != ActorAuto || b.Repeat != 0 || b.Reason != r.String() || !b.Created.Equal(now) {
+				if b.Actor != ActorAuto || b.Repeat != 0 || b.Reason != r || b.Note != "" || !b.Created.Equal(now) {
 					t.Errorf("ban %+v: want actor auto, repeat 0, reason %s", b, r)
 				}
 				if _, ok := m.Banned(a, now); !ok {
@@ -355,7 +355,7 @@ func TestManualBans(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Add(%s): %v", s, err)
 		}
-		if b.Actor != "alice" || b.Reason != "abuse report #12" || b.Until != t0.Add(time.Hour) {
+		if b.Actor != "alice" || b.Reason != reason.Manual || b.Note != "abuse report #12" || b.Until != t0.Add(time.Hour) {
 			t.Fatalf("Add(%s) = %+v", s, b)
 		}
 	}
@@ -401,7 +401,7 @@ func TestAddReplacesAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Until != t0.Add(DefaultBanTime) || b.Reason != "manual" {
+	if b.Until != t0.Add(DefaultBanTime) || b.Reason != reason.Manual || b.Note != "" {
 		t.Fatalf("Add with defaults = %+v", b)
 	}
 	// Shorten it: the newer ban wins.

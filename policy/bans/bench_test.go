@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // benchManager returns an in-memory Manager holding n automatic-style bans

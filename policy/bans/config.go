@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 // Defaults of docs/CONFIG.md (`bans:`). A zero Config field means its default.
@@ -85,6 +85,7 @@ func DefaultWeights() map[reason.Reason]int {
 		reason.BadPath:           1,
 		reason.HandshakeFailRate: 1,
 		reason.BadHeader:         1,
+		reason.TLSHandshake:      1, // not TLS, or no version, suite or ALPN in common
 		// frames
 		reason.ProtocolError:   1,
 		reason.InvalidUTF8:     1,
@@ -115,7 +116,8 @@ func DefaultWeights() map[reason.Reason]int {
 		// Weight 0 (listed for the record): None, Blocked, Banned,
 		// GlobalConnections, BadClientIP, ProxyHeader, AuditUnavailable,
 		// ShuttingDown, SlowConsumer, PingTimeout, ClientClosed, ReadError,
-		// NotSubscribed, Internal.
+		// NotSubscribed, Internal, TLSClientAlert (an alert from the
+		// client usually means our certificate is wrong, not the client).
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // TestReasonsDocumented holds docs/AUDIT.md to the code: every reason has

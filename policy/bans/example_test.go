@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/bans"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 func Example() {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Layout of the state file: three buckets, keys are prefixes in their
@@ -22,9 +24,13 @@ var (
 
 const storeVersion = "1"
 
+// banRecord is a saved ban. Reason is a reason's name; records written
+// before manual bans had a note hold a manual ban's free text there, which
+// decodeBan reads back as reason.Manual with that note.
 type banRecord struct {
 	Until   time.Time `json:"until"`
 	Reason  string    `json:"reason"`
+	Note    string    `json:"note,omitempty"`
 	Actor   string    `json:"actor"`
 	Strikes int       `json:"strikes,omitempty"`
 	Repeat  int       `json:"repeat,omitempty"`
@@ -117,13 +123,20 @@ func decodeBan(k, v []byte) (*Ban, bool) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return nil, false
 	}
-	if r.Actor == "" || checkText("actor", r.Actor) != nil || checkText("reason", r.Reason) != nil {
+	if r.Actor == "" || checkText("actor", r.Actor) != nil || checkText("reason", r.Reason) != nil ||
+		checkText("note", r.Note) != nil {
 		return nil, false
+	}
+	why, ok := reason.Parse(r.Reason)
+	note := r.Note
+	if !ok {
+		why, note = reason.Manual, r.Reason
 	}
 	return &Ban{
 		Prefix:  p,
 		Until:   r.Until,
-		Reason:  r.Reason,
+		Reason:  why,
+		Note:    note,
 		Actor:   r.Actor,
 		Strikes: r.Strikes,
 		Repeat:  r.Repeat,
@@ -208,7 +221,7 @@ func (m *Manager) write(tx *bolt.Tx, cs []change) error {
 	for _, c := range cs {
 		k := []byte(c.k)
 		if err := putOrDelete(bb, k, c.ban != nil, func() any {
-			return banRecord{Until: c.ban.Until, Reason: c.ban.Reason, Actor: c.ban.Actor,
+			return banRecord{Until: c.ban.Until, Reason: c.ban.Reason.String(), Note: c.ban.Note, Actor: c.ban.Actor,
 				Strikes: c.ban.Strikes, Repeat: c.ban.Repeat, Created: c.ban.Created}
 		}); err != nil {
 			return err

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 func TestPersistence(t *testing.T) {
@@ -43,13 +43,13 @@ func TestPersistence(t *testing.T) {
 	}
 	b, ok := m2.Banned(addrA, later)
 	if !ok || !b.Until.Equal(auto.Until) || b.Remaining(later) != 3*time.Minute || b.Actor != ActorAuto ||
-		b.Reason != "conn_rate" || b.Strikes != 5 {
+		b.Reason != reason.ConnRate || b.Strikes != 5 {
 		t.Fatalf("restored auto ban %+v (ok %v): want %+v with 3m left", b, ok, auto)
 	}
 	if _, ok := m2.Banned(addrB, later); ok {
 		t.Fatal("an ended ban was restored")
 	}
-	if b, ok := m2.Banned(netip.MustParseAddr("198.51.100.200"), later); !ok || b.Actor != "alice" || b.Reason != "abuse" ||
+	if b, ok := m2.Banned(netip.MustParseAddr("198.51.100.200"), later); !ok || b.Actor != "alice" || b.Reason != reason.Manual || b.Note != "abuse" ||
 		!b.Until.Equal(cidr.Until) || !b.Created.Equal(t0) {
 		t.Fatalf("restored CIDR ban %+v (ok %v)", b, ok)
 	}
@@ -220,6 +220,63 @@ func TestOpenSkipsBadRecords(t *testing.T) {
 	m2 := mustOpen(t, path, Config{}, t0)
 	if st := m2.Stats(); st.Restored != 1 || st.RestoreDropped != 3 {
 		t.Fatalf("stats %+v: want 1 restored and 3 dropped", st)
+	}
+}
+
+// TestRestoreLegacyManualReason reads a state file written before manual
+// bans had a note: a manual ban's free text was its reason, and it comes
+// back as reason.Manual with that text as its note.
+func TestRestoreLegacyManualReason(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	m := mustOpen(t, path, Config{}, t0)
+	_ = m.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := map[string]string{
+		"198.51.100.0/24": `{"until":"2099-01-01T00:00:00Z","reason":"abuse report #7","actor":"alice","created":"2026-01-01T00:00:00Z"}`,
+		"192.0.2.7/32":    `{"until":"2099-01-01T00:00:00Z","reason":"manual","actor":"bob","created":"2026-01-01T00:00:00Z"}`,
+		"203.0.113.5/32":  `{"until":"2099-01-01T00:00:00Z","reason":"bytes_rate","actor":"auto","strikes":5,"created":"2026-01-01T00:00:00Z"}`,
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for k, v := range recs {
+			if err := tx.Bucket(bucketBans).Put([]byte(k), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	m2 := mustOpen(t, path, Config{}, t0)
+	want := map[string]struct {
+		r    reason.Reason
+		note string
+	}{
+		"198.51.100.0/24": {reason.Manual, "abuse report #7"},
+		"192.0.2.7/32":    {reason.Manual, ""},
+		"203.0.113.5/32":  {reason.BytesRate, ""},
+	}
+	got := m2.List(t0)
+	if len(got) != len(want) {
+		t.Fatalf("restored %+v", got)
+	}
+	for _, b := range got {
+		if w := want[b.Prefix.String()]; b.Reason != w.r || b.Note != w.note {
+			t.Errorf("%s restored as reason %s note %q, want %s %q", b.Prefix, b.Reason, b.Note, w.r, w.note)
+		}
+	}
+	// Saved again, the new layout keeps the name and the note apart.
+	if _, err := m2.Add(netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "still abusive", "carol", t0); err != nil {
+		t.Fatal(err)
+	}
+	_ = m2.Close()
+	m3 := mustOpen(t, path, Config{}, t0)
+	defer m3.Close()
+	if b, ok := m3.Banned(netip.MustParseAddr("198.51.100.1"), t0); !ok || b.Reason != reason.Manual || b.Note != "still abusive" {
+		t.Fatalf("re-saved ban %+v (ok %v)", b, ok)
 	}
 }
 

@@ -3,13 +3,15 @@
 // per-address rate and connection caps, and strikes that turn into bans.
 // It composes policy/blocklist, policy/ratelimit and policy/bans, audits
 // every ban and unban with its actor, and tells the gateway to close the
-// live connections of a newly banned prefix.
+// live connections of a newly banned prefix. A ban or unban an operator
+// asks for is acknowledged only once its audit line is on disk.
 //
 // guard imports audit (it emits events) but never gateway or alerting.
 package guard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -18,10 +20,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/bans"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/ratelimit"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 // Lists are the static allow and deny lists (policy/blocklist.Set).
@@ -166,12 +168,22 @@ func (g *Guard) ReleaseRefused(addr netip.Addr) {
 	g.o.Limits.ReleaseRefused(g.Counted(addr))
 }
 
+// RefundAttempt gives back the connection attempt Admit counted against
+// addr's rate at now, for a health probe: a load balancer's probes never
+// count toward a refusal or a ban.
+func (g *Guard) RefundAttempt(addr netip.Addr, now time.Time) {
+	if g.o.Lists.Allowed(addr) {
+		return
+	}
+	g.o.Limits.RefundAttempt(g.Counted(addr), now)
+}
+
 // handshakeReasons are the failures that count against an address's
 // handshake failure rate.
 func isHandshakeFailure(r reason.Reason) bool {
 	switch r {
 	case reason.HandshakeTimeout, reason.HandshakeTooLarge, reason.BadHandshake, reason.BadOrigin,
-		reason.BadSubprotocol, reason.BadPath, reason.ProxyHeader, reason.BadHeader:
+		reason.BadSubprotocol, reason.BadPath, reason.ProxyHeader, reason.BadHeader, reason.TLSHandshake:
 		return true
 	}
 	return false
@@ -194,7 +206,8 @@ func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) bool {
 	if !banned {
 		return false
 	}
-	g.banned(b, addr, now)
+	g.o.Audit.Emit(banEvent(b, addr, now))
+	g.banned(b)
 	return !b.DryRun
 }
 
@@ -202,49 +215,78 @@ func (g *Guard) Strike(addr netip.Addr, r reason.Reason, now time.Time) bool {
 // banned, and its connections survive a ban of a range around it.
 func (g *Guard) Exempt(addr netip.Addr) bool { return g.o.Lists.Allowed(addr) }
 
-// banned audits a new ban and, unless it is a dry run, closes the live
-// connections inside it.
-func (g *Guard) banned(b bans.Ban, ip netip.Addr, now time.Time) {
+// singleAddr is the address of p when p is one address (a /32 or /128),
+// else the zero Addr: the ip of a line about p, so that `audit query --ip`
+// and the per-file address filters find it.
+func singleAddr(p netip.Prefix) netip.Addr {
+	if p.IsSingleIP() {
+		return p.Addr()
+	}
+	return netip.Addr{}
+}
+
+// banEvent is the audit event of a new ban; ip is the address whose strike
+// banned, or the zero Addr for a manual ban.
+func banEvent(b bans.Ban, ip netip.Addr, now time.Time) audit.Event {
 	detail := fmt.Sprintf("banned for %s until %s (repeat %d)", b.Until.Sub(now).Round(time.Second),
 		b.Until.UTC().Format(time.RFC3339), b.Repeat)
 	if b.DryRun {
 		detail = "dry run, not enforced: would be " + detail
 	}
-	g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem,
-		IP: ip, CountedPrefix: b.Prefix, Reason: b.Reason, Detail: detail, Actor: b.Actor, Count: int64(b.Strikes)})
+	if b.Note != "" {
+		detail = fmt.Sprintf("%q; %s", b.Note, detail)
+	}
+	if !ip.IsValid() {
+		ip = singleAddr(b.Prefix)
+	}
+	return audit.Event{Time: now, Event: audit.KindBan, Severity: audit.Critical, Stage: audit.StageSystem,
+		IP: ip, CountedPrefix: b.Prefix, Reason: b.Reason, Detail: detail, Actor: b.Actor, Strikes: int64(b.Strikes)}
+}
+
+// banned logs a new ban and, unless it is a dry run, closes the live
+// connections inside it; the caller audits it.
+func (g *Guard) banned(b bans.Ban) {
 	g.o.Log.WithFields(logrus.Fields{"prefix": b.Prefix.String(), "until": b.Until.UTC().Format(time.RFC3339),
-		"reason": b.Reason, "actor": b.Actor, "dry_run": b.DryRun}).Warn("address banned")
+		"reason": b.Reason.String(), "actor": b.Actor, "dry_run": b.DryRun}).Warn("address banned")
 	if !b.DryRun {
 		g.o.Disconnect(b.Prefix)
 	}
 }
 
-// Ban bans prefix p for d (0: bantime) on behalf of actor: the admin API
-// and `portcullis ban add`.
-func (g *Guard) Ban(p netip.Prefix, d time.Duration, why, actor string, now time.Time) (bans.Ban, error) {
+// Ban bans prefix p for d (0: bantime) on behalf of actor, with the
+// operator's note (may be ""): the admin API and `portcullis ban add`. It
+// returns once the ban's audit line is on disk; when that cannot be known
+// in time (ctx), the ban is in force anyway and the error wraps
+// audit.ErrNotDurable.
+func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note, actor string, now time.Time) (bans.Ban, error) {
 	if g.o.Lists.Allowed(p.Addr()) {
 		return bans.Ban{}, fmt.Errorf("ban %s: %w", p, bans.ErrAllowed)
 	}
-	b, err := g.o.Bans.Add(p, d, why, actor, now)
-	if err != nil && b.Prefix.IsValid() {
-		// Enforced but not saved: audit it and say so.
-		g.banned(b, netip.Addr{}, now)
+	b, err := g.o.Bans.Add(p, d, note, actor, now)
+	if !b.Prefix.IsValid() {
 		return b, err
 	}
-	if err != nil {
-		return b, err
+	// Enforced, saved or not: audit it, and say what failed.
+	g.banned(b)
+	if aerr := audit.EmitDurable(ctx, g.o.Audit, banEvent(b, netip.Addr{}, now)); aerr != nil {
+		err = errors.Join(err, fmt.Errorf("ban %s: %w", b.Prefix, aerr))
 	}
-	g.banned(b, netip.Addr{}, now)
-	return b, nil
+	return b, err
 }
 
-// Unban lifts the ban of exactly p on behalf of actor.
-func (g *Guard) Unban(p netip.Prefix, actor string, now time.Time) (bool, error) {
+// Unban lifts the ban of exactly p on behalf of actor. A lifted ban
+// returns once its audit line is on disk; when that cannot be known in
+// time (ctx), the ban is lifted anyway and the error wraps
+// audit.ErrNotDurable.
+func (g *Guard) Unban(ctx context.Context, p netip.Prefix, actor string, now time.Time) (bool, error) {
 	removed, err := g.o.Bans.Remove(p, actor, now)
 	g.release(func(q netip.Prefix, _ time.Time) bool { return q == p })
 	if removed {
-		g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindUnban, Severity: audit.Notice, Stage: audit.StageAdmin,
-			CountedPrefix: p, Actor: actor, Detail: "ban lifted"})
+		e := audit.Event{Time: now, Event: audit.KindUnban, Severity: audit.Notice, Stage: audit.StageAdmin,
+			IP: singleAddr(p), CountedPrefix: p, Reason: reason.Manual, Actor: actor, Detail: "ban lifted"}
+		if aerr := audit.EmitDurable(ctx, g.o.Audit, e); aerr != nil {
+			err = errors.Join(err, fmt.Errorf("unban %s: %w", p, aerr))
+		}
 	}
 	return removed, err
 }
@@ -257,7 +299,7 @@ func (g *Guard) Bans(now time.Time) []bans.Ban { return g.o.Bans.List(now) }
 func (g *Guard) Sweep(now time.Time) {
 	for _, b := range g.o.Bans.Sweep(now) {
 		g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindUnban, Severity: audit.Notice, Stage: audit.StageSystem,
-			CountedPrefix: b.Prefix, Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
+			IP: singleAddr(b.Prefix), CountedPrefix: b.Prefix, Actor: "expiry", Reason: b.Reason, Detail: "ban ended"})
 	}
 	g.o.Limits.Sweep(now)
 	g.release(func(_ netip.Prefix, until time.Time) bool { return !now.Before(until) })
@@ -304,7 +346,7 @@ func (g *Guard) noteRefusal(b bans.Ban, now time.Time) {
 	}
 	g.o.KernelDrop(set)
 	g.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindKernelDrop, Severity: audit.Warning, Stage: audit.StageAccept,
-		CountedPrefix: b.Prefix, Reason: reason.Banned.String(), Count: int64(r.n),
+		IP: singleAddr(b.Prefix), CountedPrefix: b.Prefix, Reason: reason.Banned, Count: int64(r.n),
 		Detail: fmt.Sprintf("%d refusals within a second: the kernel now drops this banned prefix's connection attempts "+
 			"until the ban ends at %s (no answer, no per-attempt audit line)", r.n, b.Until.UTC().Format(time.RFC3339))})
 }

@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/ratelimit"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 // A refused socket held for its 429 counts against the address's cap,

@@ -1,7 +1,10 @@
 // Package reason is the one spelling of why Portcullis refused, closed or
-// counted something. A Reason feeds the audit event, the metric label, the
+// counted something, or why an operator or the gateway itself acted. A
+// Reason feeds the audit event's "reason" field, the metric label, the
 // client-visible code and the strike weight — never three spellings of the
-// same thing. It imports nothing from the project.
+// same thing. Every name has a row in docs/AUDIT.md (a test in policy/bans
+// checks). It is the vocabulary every layer shares, so it is a leaf. It
+// imports nothing from the project.
 package reason
 
 // Reason is a precise, machine-readable cause. The zero value is None.
@@ -66,6 +69,51 @@ const (
 	Unsupported
 	Internal
 	TooManySubscriptions // per-connection subscription cap
+
+	// the trail itself: audit_header and audit_retention lines
+	TrailNew        // the first line of a trail (prev is 64 zeros)
+	TrailRotated    // a new file; detail names the previous one
+	TrailResumed    // a writer restarted and appends to the existing file
+	TrailRepaired   // a writer restarted after a crash left an incomplete tail
+	RetentionAge    // a rotated file older than audit.retain
+	RetentionSize   // a rotated file beyond audit.retain_bytes
+	FeedRequest     // a feed's URL does not make a request
+	FeedUnreachable // a feed's server could not be reached or read
+	FeedStatus      // a feed answered a non-2xx status
+	FeedTooLarge    // a feed's body over limits.max_message_bytes
+	FeedBadUTF8     // a feed's body not UTF-8
+	FeedBadJSON     // a feed's body not JSON
+	FeedTooDeep     // a feed's body nested too deep
+	FeedPublish     // a feed's body fetched but not published
+
+	// the admin API and operators
+	AdminKeyMissing // no Authorization: Bearer header
+	AdminKeyWrong   // a Bearer key that is not the admin key
+	BadRequest      // a request body or parameter the API refuses
+	TokensFromSite  // POST /v1/tokens while tokens come from site-signed JWTs
+	TokenTableFull  // the minted-token table is full
+	PublishFailed   // a publication could not be queued
+	AllowListed     // a ban of an allow-listed address
+	NotBanned       // an unban of a prefix that is not banned
+	Manual          // a ban or unban an operator asked for; their text is in detail
+	SilenceAdd      // an alert silence added
+	SilenceExpire   // an alert silence ended by hand
+
+	// alert mails: what the alert pipeline did with a notification
+	AlertQueued    // saved in the outbox
+	AlertSent      // accepted by the SMTP server
+	AlertInhibited // muted while an inhibiting rule fires
+	AlertSilenced  // muted by a silence
+	AlertCapped    // held back by alerting.max_per_hour
+	AlertDigest    // the digest of held-back notifications was queued
+	AlertRetry     // an attempt failed; another follows
+	AlertRefused   // an attempt failed for good
+	AlertExpired   // not delivered in time
+	AlertDropped   // could not be saved in the outbox
+
+	// the TLS front (gateway/tlsfront), before the HTTP handshake
+	TLSHandshake   // the client broke the TLS handshake: not TLS, no common version, suite or ALPN
+	TLSClientAlert // the client aborted the TLS handshake with an alert (it refused our certificate)
 	count
 )
 
@@ -121,6 +169,43 @@ var names = [count]string{
 	Unsupported:          "unsupported",
 	Internal:             "internal",
 	TooManySubscriptions: "too_many_subscriptions",
+	TrailNew:             "new_trail",
+	TrailRotated:         "rotated",
+	TrailResumed:         "resumed",
+	TrailRepaired:        "repaired",
+	RetentionAge:         "age",
+	RetentionSize:        "size",
+	FeedRequest:          "feed_request",
+	FeedUnreachable:      "feed_unreachable",
+	FeedStatus:           "feed_status",
+	FeedTooLarge:         "feed_too_large",
+	FeedBadUTF8:          "feed_bad_utf8",
+	FeedBadJSON:          "feed_bad_json",
+	FeedTooDeep:          "feed_too_deep",
+	FeedPublish:          "feed_publish",
+	AdminKeyMissing:      "admin_key_missing",
+	AdminKeyWrong:        "admin_key_wrong",
+	BadRequest:           "bad_request",
+	TokensFromSite:       "tokens_from_site",
+	TokenTableFull:       "unavailable",
+	PublishFailed:        "publish_failed",
+	AllowListed:          "allow_listed",
+	NotBanned:            "not_banned",
+	Manual:               "manual",
+	SilenceAdd:           "silence_add",
+	SilenceExpire:        "silence_expire",
+	AlertQueued:          "queued",
+	AlertSent:            "sent",
+	AlertInhibited:       "inhibited",
+	AlertSilenced:        "silenced",
+	AlertCapped:          "capped",
+	AlertDigest:          "digest",
+	AlertRetry:           "retry",
+	AlertRefused:         "refused",
+	AlertExpired:         "expired",
+	AlertDropped:         "dropped",
+	TLSHandshake:         "tls_handshake",
+	TLSClientAlert:       "tls_client_alert",
 }
 
 // String returns the audit spelling of r.
@@ -129,6 +214,17 @@ func (r Reason) String() string {
 		return names[r]
 	}
 	return "unknown"
+}
+
+// Parse returns the Reason whose name is s (a line read back, a config
+// value); false for a name that is no Reason, "none" and "unknown" included.
+func Parse(s string) (Reason, bool) {
+	for r := Reason(1); r < count; r++ {
+		if names[r] == s {
+			return r, true
+		}
+	}
+	return None, false
 }
 
 // IsAuth reports whether r is a token problem: the client only ever learns
