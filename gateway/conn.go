@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"errors"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -12,12 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
-	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/ratelimit"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
@@ -28,18 +27,6 @@ const (
 	stateOpen
 	stateClosing // close frame queued or sent; waiting for flush and the peer
 )
-
-// proto numbers the wire protocols; it indexes per-protocol frames.
-type proto uint8
-
-const (
-	protoNative proto = iota
-	protoWAMP1        // WAMP v1, "wamp" (wamp1.go)
-	protoWAMP2        // WAMP v2, "wamp.2.json" (wamp2.go)
-	protoCount
-)
-
-var protoNames = [protoCount]string{"portcullis.v1", wamp.SubprotocolV1, wamp.SubprotocolV2}
 
 // conn is one client connection. An idle connection is this struct and its
 // kernel socket: no goroutine, no buffer. Loop goroutine only.
@@ -78,7 +65,7 @@ type conn struct {
 
 	out *backlog // frames waiting for the socket; nil when none
 
-	subs  []subscription
+	subs  subscriptions // the topics it is subscribed to on its loop's hub
 	grant *tokens.Grant // newest token redeemed here; older ones in loopState.older
 }
 
@@ -178,21 +165,18 @@ func (c *conn) schedule(ls *loopState, t time.Time) {
 }
 
 func (c *conn) onTimer(ls *loopState, now time.Time) {
-	lim := &ls.srv.opts.Limits
+	lim := &ls.rules().limits
 	ns := now.UnixNano()
 	switch c.state {
 	case stateHandshake:
 		if ns-c.opened >= int64(lim.HandshakeTimeout) {
-			ls.srv.rejected.Add(1)
-			writeRaw(int(c.fd), httpReject(408, reason.HandshakeTimeout, "upgrade request not complete in time", 0))
-			c.emitReject(ls, reason.HandshakeTimeout, 408, "")
-			c.finish(ls, reason.HandshakeTimeout, 0, false)
+			c.refuse(ls, audit.Event{}, decision.Deny(reason.HandshakeTimeout), nil)
 			return
 		}
 		c.schedule(ls, time.Unix(0, c.opened+int64(lim.HandshakeTimeout)))
 	case stateOpen:
-		if !c.parser.Idle() && ns >= c.messageDeadline(ls) {
-			c.messageTimedOut(ls)
+		if !c.parser.Idle() && ns >= c.messageDeadline(ls, lim) {
+			c.messageTimedOut(ls, lim)
 			return
 		}
 		if c.queued() > 0 && ns-c.out.progress >= int64(lim.WriteStallTimeout) {
@@ -206,10 +190,10 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 			}
 			c.missed++
 			c.enqueue(ls, pingFrame, false)
-			c.msg.Settle(ls.srv.opts.Limits.MsgRate, time.Duration(ns-c.opened)) // keeps its clock from wrapping
+			c.msg.Settle(lim.MsgRate, time.Duration(ns-c.opened)) // keeps its clock from wrapping
 			c.nextPing = ns + int64(lim.PingInterval)
 		}
-		c.rescheduleOpen(ls)
+		c.rescheduleOpen(ls, lim)
 	case stateClosing:
 		if ns >= c.nextPing {
 			c.finish(ls, c.closeReason, c.closeCode, true)
@@ -219,15 +203,15 @@ func (c *conn) onTimer(ls *loopState, now time.Time) {
 	}
 }
 
-func (c *conn) rescheduleOpen(ls *loopState) {
+func (c *conn) rescheduleOpen(ls *loopState, lim *Limits) {
 	at := c.nextPing
 	if c.queued() > 0 {
-		if stall := c.out.progress + int64(ls.srv.opts.Limits.WriteStallTimeout); stall < at {
+		if stall := c.out.progress + int64(lim.WriteStallTimeout); stall < at {
 			at = stall
 		}
 	}
 	if !c.parser.Idle() {
-		at = min(at, c.messageDeadline(ls))
+		at = min(at, c.messageDeadline(ls, lim))
 	}
 	c.schedule(ls, time.Unix(0, at))
 }
@@ -241,10 +225,15 @@ func (c *conn) onReadable(ls *loopState) {
 	buf := ls.readBuf
 	if c.state == stateHandshake && c.hs != nil {
 		// handshake() rejects a request that reaches the cap, so there is
-		// always room here: len(hs) < HandshakeBytes <= cap(hs).
+		// room here unless a reload lowered the cap meanwhile.
 		hs := *c.hs
 		buf = hs[len(hs):cap(hs)]
-		if room := ls.srv.opts.Limits.HandshakeBytes - len(hs); len(buf) > room {
+		room := ls.rules().limits.HandshakeBytes - len(hs)
+		if room <= 0 {
+			c.refuse(ls, audit.Event{}, decision.Deny(reason.HandshakeTooLarge), nil)
+			return
+		}
+		if len(buf) > room {
 			buf = buf[:room]
 		}
 	}
@@ -260,7 +249,9 @@ func (c *conn) onReadable(ls *loopState) {
 		// EOF: the peer hung up.
 		switch c.state {
 		case stateHandshake:
-			c.emitReject(ls, reason.BadHandshake, 0, "connection closed during handshake")
+			// Nobody is left to read an answer: audited and struck only.
+			c.emit(ls, audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, Stage: audit.StageHandshake,
+				Detail: "connection closed during handshake"}, reason.BadHandshake)
 			c.finish(ls, reason.BadHandshake, 0, false)
 		case stateClosing:
 			c.finish(ls, c.closeReason, c.closeCode, false)
@@ -294,7 +285,8 @@ func (c *conn) onReadable(ls *loopState) {
 func (c *conn) feed(ls *loopState, b []byte) {
 	before, wasIdle := c.parser.Buffered(), c.parser.Idle()
 	h := connFrames{c: c, ls: ls}
-	err := c.parser.Feed(b, &ls.srv.frameLimits, &h)
+	rl := ls.rules()
+	err := c.parser.Feed(b, &rl.frame, &h)
 	switch {
 	case c.fd < 0:
 		return // finished while parsing: everything is released
@@ -306,7 +298,7 @@ func (c *conn) feed(ls *loopState, b []byte) {
 		if !c.parser.Idle() && (wasIdle || h.done) {
 			// A new frame or message is in progress: its clock starts now.
 			c.parser.MarkStarted(c.sinceOpen(ls))
-			c.schedule(ls, time.Unix(0, c.messageDeadline(ls)))
+			c.schedule(ls, time.Unix(0, c.messageDeadline(ls, &rl.limits)))
 		}
 		return
 	default:
@@ -326,9 +318,7 @@ func (c *conn) feed(ls *loopState, b []byte) {
 					r = reason.MessageTooLarge
 				}
 			}
-			c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-				Detail: ce.Reason, Code: int(ce.Code)}, r)
-			c.closeWith(ls, uint16(ce.Code), r, ce.Reason, 2*time.Second)
+			c.refuse(ls, audit.Event{Detail: ce.Reason}, decision.Deny(r).Closing(uint16(ce.Code), ce.Reason), nil)
 			return
 		}
 		// A handler error has already closed the connection.
@@ -352,28 +342,18 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 	if c.state != stateOpen {
 		return errStop
 	}
-	if !c.msg.Allow(ls.srv.opts.Limits.MsgRate, time.Duration(ls.loop.Now.UnixNano()-c.opened)) {
-		c.rateLimited(ls)
+	if !c.takeMessage(ls, "kept sending over the message rate", true) {
 		if c.banNow(ls) || c.state != stateOpen {
 			return errStop
 		}
 		return nil
 	}
-	c.flags.setDenials(0)
 	if op != ws.OpText {
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-			Detail: "binary frame", Code: 1003}, reason.Unsupported)
-		c.closeWith(ls, 1003, reason.Unsupported, "binary frames are not supported", 2*time.Second)
+		c.refuse(ls, audit.Event{Detail: "binary frame"},
+			decision.Deny(reason.Unsupported).Closing(1003, "binary frames are not supported"), nil)
 		return errStop
 	}
-	switch c.proto {
-	case protoWAMP1:
-		c.onWAMP1Message(ls, payload)
-	case protoWAMP2:
-		c.onWAMP2Message(ls, payload)
-	default:
-		c.onNativeMessage(ls, payload)
-	}
+	c.codec().message(c, ls, payload)
 	if c.unsup&unsupThis != 0 {
 		c.unsup &^= unsupThis
 	} else {
@@ -392,27 +372,33 @@ func (c *conn) banNow(ls *loopState) bool {
 		return false
 	}
 	c.flags &^= flagBanned
-	c.closeWith(ls, 1008, reason.Banned, "banned", 2*time.Second)
+	c.closeWith(ls, 1008, reason.Banned, "banned", closeGrace)
 	return true
 }
 
-// maxDenials is how many messages in a row a client may send over its
-// rate, each answered rate_limited, before it is closed with 1008.
+// maxDenials is how many messages (or pings) in a row a client may send
+// over its rate before it is closed with 1008.
 const maxDenials = 10
 
-// rateLimited answers a message over the connection's message rate: an
-// error the first few times, then close 1008 if the client keeps going.
-func (c *conn) rateLimited(ls *loopState) {
+// takeMessage takes one message (or ping) from the connection's message
+// rate and reports whether it may be handled. Over the rate, a message is
+// refused (audited, struck, and answered rate_limited when answered is
+// set; a ping gets no pong and nothing else), and the one after
+// maxDenials in a row closes the connection with 1008 (detail says why).
+func (c *conn) takeMessage(ls *loopState, detail string, answered bool) bool {
+	if c.msg.Allow(ls.rules().limits.MsgRate, time.Duration(ls.loop.Now.UnixNano()-c.opened)) {
+		c.flags.setDenials(0)
+		return true
+	}
 	n := c.flags.denials() + 1
 	c.flags.setDenials(n)
-	if n > maxDenials {
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-			Detail: "kept sending over the message rate", Code: 1008}, reason.MsgRate)
-		c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
-		return
+	switch {
+	case n > maxDenials:
+		c.refuse(ls, audit.Event{Detail: detail}, decision.Deny(reason.MsgRate).Closing(1008, "message rate exceeded"), nil)
+	case answered:
+		c.refuse(ls, audit.Event{}, decision.Deny(reason.MsgRate), nil)
 	}
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage}, reason.MsgRate)
-	c.sendError(ls, nil, reason.MsgRate, "")
+	return false
 }
 
 func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
@@ -421,18 +407,12 @@ func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
 	case ws.OpPing:
 		// A ping costs a message of the rate: over it there is no pong,
 		// and a client that keeps pinging is closed.
-		if !c.msg.Allow(ls.srv.opts.Limits.MsgRate, time.Duration(ls.loop.Now.UnixNano()-c.opened)) {
-			n := c.flags.denials() + 1
-			c.flags.setDenials(n)
-			if n > maxDenials {
-				c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-					Detail: "kept pinging over the message rate", Code: 1008}, reason.MsgRate)
-				c.closeWith(ls, 1008, reason.MsgRate, "message rate exceeded", 2*time.Second)
+		if !c.takeMessage(ls, "kept pinging over the message rate", false) {
+			if c.state != stateOpen {
 				return errStop
 			}
 			return nil
 		}
-		c.flags.setDenials(0)
 		c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+2), ws.OpPong, payload), false)
 	case ws.OpPong:
 		c.missed = 0
@@ -447,7 +427,7 @@ func (h *connFrames) OnControl(op ws.OpCode, payload []byte) error {
 		if echo == 1005 {
 			echo = 1000
 		}
-		c.closeWith(ls, echo, reason.ClientClosed, "", 2*time.Second)
+		c.closeWith(ls, echo, reason.ClientClosed, "", closeGrace)
 		return errStop
 	}
 	return nil
@@ -464,7 +444,7 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 	// out to a client that keeps up (the defaults let a 1 MiB message
 	// through a 256 KiB queue).
 	q := c.queued()
-	if q > 0 && int(q)+len(f) > ls.srv.opts.Limits.WriteQueueBytes {
+	if q > 0 && int(q)+len(f) > ls.rules().limits.WriteQueueBytes {
 		c.slowConsumer(ls, "write queue full")
 		return false
 	}
@@ -509,15 +489,11 @@ func (c *conn) write(ls *loopState) {
 	wantOut := c.queued() > 0
 	if wantOut {
 		_ = ls.loop.Modify(fd, c.gen, reactor.Readable|reactor.Writable|reactor.Events(unix.EPOLLRDHUP))
-		c.rescheduleOpenOrClosing(ls)
+		if c.state == stateOpen {
+			c.rescheduleOpen(ls, &ls.rules().limits)
+		}
 	} else if c.state == stateClosing && c.flags&flagSent != 0 {
 		c.afterCloseSent(ls)
-	}
-}
-
-func (c *conn) rescheduleOpenOrClosing(ls *loopState) {
-	if c.state == stateOpen {
-		c.rescheduleOpen(ls)
 	}
 }
 
@@ -559,9 +535,9 @@ func (c *conn) onWritable(ls *loopState) {
 // no orphaned socket keeps kernel memory.
 func (c *conn) slowConsumer(ls *loopState, detail string) {
 	ls.srv.slowConsumers.Add(1)
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-		Detail: detail, Code: 1008}, reason.SlowConsumer)
-	c.fail(ls, 1008, reason.SlowConsumer, "slow consumer")
+	d := decision.Deny(reason.SlowConsumer)
+	d.Reset = true
+	c.refuse(ls, audit.Event{Detail: detail}, d, nil)
 }
 
 // fail sends a close frame if it fits in the socket right now and resets
@@ -617,7 +593,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	}
 	wasOpen := c.state != stateHandshake
 	for len(c.subs) > 0 {
-		ls.unsubscribe(c, len(c.subs)-1)
+		ls.hub.unsubscribe(ls, c, len(c.subs)-1)
 	}
 	delete(ls.wamp, c.id)
 	delete(ls.older, c.id)
@@ -661,9 +637,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 // pipeline's last step happens here, once, for every path. r stays typed all
 // the way, so no reason is parsed back from text on the loop.
 func (c *conn) emit(ls *loopState, e audit.Event, r reason.Reason) {
-	if r != reason.None {
-		e.Reason = r.String()
-	}
+	e.Reason = r
 	e.Conn = c.id
 	client := c.client()
 	if !e.IP.IsValid() {
@@ -686,9 +660,61 @@ func (c *conn) emit(ls *loopState, e audit.Event, r reason.Reason) {
 	}
 }
 
-func (c *conn) emitReject(ls *loopState, r reason.Reason, status int, detail string) {
-	c.emit(ls, audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, Stage: audit.StageHandshake,
-		Code: status, Detail: detail}, r)
+// closeGrace is how long a closing connection waits for the peer's close
+// frame after sending its own.
+const closeGrace = 2 * time.Second
+
+// refuse acts on refusal d of c, the one path every refusal of a
+// connection takes (pipeline step 5, docs/ARCHITECTURE.md): the audit
+// event e, completed here (reason, stage, code, and defaults for its kind
+// and severity), with its strike (emit); then the client's answer and the
+// close. Before the upgrade the answer is d's HTTP status and JSON error,
+// and the socket closes. After it, the codec fits d to the protocol: a
+// refusal that keeps the connection open (d.Close 0) gets the protocol's
+// error reply to q (nil: the refusal answers no particular request); one
+// that ends it gets the protocol's last word, then the close frame (and a
+// reset with d.Reset).
+func (c *conn) refuse(ls *loopState, e audit.Event, d decision.Decision, q *request) {
+	if c.fd < 0 {
+		return
+	}
+	if c.state == stateHandshake {
+		r := d.Why()
+		ls.srv.rejected.Add(1)
+		writeRaw(int(c.fd), httpReject(d))
+		if e.Event == 0 {
+			e.Event = audit.KindConnRejected
+		}
+		e.Severity = max(e.Severity, audit.Warning)
+		e.Stage, e.Code = audit.StageHandshake, d.Status
+		c.emit(ls, e, r)
+		c.finish(ls, r, 0, false)
+		return
+	}
+	d = c.codec().answer(d, q)
+	r := d.Why()
+	if e.Event == 0 {
+		e.Event = audit.KindMessageRejected
+	}
+	if e.Severity == audit.Info {
+		e.Severity = audit.Warning
+	}
+	if e.Stage == "" {
+		e.Stage = audit.StageMessage
+	}
+	if d.Close != 0 {
+		e.Code = int(d.Close)
+	}
+	c.emit(ls, e, r)
+	switch {
+	case d.Close == 0:
+		c.codec().reply(c, ls, q, d)
+	case d.Reset:
+		c.fail(ls, d.Close, r, d.Message)
+	default:
+		c.codec().lastWord(c, ls, q, d)
+		c.closeWith(ls, d.Close, r, d.Message, closeGrace)
+	}
 }
 
 func (s *Server) emit(e audit.Event) {
@@ -702,7 +728,6 @@ func (s *Server) emit(e audit.Event) {
 // returns the bytes after it. ok is false when more bytes are needed (b
 // has been kept) or the connection was refused.
 func (c *conn) proxyHeader(ls *loopState, b []byte) (rest []byte, ok bool) {
-	s := ls.srv
 	h, n, err := clientip.ParseProxyHeader(b)
 	if errors.Is(err, clientip.ErrNeedMore) {
 		c.keepPartial(ls, b)
@@ -711,17 +736,14 @@ func (c *conn) proxyHeader(ls *loopState, b []byte) (rest []byte, ok bool) {
 	var client netip.Addr
 	why := reason.None
 	if err == nil {
-		client, why = s.opts.ClientIP.FromProxyHeader(c.peer(), h)
+		client, why = ls.rules().clientIP.FromProxyHeader(c.peer(), h)
 	}
 	if err != nil || why != reason.None {
 		detail := "missing or malformed PROXY protocol header"
 		if err != nil {
 			detail = capString(err.Error(), 200)
 		}
-		s.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(http.StatusBadRequest, reason.ProxyHeader, "PROXY protocol header required", 0))
-		c.emitReject(ls, reason.ProxyHeader, http.StatusBadRequest, detail)
-		c.finish(ls, reason.ProxyHeader, 0, false)
+		c.refuse(ls, audit.Event{Detail: detail}, decision.Deny(reason.ProxyHeader), nil)
 		return nil, false
 	}
 	c.flags |= flagProxyDone
@@ -747,7 +769,7 @@ func (c *conn) keepPartial(ls *loopState, b []byte) {
 	if c.hs != nil {
 		return // b is *c.hs, already kept
 	}
-	lim := ls.srv.opts.Limits.HandshakeBytes
+	lim := ls.rules().limits.HandshakeBytes
 	hs := hsPool.Get().(*[]byte)
 	if cap(*hs) < lim {
 		*hs = make([]byte, 0, lim)
@@ -765,20 +787,21 @@ func writeRaw(fd int, b []byte) {
 var crlfcrlf = []byte("\r\n\r\n")
 
 func (c *conn) handshake(ls *loopState, b []byte) {
-	lim := &ls.srv.opts.Limits
+	rl := ls.rules()
+	lim := &rl.limits
 	if ls.srv.opts.ProxyProtocol && c.flags&flagProxyDone == 0 {
 		var ok bool
 		if b, ok = c.proxyHeader(ls, b); !ok {
 			return
 		}
+	} else if c.hs == nil && clientip.LooksLikeProxyHeader(b) {
+		// A PROXY header where none is expected: not believed, and said.
+		ls.srv.untrustedForwarding(c, "PROXY protocol header", ls.loop.Now)
 	}
 	end := bytes.Index(b, crlfcrlf)
 	if end < 0 {
 		if len(b) >= lim.HandshakeBytes {
-			ls.srv.rejected.Add(1)
-			writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large", 0))
-			c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
-			c.finish(ls, reason.HandshakeTooLarge, 0, false)
+			c.refuse(ls, audit.Event{}, decision.Deny(reason.HandshakeTooLarge), nil)
 			return
 		}
 		c.keepPartial(ls, b)
@@ -786,49 +809,35 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 	}
 	end += len(crlfcrlf)
 	if end > lim.HandshakeBytes {
-		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(431, reason.HandshakeTooLarge, "upgrade request too large", 0))
-		c.emitReject(ls, reason.HandshakeTooLarge, 431, "")
-		c.finish(ls, reason.HandshakeTooLarge, 0, false)
+		c.refuse(ls, audit.Event{}, decision.Deny(reason.HandshakeTooLarge), nil)
+		return
+	}
+	if p := probeOf(b[:end]); p != probeNone {
+		c.answerProbe(ls, p)
 		return
 	}
 	if r := c.closeReason; r != reason.None {
 		// Refused at accept for a rate or cap: the request is in, so the
 		// answer will be read rather than lost to a reset.
-		retry := time.Duration(c.nextPing)
-		status, msg := http.StatusTooManyRequests, "too many requests from this address"
-		switch r {
-		case reason.GlobalConnections:
-			status, msg = http.StatusServiceUnavailable, "server at its connection limit"
-		case reason.AuditUnavailable:
-			status, msg = http.StatusServiceUnavailable, "temporarily unavailable"
-		}
-		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(status, r, msg, retry))
-		c.emitReject(ls, r, status, "")
-		c.finish(ls, r, 0, false)
+		c.refuse(ls, audit.Event{}, decision.Deny(r).WithRetry(time.Duration(c.nextPing)), nil)
 		return
 	}
-	res := ls.upgrader.upgrade(c, b[:end], ls.loop.Now)
-	if res.reject != reason.None {
-		if res.client.IsValid() && res.client != c.client() {
-			a := res.client // audit the derived client, not the proxy
-			c.proxied = &a
-		}
-		ls.srv.rejected.Add(1)
-		writeRaw(int(c.fd), httpReject(res.status, res.reject, res.message, res.retry))
-		c.emitReject(ls, res.reject, res.status, res.detail)
-		c.finish(ls, res.reject, 0, false)
+	res := ls.upgrader.upgrade(c, rl, b[:end], ls.loop.Now)
+	if res.client.IsValid() && res.client != c.client() {
+		a := res.client // the derived client, audited in place of the proxy
+		c.proxied = &a
+	}
+	if res.untrusted != "" {
+		ls.srv.untrustedForwarding(c, res.untrusted, ls.loop.Now)
+	}
+	if !res.decision.Allowed() {
+		c.refuse(ls, audit.Event{Detail: res.detail}, res.decision, nil)
 		return
 	}
 	rest := b[end:]
 	// The response goes first, then the welcome frame, in one write.
 	c.state = stateOpen
 	c.proto = res.proto
-	if res.client.IsValid() && res.client != c.client() {
-		a := res.client
-		c.proxied = &a
-	}
 	if res.slot {
 		c.flags |= flagSlot
 	}
@@ -841,10 +850,10 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 	c.out.progress = ls.loop.Now.UnixNano()
 	ls.markDirty(c)
 	c.emit(ls, audit.Event{Event: audit.KindConnOpen, Severity: audit.Info, Stage: audit.StageHandshake}, reason.None)
-	c.sendWelcome(ls)
+	c.codec().welcome(c, ls)
 	c.nextPing = ls.loop.Now.Add(lim.PingInterval).UnixNano()
 	c.timerAt = 0 // drop the handshake timer
-	c.rescheduleOpen(ls)
+	c.rescheduleOpen(ls, lim)
 	if len(rest) > 0 {
 		// Frames that arrived with the request. They may live in the pooled
 		// handshake buffer, so feed them before returning it.
@@ -872,18 +881,16 @@ func (c *conn) sinceOpen(ls *loopState) uint32 {
 
 // messageDeadline is when the frame or message in progress must be
 // complete, in unix nanoseconds: limits.message_timeout after it began.
-func (c *conn) messageDeadline(ls *loopState) int64 {
+func (c *conn) messageDeadline(ls *loopState, lim *Limits) int64 {
 	elapsed := c.sinceOpen(ls) - c.parser.Started()
-	return ls.loop.Now.UnixNano() - int64(elapsed)*int64(time.Millisecond) + int64(ls.srv.opts.Limits.MessageTimeout)
+	return ls.loop.Now.UnixNano() - int64(elapsed)*int64(time.Millisecond) + int64(lim.MessageTimeout)
 }
 
 // messageTimedOut closes a connection whose message did not complete in
 // time, whatever control frames kept it busy, and frees what it held.
-func (c *conn) messageTimedOut(ls *loopState) {
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-		Code:   1008,
-		Detail: "message not complete within " + ls.srv.opts.Limits.MessageTimeout.String()}, reason.MessageTimeout)
-	c.closeWith(ls, 1008, reason.MessageTimeout, "message not complete in time", 2*time.Second)
+func (c *conn) messageTimedOut(ls *loopState, lim *Limits) {
+	c.refuse(ls, audit.Event{Detail: "message not complete within " + lim.MessageTimeout.String()},
+		decision.Deny(reason.MessageTimeout), nil)
 	c.dropParser(ls, c.parser.Buffered())
 }
 
@@ -921,18 +928,14 @@ func (c *conn) hold(ls *loopState, n int) bool {
 	if v == ratelimit.HoldOverTotal {
 		r, detail = reason.GlobalInbound, "the server holds limits.inbound_buffer_total in unfinished messages and tables"
 	}
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-		Detail: detail, Code: 1008}, r)
-	c.closeWith(ls, 1008, r, "inbound buffer budget exceeded", 2*time.Second)
+	c.refuse(ls, audit.Event{Detail: detail}, decision.Deny(r), nil)
 	return false
 }
 
 // overBytesRate closes a connection whose address sends more bytes than
 // limits.bytes_rate allows; the bytes just read are not parsed.
 func (c *conn) overBytesRate(ls *loopState) {
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-		Detail: "address over limits.bytes_rate", Code: 1008}, reason.BytesRate)
-	c.closeWith(ls, 1008, reason.BytesRate, "byte rate exceeded", 2*time.Second)
+	c.refuse(ls, audit.Event{Detail: "address over limits.bytes_rate"}, decision.Deny(reason.BytesRate), nil)
 	c.dropParser(ls, c.parser.Buffered())
 }
 
@@ -943,20 +946,17 @@ const (
 	unsupThis      = 0x80 // c.unsup: this message was unsupported (the low bits count)
 )
 
-// unsupported records a request for an operation Portcullis lacks (a
-// strike, weighted by policy/bans) and reports whether the connection
-// may go on: false after maxUnsupported in a row, when it has been closed
-// with 1008.
-func (c *conn) unsupported(ls *loopState, detail string) bool {
+// unsupported refuses request q for an operation Portcullis lacks (a
+// strike, weighted by policy/bans): answered with the protocol's error
+// reply (CALLERROR, ERROR) while such requests stay few, closed with 1008
+// after maxUnsupported in a row.
+func (c *conn) unsupported(ls *loopState, detail string, q *request) {
 	n := c.unsup&^unsupThis + 1
 	c.unsup = n | unsupThis
 	if n > maxUnsupported {
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-			Detail: "kept sending unsupported requests: " + detail, Code: 1008}, reason.Unsupported)
-		c.closeWith(ls, 1008, reason.Unsupported, "unsupported requests", 2*time.Second)
-		return false
+		c.refuse(ls, audit.Event{Detail: "kept sending unsupported requests: " + detail},
+			decision.Deny(reason.Unsupported).Closing(1008, "unsupported requests"), nil)
+		return
 	}
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage,
-		Detail: detail}, reason.Unsupported)
-	return true
+	c.refuse(ls, audit.Event{Severity: audit.Notice, Detail: detail}, decision.Deny(reason.Unsupported), q)
 }

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Guard is the address-keyed part of the validation pipeline (docs/ARCHITECTURE.md,
@@ -37,12 +37,6 @@ type Guard interface {
 	// Counted is the prefix addr is limited and banned under, for the
 	// audit trail's counted_prefix.
 	Counted(addr netip.Addr) netip.Prefix
-}
-
-// Verdict is an admission decision. The zero value admits.
-type Verdict struct {
-	Reason     reason.Reason // None: admitted
-	RetryAfter time.Duration // for rate limits: when to try again
 }
 
 // openGuard admits everyone and counts nothing: the default when Options

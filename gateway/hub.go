@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 
@@ -12,9 +13,16 @@ import (
 )
 
 // The hub is sharded per loop: each loop keeps its own topic → subscribers
-// map, touched only by its goroutine, so delivery takes no lock. A
+// map (hub), touched only by its goroutine, so delivery takes no lock. A
 // publication is posted to every loop and encoded once per protocol, lazily,
 // by the first loop that needs that protocol's frame.
+
+// hub is one loop's topics and their subscribers. Loop goroutine only,
+// except topicCount.
+type hub struct {
+	topics     map[string]*topicSubs
+	topicCount atomic.Int64 // len(topics), for Stats from any goroutine
+}
 
 // topicSubs is one topic's subscribers on one loop.
 type topicSubs struct {
@@ -24,6 +32,10 @@ type topicSubs struct {
 	prefix []byte        // how this topic's native event payloads begin
 	local  *localTopic   // the topic's node-wide entry: subscription count, feed
 }
+
+// subscriptions are a connection's topics on its loop's hub: most
+// connections have one or two, so a slice searched in order beats a map.
+type subscriptions []subscription
 
 // subscription is a connection's side of a topic membership; idx is its
 // position in topic.conns, kept current on swap-removal.
@@ -72,69 +84,50 @@ func (p *Publication) Topic() string { return p.topic }
 // Data is p's data, valid JSON; callers must not modify it.
 func (p *Publication) Data() []byte { return p.data }
 
-// frame returns the encoded frame for p (safe for concurrent use; the bytes
-// are shared by every subscriber and never modified).
+// frame returns the encoded frame for p in protocol pr (safe for
+// concurrent use; the bytes are shared by every subscriber and never
+// modified).
 func (p *Publication) frame(pr proto) []byte {
-	p.once[pr].Do(func() {
-		switch pr {
-		case protoNative:
-			payload := native.AppendEvent(make([]byte, 0, len(p.data)+len(p.topic)+40), p.topic, p.data)
-			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
-		case protoWAMP1:
-			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(p.topic)+16), p.topic, p.data)
-			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
-		case protoWAMP2:
-			payload := wamp.AppendV2Event(make([]byte, 0, len(p.data)+56), wampIDs.Subscription(p.topic), p.id, p.data)
-			p.enc[pr] = frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
-		}
-	})
+	p.once[pr].Do(func() { p.enc[pr] = codecs[pr].encode(p) })
 	return p.enc[pr]
 }
 
-// frameFor returns the frame of p for subscriber c of ts: the shared frame
-// of c's protocol, except for a WAMP v1 subscription made with another
-// string than the topic name, whose EVENT echoes that string and is
-// encoded for it alone.
-func (p *Publication) frameFor(c *conn, ts *topicSubs) []byte {
-	if c.proto == protoWAMP1 {
-		if raw := c.subOf(ts).v1String(); raw != "" {
-			payload := wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data)
-			return frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
-		}
-	}
-	return p.frame(c.proto)
+// textFrame frames payload as one unmasked text frame in a fresh buffer.
+func textFrame(payload []byte) []byte {
+	return frame.AppendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
 }
 
-// subOf returns c's subscription of ts (the zero subscription if none).
-func (c *conn) subOf(ts *topicSubs) subscription {
-	for i := range c.subs {
-		if c.subs[i].topic == ts {
-			return c.subs[i]
+// of returns the subscription of ts (the zero subscription if none).
+func (subs subscriptions) of(ts *topicSubs) subscription {
+	for i := range subs {
+		if subs[i].topic == ts {
+			return subs[i]
 		}
 	}
 	return subscription{}
 }
 
-// findSub returns the index in c.subs of topic, or -1.
-func (c *conn) findSub(topic string) int {
-	for i := range c.subs {
-		if c.subs[i].topic.name == topic {
+// find returns the index of topic, or -1.
+func (subs subscriptions) find(topic string) int {
+	for i := range subs {
+		if subs[i].topic.name == topic {
 			return i
 		}
 	}
 	return -1
 }
 
-// subscribe adds c to topic on this loop.
-func (ls *loopState) subscribe(c *conn, topic string) {
-	ts := ls.topics[topic]
+// subscribe adds c to topic on this hub (ls is its loop).
+func (h *hub) subscribe(ls *loopState, c *conn, topic string) {
+	ts := h.topics[topic]
 	if ts == nil {
-		rule := ls.srv.opts.Topics.Match(topic)
-		ts = &topicSubs{name: topic, policy: ls.srv.opts.Topics.SlowConsumer(topic),
+		set := ls.rules().topics
+		rule := set.Match(topic)
+		ts = &topicSubs{name: topic, policy: set.SlowConsumer(topic),
 			prefix: native.AppendString(append([]byte(nil), `{"op":"event","topic":`...), topic),
 			local:  ls.srv.topicUp(topic, rule != nil && rule.Feed != nil)}
-		ls.topics[topic] = ts
-		ls.topicCount.Add(1)
+		h.topics[topic] = ts
+		h.topicCount.Add(1)
 	}
 	ts.local.subs.Add(1)
 	c.subs = append(c.subs, subscription{topic: ts, idx: int32(len(ts.conns))})
@@ -143,7 +136,7 @@ func (ls *loopState) subscribe(c *conn, topic string) {
 }
 
 // unsubscribe removes c.subs[i] from its topic, swap-removing on both sides.
-func (ls *loopState) unsubscribe(c *conn, i int) {
+func (h *hub) unsubscribe(ls *loopState, c *conn, i int) {
 	sub := c.subs[i]
 	ts := sub.topic
 	last := len(ts.conns) - 1
@@ -161,8 +154,8 @@ func (ls *loopState) unsubscribe(c *conn, i int) {
 	ts.conns = ts.conns[:last]
 	ts.local.subs.Add(-1)
 	if len(ts.conns) == 0 {
-		delete(ls.topics, ts.name)
-		ls.topicCount.Add(-1)
+		delete(h.topics, ts.name)
+		h.topicCount.Add(-1)
 		ls.srv.topicDown(ts.name, ts.local)
 	}
 	lastSub := len(c.subs) - 1

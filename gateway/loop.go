@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
@@ -57,7 +58,7 @@ type refusalHolder interface {
 }
 
 // loopState is the gateway side of one reactor loop. Loop goroutine only,
-// except topicCount.
+// except hub.topicCount.
 type loopState struct {
 	srv  *Server
 	loop *reactor.Loop
@@ -77,7 +78,7 @@ type loopState struct {
 	conns   []*conn // by fd
 	nconns  int
 	readBuf []byte
-	topics  map[string]*topicSubs
+	hub     hub     // this loop's topics and their subscribers
 	dirty   []*conn // connections with queued frames to flush
 	scratch []byte  // reply encoding buffer
 	// wamp holds the WAMP session state of the connections that have any
@@ -94,7 +95,7 @@ type loopState struct {
 	upgrader upgrader
 
 	shuttingDown bool
-	topicCount   atomic.Int64
+	drainNext    int // index into conns where a drain's next closeOpen looks (drain.go)
 }
 
 func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
@@ -102,7 +103,7 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 		srv:     s,
 		lfd:     lfd,
 		readBuf: make([]byte, readBufSize),
-		topics:  make(map[string]*topicSubs),
+		hub:     hub{topics: make(map[string]*topicSubs)},
 	}
 	loop, err := reactor.New(id, ls)
 	if err != nil {
@@ -188,54 +189,60 @@ func (ls *loopState) accept() {
 	}
 }
 
-// admit runs the accept stage of the pipeline (pipeline step 1, docs/ARCHITECTURE.md) for a new
-// socket: blocked and banned addresses are reset before a byte is read;
-// over a rate or connection cap the request is read and answered 429.
+// admit runs the accept stage of the pipeline (pipeline step 1,
+// docs/ARCHITECTURE.md) for a new socket and acts on its decision: blocked
+// and banned addresses are reset before a byte is read; over a rate or a
+// connection cap the request is read and answered (see refuseLater); at
+// max_connections the 503 is written at once.
 func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 	s := ls.srv
 	addr := peer.Addr()
-	proxy := s.opts.ClientIP.Trusted(addr)
+	proxy := ls.rules().clientIP.Trusted(addr)
+	d := ls.admission(addr, proxy)
+	switch d.Why() {
+	case reason.None:
+		if s.conns.Load() >= int64(ls.rules().limits.MaxConnections) {
+			if !proxy {
+				s.opts.Guard.Release(addr)
+			}
+			s.resetAtAccept(fd, peer, decision.Deny(reason.GlobalConnections), "", true)
+			return
+		}
+		ls.open(fd, peer, !proxy, d)
+	case reason.Blocked, reason.Banned, reason.ProxyHeader:
+		s.resetAtAccept(fd, peer, d, "", false)
+	case reason.AuditUnavailable:
+		if s.opts.Guard.Exempt(addr) {
+			// An allow-listed address has no count and is always answered.
+			ls.open(fd, peer, false, d)
+			return
+		}
+		ls.refuseLater(fd, peer, d)
+	default:
+		ls.refuseLater(fd, peer, d)
+	}
+}
+
+// admission is the accept stage's decision for a socket from addr (proxy:
+// addr is a trusted proxy, whose clients are limited one by one once the
+// handshake names them). Admitted, it holds a Guard slot for addr unless
+// proxy; refused, nothing.
+func (ls *loopState) admission(addr netip.Addr, proxy bool) decision.Decision {
+	s := ls.srv
 	if s.opts.ProxyProtocol && !proxy {
-		s.refuse(fd, peer, reason.ProxyHeader, s.opts.Guard.Counted(addr), "PROXY protocol required; peer is not a trusted proxy")
-		return
+		return decision.Deny(reason.ProxyHeader).WithMessage("PROXY protocol required; peer is not a trusted proxy")
 	}
 	if !s.opts.AuditHealthy() {
 		// fail_closed: nobody is admitted while refusals cannot be
 		// recorded; answered 503 once the request is in, within the same
-		// allowance of waiting refused sockets per address (an
-		// allow-listed address has no count and is always answered).
-		v := Verdict{Reason: reason.AuditUnavailable, RetryAfter: 5 * time.Second}
-		if s.opts.Guard.Exempt(addr) {
-			ls.open(fd, peer, false, v)
-		} else {
-			ls.refuseLater(fd, peer, v, netip.Prefix{})
-		}
-		return
+		// allowance of waiting refused sockets per address.
+		return decision.Deny(reason.AuditUnavailable).WithRetry(5 * time.Second)
 	}
 	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
-	v := Verdict{Reason: r, RetryAfter: retry}
-	switch v.Reason {
-	case reason.None:
-	case reason.Blocked, reason.Banned:
-		s.refuse(fd, peer, v.Reason, counted, "")
-		return
-	default:
-		ls.refuseLater(fd, peer, v, counted)
-		return
+	if r != reason.None {
+		return decision.Deny(r).WithRetry(retry).WithCounted(counted)
 	}
-	if s.conns.Load() >= int64(s.opts.Limits.MaxConnections) {
-		if !proxy {
-			s.opts.Guard.Release(addr)
-		}
-		s.rejected.Add(1)
-		writeRaw(fd, httpReject(503, reason.GlobalConnections, "server at its connection limit", 0))
-		unix.Close(fd)
-		s.emit(audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, IP: addr, PeerIP: addr,
-			CountedPrefix: s.opts.Guard.Counted(addr), Stage: audit.StageAccept,
-			Reason: reason.GlobalConnections.String(), Code: 503})
-		return
-	}
-	ls.open(fd, peer, !proxy, Verdict{})
+	return decision.Allow()
 }
 
 // refuseLater handles a socket refused for a rate or cap. A few per
@@ -246,26 +253,26 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 // max_connections, the socket is reset now without a byte read, audited,
 // and struck now: a burst of silent sockets is counted as it arrives,
 // not when the handshake timeout would have fired.
-func (ls *loopState) refuseLater(fd int, peer netip.AddrPort, v Verdict, counted netip.Prefix) {
+func (ls *loopState) refuseLater(fd int, peer netip.AddrPort, d decision.Decision) {
 	s := ls.srv
 	addr := peer.Addr()
 	detail := "reset at accept: the server is at its connection limit"
-	if s.conns.Load() < int64(s.opts.Limits.MaxConnections) {
-		if v.Reason != reason.GlobalConnections && ls.held != nil && ls.held.HoldRefused(addr) {
-			ls.open(fd, peer, true, v)
+	if s.conns.Load() < int64(ls.rules().limits.MaxConnections) {
+		if d.Reason != reason.GlobalConnections && ls.held != nil && ls.held.HoldRefused(addr) {
+			ls.open(fd, peer, true, d)
 			return
 		}
 		detail = "reset at accept: too many refused connections of this address await their answer"
-		if v.Reason == reason.GlobalConnections {
+		if d.Reason == reason.GlobalConnections {
 			detail = "reset at accept: the per-address limiter table is full"
 		}
 	}
-	s.refuse(fd, peer, v.Reason, counted, detail)
-	s.opts.Guard.Strike(addr, v.Reason, ls.loop.Now)
+	s.resetAtAccept(fd, peer, d, detail, false)
+	s.opts.Guard.Strike(addr, d.Reason, ls.loop.Now)
 }
 
 // releaseSlot gives back what c's flagSlot stands for: a refused socket
-// waiting for its answer (still in the handshake with a pending verdict)
+// waiting for its answer (still in the handshake with a pending refusal)
 // holds a refusal hold, any other an admission slot of the Guard.
 func (ls *loopState) releaseSlot(c *conn) {
 	if c.state == stateHandshake && c.closeReason != reason.None && ls.held != nil {
@@ -275,31 +282,46 @@ func (ls *loopState) releaseSlot(c *conn) {
 	ls.srv.opts.Guard.Release(c.client())
 }
 
-// refuse resets a socket at accept without reading from it: SO_LINGER 0
-// sends RST and leaves no TIME_WAIT behind, which matters under a flood.
-func (s *Server) refuse(fd int, peer netip.AddrPort, r reason.Reason, counted netip.Prefix, detail string) {
+// resetAtAccept is the accept stage's answer to refusal d of a socket that
+// has no connection yet: it is closed without a byte read, reset
+// (SO_LINGER 0: no TIME_WAIT under a flood), or with answer, after d's
+// HTTP answer written once, best effort; and it is audited. The strike,
+// if any, is the caller's.
+func (s *Server) resetAtAccept(fd int, peer netip.AddrPort, d decision.Decision, detail string, answer bool) {
 	s.rejected.Add(1)
-	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	code := 0
+	if answer {
+		writeRaw(fd, httpReject(d))
+		code = d.Status
+	} else {
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
 	unix.Close(fd)
 	addr := peer.Addr()
+	counted := d.Counted
 	if !counted.IsValid() {
 		counted = s.opts.Guard.Counted(addr)
 	}
+	if detail == "" && d.Reason == reason.ProxyHeader {
+		detail = d.Message
+	}
 	s.emit(audit.Event{Event: audit.KindConnRejected, Severity: audit.Warning, IP: addr, PeerIP: addr,
-		CountedPrefix: counted, Stage: audit.StageAccept, Reason: r.String(), Detail: detail})
+		CountedPrefix: counted, Stage: audit.StageAccept, Reason: d.Why(), Detail: detail, Code: code})
 }
 
 // open registers an accepted socket in the handshake state. slot says it
-// holds a Guard slot for the peer (with a pending verdict: a refusal
-// hold); a non-zero pending verdict is answered (429) as soon as the
-// request is complete.
-func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdict) {
+// holds a Guard slot for the peer (with a pending refusal: a refusal
+// hold); a pending refusal (pending not allowed) is answered (429, 503)
+// as soon as the request is complete.
+func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending decision.Decision) {
 	s := ls.srv
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.opts.Limits.SendBufferBytes)
+	lim := &ls.rules().limits
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, lim.SendBufferBytes)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	refused := !pending.Allowed()
 	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	if err != nil {
-		if slot && pending.Reason != reason.None {
+		if slot && refused {
 			ls.held.ReleaseRefused(peer.Addr())
 		} else if slot {
 			s.opts.Guard.Release(peer.Addr())
@@ -322,14 +344,16 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending Verdic
 	if slot {
 		c.flags |= flagSlot
 	}
-	if pending.Reason != reason.None {
-		c.closeReason = pending.Reason
-		c.nextPing = int64(pending.RetryAfter)
+	if refused {
+		// Kept until the request is in: the reason in closeReason, the
+		// Retry-After in nextPing (unused before the upgrade).
+		c.closeReason = pending.Why()
+		c.nextPing = int64(pending.Retry)
 	}
 	ls.conns[fd] = c
 	ls.nconns++
 	s.conns.Add(1)
-	c.schedule(ls, now.Add(s.opts.Limits.HandshakeTimeout))
+	c.schedule(ls, now.Add(lim.HandshakeTimeout))
 }
 
 // fdShortage is the process-wide state of file descriptor exhaustion: a
@@ -447,7 +471,7 @@ func (ls *loopState) outOfFDs(err error) {
 	if started {
 		s.opts.Log.WithError(err).Error("accept: out of file descriptors; new connections are reset until descriptors free up")
 		s.emit(audit.Event{Time: now, Event: audit.KindFDExhausted, Severity: audit.Critical, Stage: audit.StageSystem,
-			Reason: reason.FDExhausted.String(), Detail: audit.Cap("accept failed: " + err.Error() +
+			Reason: reason.FDExhausted, Detail: audit.Cap("accept failed: " + err.Error() +
 				"; new connections are reset at accept and the listener backs off until descriptors free up")})
 	}
 	if n := f.shedOn(ls.lfd, shedBatch); n > 0 {
@@ -539,7 +563,7 @@ func (ls *loopState) recovered(now time.Time) {
 	s.opts.Log.WithField("reset", shed).WithField("lasted", d.Round(time.Millisecond).String()).
 		Info("accept: file descriptors available again")
 	s.emit(audit.Event{Time: now, Event: audit.KindFDRecovered, Severity: audit.Info, Stage: audit.StageSystem,
-		Reason: reason.FDExhausted.String(), Count: int64(shed), DurationMS: d.Milliseconds(),
+		Reason: reason.FDExhausted, Count: int64(shed), DurationMS: d.Milliseconds(),
 		Detail: fmt.Sprintf("file descriptors available again after %s; %d connections were reset meanwhile",
 			d.Round(time.Millisecond), shed)})
 }
@@ -604,9 +628,10 @@ func (ls *loopState) flush() {
 	ls.dirty = ls.dirty[:0]
 }
 
-// deliver queues publication p to every subscriber of its topic on this loop.
+// deliver queues publication p to every subscriber of its topic on this
+// loop's hub and writes them.
 func (ls *loopState) deliver(p *Publication) int {
-	ts := ls.topics[p.topic]
+	ts := ls.hub.topics[p.topic]
 	if ts == nil {
 		return 0
 	}
@@ -621,7 +646,7 @@ func (ls *loopState) deliver(p *Publication) int {
 		if p.filter != nil && !p.filter.allows(c.id) {
 			continue
 		}
-		if c.enqueueEvent(ls, p.frameFor(c, ts), ts) {
+		if c.enqueueEvent(ls, c.codec().eventFrame(c, p, ts), ts) {
 			n++
 		}
 	}
@@ -652,7 +677,7 @@ func (ls *loopState) beginShutdown() {
 			continue
 		}
 		if c.state == stateOpen {
-			c.closeWith(ls, 1001, reason.ShuttingDown, "server shutting down", 2*time.Second)
+			c.closeWith(ls, 1001, reason.ShuttingDown, "server shutting down", closeGrace)
 		} else if c.state == stateHandshake {
 			c.finish(ls, reason.ShuttingDown, 0, false)
 		}

@@ -133,7 +133,7 @@ func TestMessageTimeout(t *testing.T) {
 	checkFor(t, func() bool { return s.inbound.HeldTotal() == 0 })
 	n := 0
 	for _, e := range refusalsOf(rec, 0) {
-		if e.Reason == "message_timeout" {
+		if e.Reason.String() == "message_timeout" {
 			n++
 		}
 	}
@@ -237,7 +237,7 @@ func TestPingBudget(t *testing.T) {
 	}
 	n := 0
 	for _, e := range refusalsOf(rec, 0) {
-		if e.Reason == "msg_rate" {
+		if e.Reason.String() == "msg_rate" {
 			n++
 		}
 	}
@@ -283,7 +283,7 @@ func TestWAMPRefusedByType(t *testing.T) {
 	}
 	checkFor(t, func() bool { return len(refusalsOf(rec, before)) == maxUnsupported+1 })
 	for _, e := range refusalsOf(rec, before) {
-		if e.Reason != "unsupported" {
+		if e.Reason.String() != "unsupported" {
 			t.Fatalf("refusal %+v, want unsupported", e)
 		}
 	}

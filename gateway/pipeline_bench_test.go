@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/origin"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
@@ -30,6 +30,10 @@ func BenchmarkSubscribePipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	chk, err := origin.NewChecker(nil, true)
+	if err != nil {
+		b.Fatal(err)
+	}
 	store := tokens.NewStore(tokens.Options{TTL: time.Hour, MaxTTL: time.Hour})
 	now := time.Now()
 	const n = 1 << 16 // distinct tokens, reused round-robin by fresh connections
@@ -47,7 +51,12 @@ func BenchmarkSubscribePipeline(b *testing.B) {
 		b.Fatal(err)
 	}
 	loop.Now = now
-	ls := &loopState{srv: &Server{opts: Options{Schema: val, Topics: rules, Tokens: store, Guard: openGuard{}}}, loop: loop}
+	o := Options{Schema: val, Topics: rules, Tokens: store, Guard: openGuard{}, Origins: chk}
+	o.Limits.setDefaults()
+	ls := &loopState{srv: &Server{opts: o}, loop: loop}
+	if err := ls.srv.initRules(&o); err != nil {
+		b.Fatal(err)
+	}
 	c := &conn{state: stateOpen}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -62,8 +71,8 @@ func BenchmarkSubscribePipeline(b *testing.B) {
 		if v != nil {
 			b.Fatal(v.Message)
 		}
-		if _, r := c.authorizeWith(ls, &m, nil); r != reason.None {
-			b.Fatalf("subscribe refused: %v", r)
+		if a := c.authorize(ls, &m, nil); !a.Allowed() {
+			b.Fatalf("subscribe refused: %v", a.Why())
 		}
 	}
 }

@@ -7,30 +7,18 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
 	"github.com/portcullis-gw/portcullis/gateway/native"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
-// sendText queues one text frame built by build into a fresh buffer.
+// sendText queues one text frame of payload, copied into a fresh buffer.
 func (c *conn) sendText(ls *loopState, payload []byte) {
 	c.enqueue(ls, frame.AppendFrame(make([]byte, 0, len(payload)+4), ws.OpText, payload), false)
-}
-
-// sendWelcome sends the protocol's first frame, if it has one (WAMP v2
-// waits for the client's HELLO).
-func (c *conn) sendWelcome(ls *loopState) {
-	switch c.proto {
-	case protoWAMP1:
-		c.sendWAMP1Welcome(ls)
-	case protoWAMP2:
-	default:
-		ls.scratch = native.AppendWelcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
-		c.sendText(ls, ls.scratch)
-	}
 }
 
 // sessionID is the session id of connection id in native and WAMP v1
@@ -39,33 +27,54 @@ func (s *Server) sessionID(id uint64) string {
 	return s.bootID + "-" + strconv.FormatUint(id, 36)
 }
 
-// sendError sends a native error reply; the WAMP protocols have none for
-// what calls it (a rate-limited message is dropped there).
-func (c *conn) sendError(ls *loopState, m *schema.Message, r reason.Reason, msg string) {
-	if c.proto != protoNative {
-		return
-	}
-	var id int64
-	var has bool
-	if m != nil {
-		id, has = m.ID, m.HasID
-	}
-	ls.scratch = native.AppendError(ls.scratch[:0], id, has, r, msg)
+// nativeCodec is portcullis.v1 (docs/PROTOCOL.md): JSON messages checked by
+// the JSON Schema, an error reply to every refused request.
+type nativeCodec struct{}
+
+func (nativeCodec) welcome(c *conn, ls *loopState) {
+	ls.scratch = native.AppendWelcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
 
-// onNativeMessage handles one complete text message of portcullis.v1:
+// answer: every request has an error reply; nothing to change.
+func (nativeCodec) answer(d decision.Decision, _ *request) decision.Decision { return d }
+
+// reply sends the error reply to q (nil: an error without an id).
+func (nativeCodec) reply(c *conn, ls *loopState, q *request, d decision.Decision) {
+	var id int64
+	var has bool
+	if q != nil {
+		id, has = q.id, q.hasID
+	}
+	ls.scratch = native.AppendError(ls.scratch[:0], id, has, d.Why(), d.Message)
+	c.sendText(ls, ls.scratch)
+}
+
+func (nativeCodec) lastWord(*conn, *loopState, *request, decision.Decision) {}
+
+func (nativeCodec) encode(p *Publication) []byte {
+	return textFrame(native.AppendEvent(make([]byte, 0, len(p.data)+len(p.topic)+40), p.topic, p.data))
+}
+
+func (nativeCodec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
+	return p.frame(protoNative)
+}
+
+func (nativeCodec) eventPrefix(_ *conn, ts *topicSubs) []byte { return ts.prefix }
+
+// nativeRequest is what an error reply to m echoes.
+func nativeRequest(m *schema.Message) *request { return &request{id: m.ID, hasID: m.HasID} }
+
+// message handles one complete text message of portcullis.v1:
 // size/depth → schema → token → topic rule, cheapest first (docs/ARCHITECTURE.md).
-func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
+func (nativeCodec) message(c *conn, ls *loopState, payload []byte) {
 	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-			Detail: capString(v.Keyword+" at "+v.Pointer, 200)}, v.Reason)
 		msg := v.Message
 		if v.Reason == reason.UnknownOp {
 			msg = ""
 		}
-		c.sendError(ls, &m, v.Reason, msg)
+		c.refuse(ls, audit.Event{Detail: violationDetail(v)}, decision.Reply(v.Reason, msg), nativeRequest(&m))
 		return
 	}
 	switch m.Op {
@@ -79,18 +88,14 @@ func (c *conn) onNativeMessage(ls *loopState, payload []byte) {
 		ls.scratch = native.AppendPong(ls.scratch[:0], m.ID, m.HasID)
 		c.sendText(ls, ls.scratch)
 	default:
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage}, reason.UnknownOp)
-		c.sendError(ls, &m, reason.UnknownOp, "")
+		c.refuse(ls, audit.Event{}, decision.Reply(reason.UnknownOp, ""), nativeRequest(&m))
 	}
 }
 
-// authorizeWith decides whether this connection may subscribe to m.Topic,
-// redeeming m.Token where the rule needs one; g, if not nil, is a grant
-// already redeemed on this connection (a WAMP v2 ticket) standing in for
-// m.Token.
-func (c *conn) authorizeWith(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason) {
-	fp, r, _ = c.authorizeSpent(ls, m, g)
-	return fp, r
+// violationDetail describes a schema violation for the audit trail: where
+// and which keyword, never the value.
+func violationDetail(v *schema.Violation) string {
+	return capString(v.Keyword+" at "+v.Pointer, 200)
 }
 
 // redeem presents token for this connection, from its client address,
@@ -118,46 +123,94 @@ func spentEvent(e *audit.Event, r reason.Reason, res tokens.Result, now time.Tim
 		e.Severity = audit.Critical
 	}
 	if sp := res.Spent; (r == reason.TokenReplayed || r == reason.TokenTheft) && sp.By.IsValid() {
-		e.RedeemedIP = sp.By.String()
+		e.RedeemedIP = sp.By
 		// Loops read the clock at different instants: never negative.
 		e.RedeemedAgoS = max(int64(now.Sub(sp.At)/time.Second), 0)
 	}
 }
 
-// authorizeSpent is authorizeWith, also returning the token source's
-// answer when redeeming m.Token failed (see spentEvent); a zero Result
-// otherwise. The topic rules decide through topics.Set.CanSubscribe: first
-// without a token (a public or denied topic ends there; a topic that needs
-// one comes back TokenMissing), then, once the token is redeemed and
-// covers the topic, with it (the {userId} check).
-func (c *conn) authorizeSpent(ls *loopState, m *schema.Message, g *tokens.Grant) (fp string, r reason.Reason, res tokens.Result) {
-	set := ls.srv.opts.Topics
-	if r = set.CanSubscribe(m.Topic, m.UserID, false); r != reason.TokenMissing {
-		return "", r, res
+// authorization is the message stage's decision on a subscription (see
+// authorize), with what its audit event needs.
+type authorization struct {
+	decision.Decision
+	fp       string        // the token's fingerprint; "" when no token was involved
+	redeemed bool          // the token was redeemed for this request (not a grant held already)
+	spent    tokens.Result // the token source's answer when redeeming failed; zero otherwise
+}
+
+// authorize is the message stage's decision (pipeline step 4) on c
+// subscribing to m.Topic, the same for every protocol: the per-connection
+// subscription cap, then the topic rule without a token (a public or
+// denied topic ends there; one that needs a token goes on), then the
+// token — m.Token redeemed here, or g, a grant already redeemed on this
+// connection (a WAMP v2 ticket) — which must be live, be the user's and
+// cover the topic, then the rule again with it (the {userId} check).
+// Allowed, the grant is remembered on c.
+func (c *conn) authorize(ls *loopState, m *schema.Message, g *tokens.Grant) (a authorization) {
+	rl := ls.rules()
+	if len(c.subs) >= rl.limits.MaxSubscriptionsConn {
+		a.Decision = decision.Reply(reason.TooManySubscriptions, "")
+		return a
+	}
+	set := rl.topics
+	if r := set.CanSubscribe(m.Topic, m.UserID, false); r != reason.TokenMissing {
+		a.Decision = decision.ReplyOf(r)
+		return a
 	}
 	if g == nil {
 		if m.Token == "" {
-			return "", reason.TokenMissing, res
+			a.Decision = decision.Reply(reason.TokenMissing, "")
+			return a
 		}
-		if res = c.redeem(ls, m.Token, m.UserID); res.Reason != reason.None {
-			return audit.TokenFP(m.Token), res.Reason, res
+		res := c.redeem(ls, m.Token, m.UserID)
+		if res.Reason != reason.None {
+			a.Decision, a.fp, a.spent = decision.Reply(res.Reason, ""), audit.TokenFP(m.Token), res
+			return a
 		}
-		g, res = res.Grant, tokens.Result{}
+		g, a.redeemed = res.Grant, true
 	} else if !g.ValidAt(ls.loop.Now) {
-		return g.FP(), reason.TokenExpired, res
+		a.Decision, a.fp = decision.Reply(reason.TokenExpired, ""), g.FP()
+		return a
 	}
-	fp = g.FP()
-	if g.UserID() != m.UserID {
-		return fp, reason.TokenUserMismatch, res
+	a.fp = g.FP()
+	switch {
+	case g.UserID() != m.UserID:
+		a.Decision = decision.Reply(reason.TokenUserMismatch, "")
+	case !g.Allows(m.Topic, m.UserID):
+		a.Decision = decision.Reply(reason.TokenTopicMismatch, "")
+	default:
+		a.Decision = decision.ReplyOf(set.CanSubscribe(m.Topic, m.UserID, true))
 	}
-	if !g.Allows(m.Topic, m.UserID) {
-		return fp, reason.TokenTopicMismatch, res
+	if a.Allowed() {
+		c.addGrant(ls, g)
 	}
-	if r = set.CanSubscribe(m.Topic, m.UserID, true); r != reason.None {
-		return fp, r, res
+	return a
+}
+
+// refuseSubscribe refuses the subscription of m that a said no to, as
+// request q: subscribe_denied (notice) for a topic rule or a cap,
+// auth_failed (warning; critical for a suspected theft) for a token.
+func (c *conn) refuseSubscribe(ls *loopState, m *schema.Message, a authorization, q *request) {
+	r := a.Why()
+	e := audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice,
+		Topic: m.Topic, UserID: m.UserID, TokenFP: a.fp}
+	if r.IsAuth() {
+		e.Event, e.Severity = audit.KindAuthFailed, audit.Warning
 	}
-	c.addGrant(ls, g)
-	return fp, reason.None, res
+	spentEvent(&e, r, a.spent, ls.loop.Now)
+	c.refuse(ls, e, a.Decision, q)
+}
+
+// subscribed records an allowed subscription of m on c's hub and audits it
+// (auth_ok first when a token was redeemed for it).
+func (c *conn) subscribed(ls *loopState, m *schema.Message, a authorization) {
+	if a.redeemed {
+		c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
+			Topic: m.Topic, UserID: m.UserID, TokenFP: a.fp}, reason.None)
+	}
+	ls.hub.subscribe(ls, c, m.Topic)
+	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: m.Topic, UserID: m.UserID, TokenFP: a.fp}, reason.None)
 }
 
 // addGrant remembers a token redeemed on this connection: it stays valid
@@ -211,50 +264,25 @@ func (c *conn) userID() string {
 }
 
 func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
-	if c.findSub(m.Topic) >= 0 {
-		ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
-		c.sendText(ls, ls.scratch)
-		return
-	}
-	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		c.emit(ls, audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID}, reason.TooManySubscriptions)
-		c.sendError(ls, m, reason.TooManySubscriptions, "")
-		return
-	}
-	fp, r, sp := c.authorizeSpent(ls, m, nil)
-	if r != reason.None {
-		ev, sev := audit.KindSubscribeDenied, audit.Notice
-		if r.IsAuth() {
-			ev, sev = audit.KindAuthFailed, audit.Warning
+	if c.subs.find(m.Topic) < 0 {
+		a := c.authorize(ls, m, nil)
+		if !a.Allowed() {
+			c.refuseSubscribe(ls, m, a, nativeRequest(m))
+			return
 		}
-		e := audit.Event{Event: ev, Severity: sev, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}
-		spentEvent(&e, r, sp, ls.loop.Now)
-		c.emit(ls, e, r)
-		c.sendError(ls, m, r, "")
-		return
+		c.subscribed(ls, m, a)
 	}
-	if fp != "" {
-		c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
-	}
-	ls.subscribe(c, m.Topic)
-	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 	ls.scratch = native.AppendSubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 	c.sendText(ls, ls.scratch)
 }
 
 func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
-	i := c.findSub(m.Topic)
+	i := c.subs.find(m.Topic)
 	if i < 0 {
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage,
-			Topic: m.Topic}, reason.NotSubscribed)
-		c.sendError(ls, m, reason.NotSubscribed, "")
+		c.refuse(ls, audit.Event{Severity: audit.Notice, Topic: m.Topic}, decision.Reply(reason.NotSubscribed, ""), nativeRequest(m))
 		return
 	}
-	ls.unsubscribe(c, i)
+	ls.hub.unsubscribe(ls, c, i)
 	c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: m.Topic, UserID: c.userID()}, reason.None)
 	ls.scratch = native.AppendUnsubscribed(ls.scratch[:0], m.ID, m.HasID, m.Topic)
@@ -264,47 +292,57 @@ func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
 // onPublish lets a client publish where the topic rule says `publish: token`
 // and a token redeemed on this connection covers the topic.
 func (c *conn) onPublish(ls *loopState, m *schema.Message) {
-	s := ls.srv
-	rule, r := c.mayPublish(ls, m.Topic)
-	if r != reason.None {
-		ev := audit.KindMessageRejected
-		if r.IsAuth() {
-			ev = audit.KindAuthFailed
-		}
-		c.emit(ls, audit.Event{Event: ev, Severity: audit.Warning, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: c.userID()}, r)
-		c.sendError(ls, m, r, "")
+	if !c.publishable(ls, m.Topic, m.Data, nativeRequest(m)) {
 		return
 	}
-	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
-		if v := ds.Check(m.Data); v != nil {
-			c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-				Topic: m.Topic, UserID: c.userID(), Detail: capString(v.Keyword+" at "+v.Pointer, 200)}, v.Reason)
-			c.sendError(ls, m, v.Reason, v.Message)
-			return
-		}
-	}
 	data := append([]byte(nil), m.Data...)
-	topic := m.Topic
-	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: topic, UserID: c.userID()}, reason.None)
-	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, topic)
+	ls.scratch = native.AppendPublished(ls.scratch[:0], m.ID, m.HasID, m.Topic)
 	c.sendText(ls, ls.scratch)
-	// Through the broker, not delivered inline: other loops (and nodes)
-	// must get it too, and this loop delivers it after the current batch
-	// like any publication.
-	s.post(newPublication(topic, data))
+	c.publish(ls, newPublication(m.Topic, data))
 }
 
-// mayPublish decides whether this connection may publish to topic, and
-// returns the topic's rule when it may: topics.Set.CanPublish must allow
+// publishable is the message stage's decision on c publishing data to
+// topic, acted on: a refusal (the topic rule and the tokens redeemed here,
+// see mayPublish, then the rule's data schema) is refused as request q and
+// publishable returns false.
+func (c *conn) publishable(ls *loopState, topic string, data []byte, q *request) bool {
+	rl := ls.rules()
+	rule, d := c.mayPublish(ls, rl.topics, topic)
+	e := audit.Event{Topic: topic, UserID: c.userID()}
+	if !d.Allowed() {
+		if d.Why().IsAuth() {
+			e.Event = audit.KindAuthFailed
+		}
+		c.refuse(ls, e, d, q)
+		return false
+	}
+	if ds, ok := rl.dataSchemas[rule.Match]; ok {
+		if v := ds.Check(data); v != nil {
+			e.Detail = violationDetail(v)
+			c.refuse(ls, e, decision.Reply(v.Reason, v.Message), q)
+			return false
+		}
+	}
+	return true
+}
+
+// publish audits p, published by c, and hands it to the Broker: not
+// delivered inline, since other loops (and nodes) must get it too, and
+// this loop delivers it after the current batch like any publication.
+func (c *conn) publish(ls *loopState, p *Publication) {
+	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
+		Topic: p.topic, UserID: c.userID()}, reason.None)
+	ls.srv.post(p)
+}
+
+// mayPublish decides whether this connection may publish to topic under
+// set, and returns the topic's rule when it may: set.CanPublish must allow
 // it for the user of a live token redeemed here that covers the topic.
 // With no token redeemed here the answer is TokenMissing; with tokens
 // that do not cover the topic, PublishDenied.
-func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Reason) {
-	set := ls.srv.opts.Topics
+func (c *conn) mayPublish(ls *loopState, set *topics.Set, topic string) (*topics.Rule, decision.Decision) {
 	if r := set.CanPublish(topic, "", false); r != reason.TokenMissing {
-		return nil, r // no rule, or the rule says deny
+		return nil, decision.Reply(r, "") // no rule, or the rule says deny
 	}
 	r := reason.TokenMissing
 	if c.grant != nil {
@@ -319,7 +357,7 @@ func (c *conn) mayPublish(ls *loopState, topic string) (*topics.Rule, reason.Rea
 		return true
 	})
 	if r != reason.None {
-		return nil, r
+		return nil, decision.Reply(r, "")
 	}
-	return set.Match(topic), reason.None
+	return set.Match(topic), decision.Allow()
 }

@@ -11,9 +11,11 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/clientip"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 )
 
 // subprotocols maps each name we speak to its protocol, in no particular
@@ -33,41 +35,39 @@ type upgrader struct {
 	u  ws.Upgrader
 
 	// the handshake in progress (reset per request)
-	path      []byte
+	rl        *rules // the rules it is decided under
 	host      []byte
 	origin    []byte
 	hasOrigin bool
 	offered   bool
 	proto     proto
 	chosen    bool
-	rejectR   reason.Reason
-	rejectS   int
-	rejectM   string
-	retry     time.Duration // Retry-After of a 429
+	refusal   decision.Decision // the first refusal; allowed while none
 
-	c      *conn    // the connection being upgraded
-	fwdOn  bool     // the sender is a trusted proxy: read its forwarding header
-	fwd    []string // every line of the forwarding header, in order
-	client netip.Addr
-	badFwd bool // the forwarding header was garbage (the sender's address is used)
-	slot   bool // a Guard slot was taken for client
-	now    time.Time
+	c         *conn    // the connection being upgraded
+	fwdOn     bool     // the sender is a trusted proxy: read its forwarding header
+	fwd       []string // every line of the forwarding header, in order
+	untrusted string   // a forwarding header the sender may not send, by name; "" if none
+	client    netip.Addr
+	badFwd    bool // the forwarding header was garbage (the sender's address is used)
+	slot      bool // a Guard slot was taken for client
+	now       time.Time
 
 	in  bytes.Reader
 	out bytes.Buffer
 }
 
+// upgradeResult is the handshake stage's decision on a request and what
+// acting on it needs.
 type upgradeResult struct {
-	reject   reason.Reason // None on success
-	status   int
-	message  string        // for the client
-	detail   string        // for the audit trail
-	retry    time.Duration // Retry-After of a 429
-	proto    proto
-	client   netip.Addr // derived client address
-	badFwd   bool       // a trusted proxy sent a garbage forwarding header
-	slot     bool       // a Guard slot was taken for client
-	response []byte
+	decision  decision.Decision // allowed: response is the 101
+	detail    string            // for the audit trail
+	proto     proto
+	client    netip.Addr // derived client address
+	badFwd    bool       // a trusted proxy sent a garbage forwarding header
+	untrusted string     // a forwarding header from a sender outside trusted_proxies, by name; "" if none
+	slot      bool       // a Guard slot was taken for client
+	response  []byte
 }
 
 var errRejected = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest))
@@ -81,7 +81,7 @@ func (up *upgrader) init(ls *loopState) {
 				path = path[:i]
 			}
 			if string(path) != ls.srv.opts.Path {
-				return up.reject(reason.BadPath, http.StatusNotFound, "no WebSocket endpoint at this path")
+				return up.reject(decision.Deny(reason.BadPath))
 			}
 			return nil
 		},
@@ -90,11 +90,14 @@ func (up *upgrader) init(ls *loopState) {
 			return nil
 		},
 		OnHeader: func(key, value []byte) error {
-			if up.fwdOn && ls.srv.opts.ClientIP.IsHeader(key) {
+			switch {
+			case up.fwdOn && up.rl.clientIP.IsHeader(key):
 				if len(up.fwd) >= maxForwardLines {
-					return up.reject(reason.BadClientIP, http.StatusBadRequest, "too many forwarding header lines")
+					return up.reject(decision.Deny(reason.BadClientIP).WithMessage("too many forwarding header lines"))
 				}
 				up.fwd = append(up.fwd, string(value))
+			case !up.fwdOn && up.untrusted == "":
+				up.untrusted = clientip.ForwardingHeader(key)
 			}
 			if bytes.EqualFold(key, []byte("Origin")) {
 				// headerFault has refused a second Origin already.
@@ -122,11 +125,10 @@ func (up *upgrader) init(ls *loopState) {
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if up.offered && !up.chosen {
-				return nil, up.reject(reason.BadSubprotocol, http.StatusBadRequest,
-					"no supported subprotocol offered (portcullis.v1, wamp, wamp.2.json, or none)")
+				return nil, up.reject(decision.Deny(reason.BadSubprotocol))
 			}
-			if r := ls.srv.opts.Origins.Check(string(up.origin), up.hasOrigin, string(up.host), false); r != reason.None {
-				return nil, up.reject(r, http.StatusForbidden, "origin not allowed")
+			if r := up.rl.origins.Check(string(up.origin), up.hasOrigin, string(up.host), false); r != reason.None {
+				return nil, up.reject(decision.Deny(r))
 			}
 			return nil, up.admitClient()
 		},
@@ -144,7 +146,7 @@ func (up *upgrader) admitClient() error {
 	sender := c.client() // the peer, or the address a PROXY header gave
 	up.client = sender
 	if up.fwdOn {
-		client, why := s.opts.ClientIP.FromHeaders(sender, up.fwd)
+		client, why := up.rl.clientIP.FromHeaders(sender, up.fwd)
 		up.client = client
 		up.badFwd = why == reason.BadClientIP
 	}
@@ -159,66 +161,69 @@ func (up *upgrader) admitClient() error {
 		up.slot = true
 		return nil
 	case reason.Blocked, reason.Banned:
-		return up.reject(r, http.StatusForbidden, "address refused")
+		return up.reject(decision.Deny(r).WithMessage("address refused"))
 	default:
-		up.retry = retry
-		return up.reject(r, http.StatusTooManyRequests, "too many requests from this address")
+		return up.reject(decision.Deny(r).WithRetry(retry))
 	}
 }
 
-func (up *upgrader) reject(r reason.Reason, status int, msg string) error {
-	if up.rejectR == reason.None {
-		up.rejectR, up.rejectS, up.rejectM = r, status, msg
+// reject records refusal d, unless one is recorded already, and returns
+// the error that stops the Upgrader.
+func (up *upgrader) reject(d decision.Decision) error {
+	if up.refusal.Allowed() {
+		up.refusal = d
 	}
 	return errRejected
 }
 
-// upgrade validates the request in req (complete, ending in a blank line)
-// for c and returns the response to send or why it was refused.
-func (up *upgrader) upgrade(c *conn, req []byte, now time.Time) upgradeResult {
-	up.now = now
-	up.path, up.host, up.origin = up.path[:0], up.host[:0], up.origin[:0]
+// upgrade is the handshake stage (pipeline step 2): it decides on the
+// request in req (complete, ending in a blank line) for c under rules rl,
+// and returns the decision with the response to send on success.
+func (up *upgrader) upgrade(c *conn, rl *rules, req []byte, now time.Time) upgradeResult {
+	up.rl, up.now = rl, now
+	up.host, up.origin = up.host[:0], up.origin[:0]
 	up.hasOrigin, up.offered, up.chosen = false, false, false
 	up.proto = protoNative
-	up.rejectR, up.rejectS, up.rejectM, up.retry = reason.None, 0, "", 0
-	up.c, up.fwd, up.client, up.badFwd, up.slot = c, up.fwd[:0], netip.Addr{}, false, false
-	r := up.ls.srv.opts.ClientIP
-	up.fwdOn = r.HasTrusted() && r.Trusted(c.client())
+	up.refusal = decision.Allow()
+	up.c, up.fwd, up.untrusted, up.client, up.badFwd, up.slot = c, up.fwd[:0], "", netip.Addr{}, false, false
+	up.fwdOn = rl.clientIP.HasTrusted() && rl.clientIP.Trusted(c.client())
 	if fault := headerFault(req); fault != "" {
 		// Refused before anything reads a field: the parser below would
 		// take a second Host or key, a folded line or a bare LF its own way,
 		// and a proxy in front of us another.
-		return upgradeResult{reject: reason.BadHeader, status: http.StatusBadRequest, message: fault, detail: fault}
+		return upgradeResult{decision: decision.Deny(reason.BadHeader).WithMessage(fault), detail: fault}
 	}
 	up.in.Reset(req)
 	up.out.Reset()
 
 	_, err := up.u.Upgrade(memConn{&up.in, &up.out})
-	if up.rejectR != reason.None {
+	if !up.refusal.Allowed() {
 		detail := ""
-		if up.rejectR == reason.BadOrigin && up.hasOrigin {
+		if up.refusal.Reason == reason.BadOrigin && up.hasOrigin {
 			detail = "origin " + strconv.Quote(capString(string(up.origin), 200))
 		}
-		res := upgradeResult{reject: up.rejectR, status: up.rejectS, message: up.rejectM, detail: detail,
-			retry: up.retry, client: up.client, badFwd: up.badFwd}
+		res := upgradeResult{decision: up.refusal, detail: detail, client: up.client, badFwd: up.badFwd, untrusted: up.untrusted}
 		if up.slot {
 			// Refused after the client was admitted (cannot happen today:
 			// admission is the last check); give the slot back.
 			up.ls.srv.opts.Guard.Release(up.client)
 		}
+		up.c, up.rl = nil, nil
 		return res
 	}
 	if err != nil {
-		status := http.StatusBadRequest
+		d := decision.Deny(reason.BadHandshake)
 		if rej, ok := err.(*ws.ConnectionRejectedError); ok && rej.StatusCode() != 0 {
-			status = rej.StatusCode()
+			d.Status = rej.StatusCode()
 		}
-		return upgradeResult{reject: reason.BadHandshake, status: status,
-			message: "not a valid WebSocket upgrade request", detail: capString(err.Error(), 200)}
+		up.c, up.rl = nil, nil
+		return upgradeResult{decision: d, detail: capString(err.Error(), 200), untrusted: up.untrusted}
 	}
 	resp := append([]byte(nil), up.out.Bytes()...)
-	up.c = nil
-	return upgradeResult{proto: up.proto, client: up.client, badFwd: up.badFwd, slot: up.slot, response: resp}
+	res := upgradeResult{decision: decision.Allow(), proto: up.proto, client: up.client, badFwd: up.badFwd,
+		untrusted: up.untrusted, slot: up.slot, response: resp}
+	up.c, up.rl = nil, nil
+	return res
 }
 
 // capString cuts s to at most n bytes, on a UTF-8 character boundary.
@@ -232,12 +237,17 @@ func capString(s string, n int) string {
 	return s[:n]
 }
 
-// httpReject renders a refusal: a JSON error body and Connection: close.
-// A non-zero retry adds Retry-After (whole seconds, at least 1).
-func httpReject(status int, r reason.Reason, msg string, retry time.Duration) []byte {
-	body := fmt.Sprintf(`{"error":%q,"message":%q}`, r.String(), msg)
+// httpReject renders refusal d before the upgrade: its status, a JSON
+// error body and Connection: close. A Retry-After (whole seconds, at
+// least 1) says when a rate-limited client may try again.
+func httpReject(d decision.Decision) []byte {
+	status := d.Status
+	if status == 0 {
+		status = http.StatusBadRequest
+	}
+	body := fmt.Sprintf(`{"error":%q,"message":%q}`, d.Why().String(), d.Message)
 	extra := ""
-	if retry > 0 {
+	if retry := d.Retry; retry > 0 {
 		extra = fmt.Sprintf("Retry-After: %d\r\n", int64(max(1, (retry+time.Second-1)/time.Second)))
 	}
 	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Every request here would have been upgraded by the parser alone: the
@@ -46,17 +46,17 @@ func TestUpgradeRefusesMalformedHeaders(t *testing.T) {
 	}
 	for _, c := range cases {
 		up, cn := testUpgrader(t)
-		res := up.upgrade(cn, []byte(c.req+"\r\n"), time.Now())
-		if res.reject != reason.BadHeader || res.status != 400 {
-			t.Errorf("%s: reject %v %d, want bad_header 400", c.name, res.reject, res.status)
+		res := up.upgrade(cn, up.ls.rules(), []byte(c.req+"\r\n"), time.Now())
+		if res.decision.Why() != reason.BadHeader || res.decision.Status != 400 {
+			t.Errorf("%s: reject %v %d, want bad_header 400", c.name, res.decision.Why(), res.decision.Status)
 			continue
 		}
-		if !strings.Contains(res.detail, c.want) || res.message != res.detail {
-			t.Errorf("%s: detail %q, message %q; want %q in both", c.name, res.detail, res.message, c.want)
+		if !strings.Contains(res.detail, c.want) || res.decision.Message != res.detail {
+			t.Errorf("%s: detail %q, message %q; want %q in both", c.name, res.detail, res.decision.Message, c.want)
 		}
-		for _, b := range []byte(res.message) {
+		for _, b := range []byte(res.decision.Message) {
 			if b < 0x20 || b > 0x7e {
-				t.Errorf("%s: message %q is not printable ASCII", c.name, res.message)
+				t.Errorf("%s: message %q is not printable ASCII", c.name, res.decision.Message)
 				break
 			}
 		}
@@ -74,15 +74,15 @@ func TestUpgradeAcceptsWellFormedHeaders(t *testing.T) {
 		"Cookie:\r\n",
 	} {
 		up, cn := testUpgrader(t)
-		if res := up.upgrade(cn, []byte(goodReq+extra+"\r\n"), time.Now()); res.reject != reason.None {
-			t.Errorf("%q: refused %v %q", extra, res.reject, res.detail)
+		if res := up.upgrade(cn, up.ls.rules(), []byte(goodReq+extra+"\r\n"), time.Now()); res.decision.Why() != reason.None {
+			t.Errorf("%q: refused %v %q", extra, res.decision.Why(), res.detail)
 		}
 	}
 	for _, host := range []string{"[::1]:8080", "127.0.0.1", "gw.example"} {
 		up, cn := testUpgrader(t)
 		req := strings.Replace(goodReq, "gw.example:8080", host, 1) + "\r\n"
-		if res := up.upgrade(cn, []byte(req), time.Now()); res.reject != reason.None {
-			t.Errorf("Host %q: refused %v %q", host, res.reject, res.detail)
+		if res := up.upgrade(cn, up.ls.rules(), []byte(req), time.Now()); res.decision.Why() != reason.None {
+			t.Errorf("Host %q: refused %v %q", host, res.decision.Why(), res.detail)
 		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/origin"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 func testUpgrader(t testing.TB) (*upgrader, *conn) {
@@ -17,11 +19,18 @@ func testUpgrader(t testing.TB) (*upgrader, *conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Path: "/ws", Origins: chk}
+	set, err := topics.Compile(nil, topics.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Path: "/ws", Origins: chk, Topics: set}
 	o.Limits.setDefaults()
 	o.Guard = openGuard{}
 	o.ClientIP, _ = clientip.NewResolver(nil, "")
 	ls := &loopState{srv: &Server{opts: o}}
+	if err := ls.srv.initRules(&o); err != nil {
+		t.Fatal(err)
+	}
 	ls.upgrader.init(ls)
 	c := &conn{}
 	c.setPeer(netip.MustParseAddr("127.0.0.1"))
@@ -55,9 +64,9 @@ func TestUpgrade(t *testing.T) {
 		if c.path != "" {
 			req = strings.Replace(req, "/ws?x=1", c.path, 1)
 		}
-		res := up.upgrade(cn, []byte(req), time.Now())
-		if res.reject != c.reject || (c.reject != reason.None && res.status != c.status) {
-			t.Errorf("%s: reject %v %d, want %v %d", c.name, res.reject, res.status, c.reject, c.status)
+		res := up.upgrade(cn, up.ls.rules(), []byte(req), time.Now())
+		if res.decision.Why() != c.reject || (c.reject != reason.None && res.decision.Status != c.status) {
+			t.Errorf("%s: reject %v %d, want %v %d", c.name, res.decision.Why(), res.decision.Status, c.reject, c.status)
 			continue
 		}
 		if c.reject == reason.None {
@@ -74,7 +83,7 @@ func TestUpgrade(t *testing.T) {
 }
 
 func TestHTTPRejectIsJSON(t *testing.T) {
-	b := httpReject(403, reason.BadOrigin, "origin not allowed", 0)
+	b := httpReject(decision.Deny(reason.BadOrigin))
 	if !bytes.HasPrefix(b, []byte("HTTP/1.1 403 Forbidden\r\n")) || !bytes.Contains(b, []byte("Connection: close")) ||
 		!bytes.HasSuffix(b, []byte(`{"error":"bad_origin","message":"origin not allowed"}`)) {
 		t.Fatalf("%q", b)
@@ -91,13 +100,13 @@ func FuzzUpgrade(f *testing.F) {
 	f.Add([]byte(goodReq + "X-A: a\r\n\tb\r\nOrigin : x\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		up, cn := testUpgrader(t)
-		res := up.upgrade(cn, append(in, "\r\n\r\n"...), time.Now())
-		if res.reject == reason.None {
+		res := up.upgrade(cn, up.ls.rules(), append(in, "\r\n\r\n"...), time.Now())
+		if res.decision.Why() == reason.None {
 			if !bytes.HasPrefix(res.response, []byte("HTTP/1.1 101")) {
 				t.Fatalf("accepted with %q", res.response)
 			}
-		} else if res.status < 400 || res.status > 599 {
-			t.Fatalf("refusal with status %d", res.status)
+		} else if res.decision.Status < 400 || res.decision.Status > 599 {
+			t.Fatalf("refusal with status %d", res.decision.Status)
 		}
 	})
 }

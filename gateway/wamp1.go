@@ -4,20 +4,21 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
 // WAMP v1 ("wamp", docs/PROTOCOL.md) and what both WAMP versions share. The
 // messages go through the native pipeline: every topic, userId and token
 // is checked by the native subscribe schema (checkSubscribe), then by the
-// same token and topic-rule code (authorizeSpent, mayPublish), and every
-// refusal is one audit event through c.emit. v1 has no error replies:
+// same decisions (authorize, publishable), and every refusal takes
+// c.refuse: one audit event and strike, then the answer. v1 has no error
+// replies (wamp1Codec.answer):
 // malformed messages close with 1007, refused requests with 1008 (a clean
 // close: AutobahnJS 0.8 does not reconnect after it).
 //
@@ -87,22 +88,6 @@ func (f *pubFilter) allows(id uint64) bool {
 	return !f.only || slices.Contains(f.eligible, id)
 }
 
-// eventPrefix is how c's queued event frames of ts begin, for the
-// slow-consumer policies that drop them.
-func (c *conn) eventPrefix(ts *topicSubs) []byte {
-	switch c.proto {
-	case protoWAMP1:
-		raw := c.subOf(ts).v1String()
-		if raw == "" {
-			raw = ts.name
-		}
-		return wamp.AppendV1EventPrefix(nil, raw)
-	case protoWAMP2:
-		return wamp.AppendV2EventPrefix(nil, wampIDs.Subscription(ts.name))
-	}
-	return ts.prefix
-}
-
 // checkSubscribe runs the native subscribe schema over a topic, userId (raw
 // JSON: a string or number literal; nil for none) and token (""), so a WAMP
 // request gets exactly the native validation. The Message's strings are
@@ -136,50 +121,73 @@ func parseReason(err error) reason.Reason {
 	return reason.SchemaViolation
 }
 
-// violationDetail describes a schema violation for the audit trail: where
-// and which keyword, never the value.
-func violationDetail(v *schema.Violation) string {
-	return capString(v.Keyword+" at "+v.Pointer, 200)
-}
+// wamp1Codec is WAMP v1: no error replies (a refused request closes with
+// 1008, a malformed message with 1007), EVENTs that echo the string a
+// client subscribed with.
+type wamp1Codec struct{}
 
-func (c *conn) sendWAMP1Welcome(ls *loopState) {
+func (wamp1Codec) welcome(c *conn, ls *loopState) {
 	ls.scratch = wamp.AppendV1Welcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
 
-// wamp1Close records the refusal e and closes: 1007 for a malformed
-// message, 1008 for a refused request.
-func (c *conn) wamp1Close(ls *loopState, code uint16, e audit.Event, r reason.Reason) {
-	e.Code = int(code)
-	if e.Stage == "" {
-		e.Stage = audit.StageMessage
+// answer: v1 has no error reply to a request: a refused request (q not
+// nil) closes the connection with 1008 instead; a refusal that answers no
+// request (a message over the rate) is only audited.
+func (wamp1Codec) answer(d decision.Decision, q *request) decision.Decision {
+	if d.Close == 0 && q != nil {
+		return d.Closing(1008, "request refused")
 	}
-	c.emit(ls, e, r)
-	text := "request refused"
-	if code == 1007 {
-		text = "malformed WAMP message"
-	}
-	c.closeWith(ls, code, r, text, 2*time.Second)
+	return d
 }
 
+// reply has nothing to send: v1 refusals close (see answer).
+func (wamp1Codec) reply(*conn, *loopState, *request, decision.Decision) {}
+
+func (wamp1Codec) lastWord(*conn, *loopState, *request, decision.Decision) {}
+
+func (wamp1Codec) encode(p *Publication) []byte {
+	return textFrame(wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(p.topic)+16), p.topic, p.data))
+}
+
+// eventFrame: a subscription made with another string than the topic name
+// gets EVENTs that echo that string, encoded for it alone.
+func (wamp1Codec) eventFrame(c *conn, p *Publication, ts *topicSubs) []byte {
+	if raw := c.subs.of(ts).v1String(); raw != "" {
+		return textFrame(wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data))
+	}
+	return p.frame(protoWAMP1)
+}
+
+func (wamp1Codec) eventPrefix(c *conn, ts *topicSubs) []byte {
+	raw := c.subs.of(ts).v1String()
+	if raw == "" {
+		raw = ts.name
+	}
+	return wamp.AppendV1EventPrefix(nil, raw)
+}
+
+// v1Request stands for a v1 request in a refusal: its answer is the
+// close (see wamp1Codec.answer).
+var v1Request = &request{}
+
+// wamp1Malformed refuses a malformed message: 1007, as Ratchet does.
 func (c *conn) wamp1Malformed(ls *loopState, r reason.Reason, detail string) {
-	c.wamp1Close(ls, 1007, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-		Detail: capString(detail, 200)}, r)
+	c.refuse(ls, audit.Event{Detail: capString(detail, 200)},
+		decision.Deny(r).Closing(1007, "malformed WAMP message"), nil)
 }
 
 // wampOversize refuses a WAMP message over the size cap of its type
 // before it is parsed: 1009, a strike, and the connection closes.
 func (c *conn) wampOversize(ls *loopState, limit int) {
-	c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, Stage: audit.StageMessage,
-		Code:   1009,
-		Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"}, reason.MessageTooLarge)
-	c.closeWith(ls, 1009, reason.MessageTooLarge, "message too large for its type", 2*time.Second)
+	c.refuse(ls, audit.Event{Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"},
+		decision.Deny(reason.MessageTooLarge).Closing(1009, "message too large for its type"), nil)
 }
 
-// onWAMP1Message handles one complete text message of WAMP v1. The type
+// message handles one complete text message of WAMP v1. The type
 // code is read first: a type a client may not send, or a message over its
 // type's size cap, is refused before anything else is parsed.
-func (c *conn) onWAMP1Message(ls *loopState, payload []byte) {
+func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 	if code, ok := wamp.PeekType(payload); ok {
 		limit, known := wamp.V1MaxBytes(wamp.V1Type(code))
 		switch {
@@ -210,11 +218,11 @@ func (c *conn) onWAMP1Message(ls *loopState, payload []byte) {
 		}
 		c.hold(ls, st.prefixes.Bytes()-before) // the table counts against the inbound budget
 	case wamp.V1Call:
-		if !c.unsupported(ls, "CALL: RPC is not supported") {
-			return
+		c.unsupported(ls, "CALL: RPC is not supported", nil)
+		if c.state == stateOpen {
+			ls.scratch = wamp.AppendV1CallError(ls.scratch[:0], m.CallID, wamp.ErrorUnsupported, "RPC is not supported")
+			c.sendText(ls, ls.scratch)
 		}
-		ls.scratch = wamp.AppendV1CallError(ls.scratch[:0], m.CallID, wamp.ErrorUnsupported, "RPC is not supported")
-		c.sendText(ls, ls.scratch)
 	case wamp.V1Subscribe:
 		c.onWAMP1Subscribe(ls, m.Topic)
 	case wamp.V1Unsubscribe:
@@ -246,8 +254,7 @@ func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
 	if wamp.IsSeed(s) {
 		sd, err := wamp.ParseSeed(s)
 		if err != nil {
-			c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-				Detail: err.Error()}, parseReason(err))
+			c.refuse(ls, audit.Event{Detail: err.Error()}, decision.Reply(parseReason(err), ""), v1Request)
 			return m, false
 		}
 		m, v = ls.checkSubscribe(sd.Topic, sd.UserID, sd.Token)
@@ -255,8 +262,7 @@ func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
 		m, v = ls.checkSubscribe(s, nil, "")
 	}
 	if v != nil {
-		c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-			Detail: violationDetail(v)}, v.Reason)
+		c.refuse(ls, audit.Event{Detail: violationDetail(v)}, decision.Reply(v.Reason, ""), v1Request)
 		return m, false
 	}
 	return m, true
@@ -269,39 +275,21 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 	if !ok {
 		return
 	}
-	if c.findSub(m.Topic) >= 0 {
+	if c.subs.find(m.Topic) >= 0 {
 		return // already subscribed; v1 has no reply
 	}
-	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice,
-			Topic: m.Topic, UserID: m.UserID}, reason.TooManySubscriptions)
-		return
-	}
-	fp, r, sp := c.authorizeSpent(ls, &m, nil)
-	if r != reason.None {
-		ev, sev := audit.KindSubscribeDenied, audit.Notice
-		if r.IsAuth() {
-			ev, sev = audit.KindAuthFailed, audit.Warning
-		}
-		e := audit.Event{Event: ev, Severity: sev,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}
-		spentEvent(&e, r, sp, ls.loop.Now)
-		c.wamp1Close(ls, 1008, e, r)
+	a := c.authorize(ls, &m, nil)
+	if !a.Allowed() {
+		c.refuseSubscribe(ls, &m, a, v1Request)
 		return
 	}
 	if raw != m.Topic && !c.hold(ls, v1StringBytes(raw)) {
 		return // the string kept for EVENTs is over the inbound budget
 	}
-	if fp != "" {
-		c.emit(ls, audit.Event{Event: audit.KindAuthOK, Severity: audit.Info, Stage: audit.StageMessage,
-			Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
-	}
-	ls.subscribe(c, m.Topic)
+	c.subscribed(ls, &m, a)
 	if raw != m.Topic {
 		c.subs[len(c.subs)-1].v1 = &raw // a fresh string from the parser
 	}
-	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: m.Topic, UserID: m.UserID, TokenFP: fp}, reason.None)
 }
 
 // onWAMP1Unsubscribe finds the subscription by the exact string or, for a
@@ -315,20 +303,21 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 		}
 	}
 	if s := c.expand(ls, raw); i < 0 && !wamp.IsSeed(s) {
-		if j := c.findSub(s); j >= 0 && !wamp.IsSeed(c.subs[j].v1String()) {
+		if j := c.subs.find(s); j >= 0 && !wamp.IsSeed(c.subs[j].v1String()) {
 			i = j
 		}
 	}
 	if i < 0 {
-		// No reply in v1, and the string is not logged: it may be a seed.
-		c.emit(ls, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, Stage: audit.StageMessage}, reason.NotSubscribed)
+		// No reply in v1, and no close: a stale UNSUBSCRIBE is harmless.
+		// The string is not logged: it may be a seed.
+		c.refuse(ls, audit.Event{Severity: audit.Notice}, decision.Reply(reason.NotSubscribed, ""), nil)
 		return
 	}
 	topic := c.subs[i].topic.name
 	if v1 := c.subs[i].v1; v1 != nil {
 		c.hold(ls, -v1StringBytes(*v1))
 	}
-	ls.unsubscribe(c, i)
+	ls.hub.unsubscribe(ls, c, i)
 	c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
 		Topic: topic, UserID: c.userID()}, reason.None)
 }
@@ -337,32 +326,12 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 // excludeMe and the exclude/eligible session lists; a refusal closes 1008.
 func (c *conn) onWAMP1Publish(ls *loopState, m *wamp.V1Message) {
 	t, ok := c.resolveWAMP1(ls, m.Topic)
-	if !ok {
+	if !ok || !c.publishable(ls, t.Topic, m.Event, v1Request) {
 		return
-	}
-	s := ls.srv
-	rule, r := c.mayPublish(ls, t.Topic)
-	if r != reason.None {
-		ev := audit.KindMessageRejected
-		if r.IsAuth() {
-			ev = audit.KindAuthFailed
-		}
-		c.wamp1Close(ls, 1008, audit.Event{Event: ev, Severity: audit.Warning,
-			Topic: t.Topic, UserID: c.userID()}, r)
-		return
-	}
-	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
-		if v := ds.Check(m.Event); v != nil {
-			c.wamp1Close(ls, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-				Topic: t.Topic, UserID: c.userID(), Detail: violationDetail(v)}, v.Reason)
-			return
-		}
 	}
 	p := newPublication(t.Topic, append([]byte(nil), m.Event...))
-	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, s.connOfSession)
-	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: t.Topic, UserID: c.userID()}, reason.None)
-	s.post(p)
+	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, ls.srv.connOfSession)
+	c.publish(ls, p)
 }
 
 // connOfSession maps a native or WAMP v1 session id back to its

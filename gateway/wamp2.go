@@ -1,12 +1,11 @@
 package gateway
 
 import (
-	"time"
-
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
@@ -47,42 +46,72 @@ func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
 	return wamp2Fresh
 }
 
-// wamp2Abort records the refusal e, sends ABORT with uri and closes:
-// 1007 after a protocol violation, 1008 after a refused authentication.
-func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event, r reason.Reason) {
-	e.Code = int(code)
-	if e.Stage == "" {
-		e.Stage = audit.StageMessage
+// wamp2Codec is WAMP v2: ERROR replies to requests, ABORT before a close
+// in the opening phase, EVENTs shared by every subscriber of a topic
+// (their subscription id is the topic's).
+type wamp2Codec struct{}
+
+// welcome: v2 waits for the client's HELLO.
+func (wamp2Codec) welcome(*conn, *loopState) {}
+
+func (wamp2Codec) answer(d decision.Decision, _ *request) decision.Decision { return d }
+
+// reply sends ERROR for q, unless q asked for no answer (a PUBLISH without
+// acknowledge) or names no request (a message over the rate).
+func (wamp2Codec) reply(c *conn, ls *loopState, q *request, _ decision.Decision) {
+	if q == nil || q.quiet || q.typ == 0 {
+		return
 	}
-	c.emit(ls, e, r)
+	ls.scratch = wamp.AppendV2Error(ls.scratch[:0], q.typ, uint64(q.id), q.uri)
+	c.sendText(ls, ls.scratch)
+}
+
+// lastWord sends ABORT with q's URI before the close of a session that
+// never opened or broke the protocol.
+func (wamp2Codec) lastWord(c *conn, ls *loopState, q *request, d decision.Decision) {
+	if q == nil || q.uri == "" {
+		return
+	}
 	msg := "protocol violation"
-	if code != 1007 {
+	if d.Close != 1007 {
 		msg = "authentication failed"
 	}
-	ls.scratch = wamp.AppendV2Abort(ls.scratch[:0], uri, msg)
+	ls.scratch = wamp.AppendV2Abort(ls.scratch[:0], q.uri, msg)
 	c.sendText(ls, ls.scratch)
-	c.closeWith(ls, code, r, "", 2*time.Second)
+}
+
+func (wamp2Codec) encode(p *Publication) []byte {
+	return textFrame(wamp.AppendV2Event(make([]byte, 0, len(p.data)+56), wampIDs.Subscription(p.topic), p.id, p.data))
+}
+
+func (wamp2Codec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
+	return p.frame(protoWAMP2)
+}
+
+func (wamp2Codec) eventPrefix(_ *conn, ts *topicSubs) []byte {
+	return wamp.AppendV2EventPrefix(nil, wampIDs.Subscription(ts.name))
+}
+
+// wamp2Abort refuses the session's opening (HELLO, AUTHENTICATE) for
+// reason r: ABORT with uri, then close with code (1007 after a protocol
+// violation, 1008 after a refused authentication).
+func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event, r reason.Reason) {
+	c.refuse(ls, e, decision.Deny(r).Closing(code, ""), &request{uri: uri})
 }
 
 func (c *conn) wamp2Violation(ls *loopState, r reason.Reason, detail string) {
-	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Event: audit.KindMessageRejected,
-		Severity: audit.Warning, Detail: capString(detail, 200)}, r)
+	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Detail: capString(detail, 200)}, r)
 }
 
-// wamp2Error records e (a refusal) and sends ERROR for a request.
-func (c *conn) wamp2Error(ls *loopState, typ wamp.V2Type, req uint64, uri string, e audit.Event, r reason.Reason, reply bool) {
-	e.Stage = audit.StageMessage
-	c.emit(ls, e, r)
-	if reply {
-		ls.scratch = wamp.AppendV2Error(ls.scratch[:0], typ, req, uri)
-		c.sendText(ls, ls.scratch)
-	}
+// v2Request is a v2 request refused with ERROR uri (quiet: none sent).
+func v2Request(typ wamp.V2Type, id uint64, uri string, quiet bool) *request {
+	return &request{typ: typ, id: int64(id), uri: uri, quiet: quiet}
 }
 
-// onWAMP2Message handles one complete text message of WAMP v2. The type
+// message handles one complete text message of WAMP v2. The type
 // code is read first: a type a broker does not take, or a message over its
 // type's size cap, is refused before anything else is parsed.
-func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
+func (wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
 	if code, ok := wamp.PeekType(payload); ok {
 		limit, known := wamp.V2MaxBytes(wamp.V2Type(code))
 		switch {
@@ -106,7 +135,7 @@ func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
 	phase := c.wamp2Phase(ls)
 	switch {
 	case m.Type == wamp.V2Abort:
-		c.closeWith(ls, 1000, reason.ClientClosed, "", 2*time.Second)
+		c.closeWith(ls, 1000, reason.ClientClosed, "", closeGrace)
 		return
 	case m.Type == wamp.V2Hello:
 		if phase != wamp2Fresh {
@@ -130,7 +159,7 @@ func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
 	case wamp.V2Goodbye:
 		ls.scratch = wamp.AppendV2Goodbye(ls.scratch[:0], wamp.CloseGoodbyeAndOut)
 		c.sendText(ls, ls.scratch)
-		c.closeWith(ls, 1000, reason.ClientClosed, "", 2*time.Second)
+		c.closeWith(ls, 1000, reason.ClientClosed, "", closeGrace)
 	case wamp.V2Subscribe:
 		c.onWAMP2Subscribe(ls, &m)
 	case wamp.V2Unsubscribe:
@@ -142,10 +171,7 @@ func (c *conn) onWAMP2Message(ls *loopState, payload []byte) {
 		if m.Type == wamp.V2Register {
 			uri = wamp.ErrNotAuthorized
 		}
-		if c.unsupported(ls, "RPC is not supported") {
-			ls.scratch = wamp.AppendV2Error(ls.scratch[:0], m.Type, m.Request, uri)
-			c.sendText(ls, ls.scratch)
-		}
+		c.unsupported(ls, "RPC is not supported", v2Request(m.Type, m.Request, uri, false))
 	}
 }
 
@@ -156,8 +182,7 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 		return
 	}
 	if !wamp.ValidURI(m.Realm) {
-		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-			Detail: "HELLO realm is not a WAMP URI"}, reason.SchemaViolation)
+		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Detail: "HELLO realm is not a WAMP URI"}, reason.SchemaViolation)
 		return
 	}
 	ticket := false
@@ -170,8 +195,7 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 		return
 	}
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, m.AuthID), ""); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-			Detail: "HELLO authid: " + violationDetail(v)}, v.Reason)
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Detail: "HELLO authid: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	ls.wampState(c).authid = m.AuthID
@@ -183,8 +207,7 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 	authid := ls.wamp[c.id].authid
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, authid), m.Signature); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning,
-			UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
+		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	res := c.redeem(ls, m.Signature, authid)
@@ -212,18 +235,19 @@ func (c *conn) ticketGrant() *tokens.Grant { return c.grant }
 
 func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 	g := c.ticketGrant()
-	ev := audit.Event{Event: audit.KindMessageRejected, Severity: audit.Notice, UserID: g.UserID()}
+	ev := audit.Event{Severity: audit.Notice, UserID: g.UserID()}
 	if m.Match != "" {
 		ev.Detail = "pattern-based subscriptions are not supported"
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, ev, reason.Unsupported, true)
+		c.refuse(ls, ev, decision.Reply(reason.Unsupported, ""), v2Request(wamp.V2Subscribe, m.Request, wamp.ErrInvalidArgument, false))
 		return
 	}
 	msg, v := ls.checkSubscribe(m.Topic, native.AppendString(nil, g.UserID()), "")
 	if v != nil {
 		ev.Severity, ev.Detail = audit.Warning, violationDetail(v)
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, ev, v.Reason, true)
+		c.refuse(ls, ev, decision.Reply(v.Reason, ""), v2Request(wamp.V2Subscribe, m.Request, wamp.ErrInvalidURI, false))
 		return
 	}
+	q := v2Request(wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, false)
 	id := wampIDs.Subscription(msg.Topic)
 	for i := range c.subs {
 		if wampIDs.Subscription(c.subs[i].topic.name) != id {
@@ -233,30 +257,19 @@ func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 			// Two topics hashed to one id (about 2^-53 per pair): refuse
 			// rather than mix their events.
 			ev.Event, ev.Topic = audit.KindSubscribeDenied, msg.Topic
-			c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, reason.Internal, true)
+			c.refuse(ls, ev, decision.Reply(reason.Internal, ""), q)
 			return
 		}
 		ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
 		c.sendText(ls, ls.scratch)
 		return
 	}
-	ev.Event, ev.Topic = audit.KindSubscribeDenied, msg.Topic
-	if len(c.subs) >= ls.srv.opts.Limits.MaxSubscriptionsConn {
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, reason.TooManySubscriptions, true)
+	a := c.authorize(ls, &msg, g)
+	if !a.Allowed() {
+		c.refuseSubscribe(ls, &msg, a, q)
 		return
 	}
-	fp, r := c.authorizeWith(ls, &msg, g)
-	if r != reason.None {
-		if r.IsAuth() {
-			ev.Event, ev.Severity = audit.KindAuthFailed, audit.Warning
-		}
-		ev.TokenFP = fp
-		c.wamp2Error(ls, wamp.V2Subscribe, m.Request, wamp.ErrNotAuthorized, ev, r, true)
-		return
-	}
-	ls.subscribe(c, msg.Topic)
-	c.emit(ls, audit.Event{Event: audit.KindSubscribe, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: msg.Topic, UserID: g.UserID(), TokenFP: fp}, reason.None)
+	c.subscribed(ls, &msg, a)
 	ls.scratch = wamp.AppendV2Subscribed(ls.scratch[:0], m.Request, id)
 	c.sendText(ls, ls.scratch)
 }
@@ -265,7 +278,7 @@ func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
 	for i := range c.subs {
 		if wampIDs.Subscription(c.subs[i].topic.name) == m.Subscription {
 			topic := c.subs[i].topic.name
-			ls.unsubscribe(c, i)
+			ls.hub.unsubscribe(ls, c, i)
 			c.emit(ls, audit.Event{Event: audit.KindUnsubscribe, Severity: audit.Info, Stage: audit.StageMessage,
 				Topic: topic, UserID: c.userID()}, reason.None)
 			ls.scratch = wamp.AppendV2Unsubscribed(ls.scratch[:0], m.Request)
@@ -273,51 +286,51 @@ func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
 			return
 		}
 	}
-	c.wamp2Error(ls, wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, audit.Event{Event: audit.KindMessageRejected,
-		Severity: audit.Notice, UserID: c.userID()}, reason.NotSubscribed, true)
+	c.refuse(ls, audit.Event{Severity: audit.Notice, UserID: c.userID()}, decision.Reply(reason.NotSubscribed, ""),
+		v2Request(wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, false))
 }
 
 // onWAMP2Publish publishes where the topic rule allows it. The publisher is
 // excluded unless options.exclude_me is false; PUBLISHED and ERROR are sent
 // only when options.acknowledge asks for them.
 func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
-	s := ls.srv
-	ev := audit.Event{Event: audit.KindMessageRejected, Severity: audit.Warning, UserID: c.userID()}
+	quiet := !m.Acknowledge
 	msg, v := ls.checkSubscribe(m.Topic, nil, "")
 	if v != nil {
-		ev.Detail = violationDetail(v)
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidURI, ev, v.Reason, m.Acknowledge)
-		return
-	}
-	ev.Topic = msg.Topic
-	rule, r := c.mayPublish(ls, msg.Topic)
-	if r != reason.None {
-		if r.IsAuth() {
-			ev.Event = audit.KindAuthFailed
-		}
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrNotAuthorized, ev, r, m.Acknowledge)
+		c.refuse(ls, audit.Event{UserID: c.userID(), Detail: violationDetail(v)}, decision.Reply(v.Reason, ""),
+			v2Request(wamp.V2Publish, m.Request, wamp.ErrInvalidURI, quiet))
 		return
 	}
 	data, ok := m.Data()
-	if !ok {
-		ev.Detail = "PUBLISH carries more than one value (several args, or args and kwargs)"
-		c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, reason.SchemaViolation, m.Acknowledge)
+	// The topic and its tokens first, then the data's shape and schema.
+	rl := ls.rules()
+	rule, d := c.mayPublish(ls, rl.topics, msg.Topic)
+	switch {
+	case !d.Allowed():
+		e := audit.Event{Topic: msg.Topic, UserID: c.userID()}
+		if d.Why().IsAuth() {
+			e.Event = audit.KindAuthFailed
+		}
+		c.refuse(ls, e, d, v2Request(wamp.V2Publish, m.Request, wamp.ErrNotAuthorized, quiet))
+		return
+	case !ok:
+		c.refuse(ls, audit.Event{Topic: msg.Topic, UserID: c.userID(),
+			Detail: "PUBLISH carries more than one value (several args, or args and kwargs)"},
+			decision.Reply(reason.SchemaViolation, ""), v2Request(wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, quiet))
 		return
 	}
-	if ds, ok := s.opts.DataSchemas[rule.Match]; ok {
+	if ds, ok := rl.dataSchemas[rule.Match]; ok {
 		if v := ds.Check(data); v != nil {
-			ev.Detail = violationDetail(v)
-			c.wamp2Error(ls, wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, ev, v.Reason, m.Acknowledge)
+			c.refuse(ls, audit.Event{Topic: msg.Topic, UserID: c.userID(), Detail: violationDetail(v)},
+				decision.Reply(v.Reason, v.Message), v2Request(wamp.V2Publish, m.Request, wamp.ErrInvalidArgument, quiet))
 			return
 		}
 	}
 	p := newPublication(msg.Topic, append([]byte(nil), data...))
 	p.filter = newPubFilter(c.id, m.ExcludeMe, m.Exclude, m.Eligible, m.HasEligible, wampIDs.Conn)
-	c.emit(ls, audit.Event{Event: audit.KindPublish, Severity: audit.Info, Stage: audit.StageMessage,
-		Topic: msg.Topic, UserID: c.userID()}, reason.None)
 	if m.Acknowledge {
 		ls.scratch = wamp.AppendV2Published(ls.scratch[:0], m.Request, p.id)
 		c.sendText(ls, ls.scratch)
 	}
-	s.post(p)
+	c.publish(ls, p)
 }

@@ -47,7 +47,7 @@ func (r *recSink) find(t *testing.T, event audit.Kind, why string) audit.Event {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, e := range r.all() {
-			if e.Event == event && (why == "" || e.Reason == why) {
+			if e.Event == event && (why == "" || e.Reason.String() == why) {
 				return e
 			}
 		}
@@ -302,7 +302,7 @@ func TestWAMP1Refusals(t *testing.T) {
 				}
 				return len(refusals) >= 1
 			})
-			if len(refusals) != 1 || refusals[0].Event != c.event || refusals[0].Reason != c.reason ||
+			if len(refusals) != 1 || refusals[0].Event != c.event || refusals[0].Reason.String() != c.reason ||
 				refusals[0].Proto != "wamp" || refusals[0].Code != c.code {
 				t.Fatalf("refusals %+v, want one %s %s", refusals, c.event, c.reason)
 			}
@@ -487,7 +487,7 @@ func TestWAMP2Refusals(t *testing.T) {
 				}
 				return len(refusals) >= 1
 			})
-			if len(refusals) != 1 || refusals[0].Event != c.event || refusals[0].Reason != c.why || refusals[0].Proto != "wamp.2.json" {
+			if len(refusals) != 1 || refusals[0].Event != c.event || refusals[0].Reason.String() != c.why || refusals[0].Proto != "wamp.2.json" {
 				t.Fatalf("refusals %+v, want one %s %s", refusals, c.event, c.why)
 			}
 		})

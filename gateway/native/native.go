@@ -3,7 +3,7 @@
 // Decoding and validation of client messages live in policy/schema.
 //
 // Encoders append to a caller's buffer and never allocate beyond its growth.
-// native imports only policy/reason and audit (its JSON string encoder)
+// native imports only audit/reason and audit (its JSON string encoder)
 // from the project.
 package native
 
@@ -11,7 +11,7 @@ import (
 	"strconv"
 
 	"github.com/portcullis-gw/portcullis/audit"
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Subprotocol is the name negotiated in Sec-WebSocket-Protocol.

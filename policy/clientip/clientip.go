@@ -10,8 +10,8 @@
 // closed), with reason.BadClientIP when a trusted proxy sent garbage.
 //
 // It owns the parsing of forwarding headers and PROXY protocol headers; it
-// does no I/O and keeps no state. It imports only policy/reason from the
-// project and must never import gateway/ or audit/.
+// does no I/O and keeps no state. It imports only audit/reason from the
+// project and must never import gateway/ or the rest of audit/.
 package clientip
 
 import (
@@ -20,7 +20,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Forwarding headers a Resolver can read, in their canonical spelling.

@@ -11,7 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 

@@ -27,8 +27,8 @@
 // A header that is present but empty is always refused.
 //
 // The caller must refuse a request with more than one Origin header before
-// calling Check. This package imports only policy/reason from the project
-// and must never import gateway/ or audit/.
+// calling Check. This package imports only audit/reason from the project
+// and must never import gateway/ or the rest of audit/.
 package origin
 
 import (
@@ -37,7 +37,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // DefaultAllowMissing is the default of the `allow_missing_origin` config

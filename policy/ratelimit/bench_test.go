@@ -10,22 +10,6 @@ func benchTable(b *testing.B) *Table {
 	return newTable(b, Config{ConnRate: Rate{PerSecond: 1e9, Burst: 1 << 20}, HandshakeFailRate: DefaultHandshakeFailRate})
 }
 
-// BenchmarkAllowConnAcquireRelease is the accept path of a known key in
-// three calls.
-func BenchmarkAllowConnAcquireRelease(b *testing.B) {
-	tb := benchTable(b)
-	p := v4(1)
-	now := t0
-	b.ReportAllocs()
-	for b.Loop() {
-		now = now.Add(time.Microsecond)
-		if tb.AllowConn(p, now) != Allow || tb.Acquire(p) != Allow {
-			b.Fatal("refused")
-		}
-		tb.Release(p)
-	}
-}
-
 // BenchmarkAdmitRelease is the accept path of a known key in one call.
 func BenchmarkAdmitRelease(b *testing.B) {
 	tb := benchTable(b)
@@ -61,9 +45,9 @@ func BenchmarkAdmitReleaseParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkAllowConnNewKeyBelowCap inserts a new key each time into a
+// BenchmarkAdmitNewKeyBelowCap inserts a new key each time into a
 // table with room.
-func BenchmarkAllowConnNewKeyBelowCap(b *testing.B) {
+func BenchmarkAdmitNewKeyBelowCap(b *testing.B) {
 	tb := newTable(b, Config{ConnRate: DefaultConnRate, MaxEntries: 1 << 30})
 	now := t0
 	i := 0
@@ -71,24 +55,24 @@ func BenchmarkAllowConnNewKeyBelowCap(b *testing.B) {
 	for b.Loop() {
 		i++
 		now = now.Add(time.Microsecond)
-		tb.AllowConn(v6(i), now)
+		attempt(tb, v6(i), now)
 	}
 }
 
-// BenchmarkAllowConnNewKeyFull is an address-spraying attacker: every key
+// BenchmarkAdmitNewKeyFull is an address-spraying attacker: every key
 // is new and evicts the least recently used one of a full table.
-func BenchmarkAllowConnNewKeyFull(b *testing.B) {
+func BenchmarkAdmitNewKeyFull(b *testing.B) {
 	tb := newTable(b, Config{ConnRate: DefaultConnRate, HandshakeFailRate: DefaultHandshakeFailRate})
 	now := t0
 	for i := range DefaultMaxEntries {
-		tb.AllowConn(v6(-i-1), now)
+		attempt(tb, v6(-i-1), now)
 	}
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
 		now = now.Add(time.Microsecond)
-		tb.AllowConn(v6(i), now)
+		attempt(tb, v6(i), now)
 	}
 }
 

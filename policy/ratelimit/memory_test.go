@@ -50,7 +50,7 @@ func TestMemoryBounded(t *testing.T) {
 			for i := w; i < keys; i += workers {
 				now = now.Add(time.Microsecond)
 				p := v6(i)
-				if v := tb.AllowConn(p, now); v != Allow {
+				if v := attempt(tb, p, now); v != Allow {
 					t.Errorf("key %d: %v", i, v)
 					return
 				}

@@ -12,7 +12,7 @@
 // Keys are the counted prefixes of clientip.Key (IPv4 /32, IPv6 /64 by
 // default, ::ffff: forms unified); this package does not compute them.
 // It imports only the standard library, golang.org/x/time/rate and
-// policy/reason, and never imports gateway, audit or alerting: callers turn
+// audit/reason, and never imports gateway, alerting or the rest of audit: callers turn
 // a Verdict into a close, an audit event and a strike.
 package ratelimit
 

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Defaults for a zero Config field (docs/ARCHITECTURE.md and docs/CONFIG.md). Zero never means
@@ -115,7 +115,7 @@ func (v Verdict) Reason() reason.Reason {
 // Stats is a snapshot of a Table's counters.
 type Stats struct {
 	Entries   int    // keys held
-	Conns     int    // open sockets counted (Acquire and HoldRefused minus their releases)
+	Conns     int    // open sockets counted (Admit and HoldRefused minus their releases)
 	Evictions uint64 // idle entries dropped to make room for a new key
 	Swept     uint64 // idle entries dropped by Sweep
 	// Refused counts refusals by verdict (index Verdict; Allow stays 0).
@@ -168,7 +168,7 @@ type entry struct {
 	prev, next *entry        // idle list links
 	conn       *rate.Limiter // attempts; nil: full bucket
 	fail       *rate.Limiter // handshake failures; nil: full bucket
-	last       int64         // latest AllowConn/HandshakeFailed, Unix ns
+	last       int64         // latest Admit/HandshakeFailed, Unix ns
 	conns      int32         // open sockets: admitted ones and refused ones held
 	refused    int32         // of conns, refused sockets held by HoldRefused
 }
@@ -229,14 +229,6 @@ func (t *Table) Len() int {
 	return n
 }
 
-// AllowConn decides a connection attempt from p at now: HandshakeFails
-// while p's handshake failure bucket is empty (nothing is taken from it),
-// else ConnRate if p's attempt bucket is empty (one token is taken when
-// it is not). It does not count an open connection; see Acquire and Admit.
-func (t *Table) AllowConn(p netip.Prefix, now time.Time) Verdict {
-	return t.decide(p, func(s *shard, e *entry) Verdict { return t.allowLocked(s, e, now) })
-}
-
 // decide runs f on p's entry under its shard's lock (TableFull when no
 // entry can be had, InvalidKey for an invalid p) and counts the verdict.
 func (t *Table) decide(p netip.Prefix, f func(s *shard, e *entry) Verdict) Verdict {
@@ -255,19 +247,15 @@ func (t *Table) decide(p netip.Prefix, f func(s *shard, e *entry) Verdict) Verdi
 	return v
 }
 
-// Acquire counts one more open connection of p, or refuses with
-// PerIPConns when p already has PerIPConnections open sockets (refused
-// ones held by HoldRefused included). Every Allow must be
-// paired with one Release(p) when the connection closes.
-func (t *Table) Acquire(p netip.Prefix) Verdict {
-	return t.decide(p, t.acquireLocked)
-}
-
-// Admit is AllowConn followed by Acquire under one lock: the accept path's
-// single call. On Allow the caller holds one open connection of p and must
-// Release it; a refused attempt holds nothing (but did take its attempt
-// token, as every attempt counts) unless the caller then holds it with
-// HoldRefused.
+// Admit decides a connection attempt from p at now, the accept path's
+// single call, under one lock: HandshakeFails while p's handshake failure
+// bucket is empty (nothing is taken from it), else ConnRate if p's attempt
+// bucket is empty (one token is taken when it is not), else PerIPConns
+// when p already has PerIPConnections open sockets (refused ones held by
+// HoldRefused included), else Allow, counting one more open connection of
+// p. On Allow the caller holds it and must Release it; a refused attempt
+// holds nothing (but did take its attempt token, as every attempt counts)
+// unless the caller then holds it with HoldRefused.
 func (t *Table) Admit(p netip.Prefix, now time.Time) Verdict {
 	return t.decide(p, func(s *shard, e *entry) Verdict {
 		if v := t.allowLocked(s, e, now); v != Allow {
@@ -277,8 +265,24 @@ func (t *Table) Admit(p netip.Prefix, now time.Time) Verdict {
 	})
 }
 
-// Release gives back one open connection of p taken by Acquire or Admit.
-// A Release without a matching Acquire is ignored.
+// Release gives back one open connection of p taken by Admit. A Release
+// without a matching Admit is ignored.
+
+// RefundAttempt gives back the attempt token that Admit took from p's
+// attempt bucket at now, for an attempt that must not count (a health
+// probe of a load balancer): the bucket gains one token, but never
+// beyond full, and only while a full token fits.
+func (t *Table) RefundAttempt(p netip.Prefix, now time.Time) {
+	if !p.IsValid() || !t.connRate.Enabled() {
+		return
+	}
+	s := t.shard(p)
+	s.mu.Lock()
+	if e := s.m[p]; e != nil && e.conn != nil && e.conn.TokensAt(now) <= float64(e.conn.Burst()-1) {
+		e.conn.AllowN(now, -1) // a negative take puts a token back
+	}
+	s.mu.Unlock()
+}
 func (t *Table) Release(p netip.Prefix) {
 	t.release(p, false)
 }
@@ -339,7 +343,7 @@ func (t *Table) release(p netip.Prefix, refused bool) {
 // HandshakeFailed counts one failed handshake of p at now. It returns
 // HandshakeFails once p's failure rate is exceeded (this failure found the
 // bucket empty), Allow while it is within the rate. From then on
-// AllowConn refuses p until its failure bucket has a token again.
+// Admit refuses p until its failure bucket has a token again.
 func (t *Table) HandshakeFailed(p netip.Prefix, now time.Time) Verdict {
 	if p.IsValid() && !t.failRate.Enabled() {
 		return Allow
@@ -356,7 +360,7 @@ func (t *Table) HandshakeFailed(p netip.Prefix, now time.Time) Verdict {
 	})
 }
 
-// RetryAfter is how long from now until AllowConn would let p try again
+// RetryAfter is how long from now until Admit would let p try again
 // (zero if it would now), for a Retry-After header.
 func (t *Table) RetryAfter(p netip.Prefix, now time.Time) time.Duration {
 	if !p.IsValid() {
@@ -452,7 +456,8 @@ func (t *Table) shardIndex(p netip.Prefix) int {
 	return int((h1 ^ h0) % numShards)
 }
 
-// allowLocked is AllowConn for e. Requires that s.mu is held.
+// allowLocked decides an attempt of e's key at now (Admit's rates).
+// Requires that s.mu is held.
 func (t *Table) allowLocked(s *shard, e *entry, now time.Time) Verdict {
 	s.touch(e, now)
 	if e.fail != nil && t.failRate.Enabled() && e.fail.TokensAt(now) < 1 {
@@ -470,7 +475,8 @@ func (t *Table) allowLocked(s *shard, e *entry, now time.Time) Verdict {
 	return Allow
 }
 
-// acquireLocked is Acquire for e. Requires that s.mu is held.
+// acquireLocked counts one more open connection of e's key, or refuses
+// with PerIPConns at the cap (Admit's). Requires that s.mu is held.
 func (t *Table) acquireLocked(s *shard, e *entry) Verdict {
 	if e.conns >= t.perIP {
 		return PerIPConns

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -42,23 +42,23 @@ func TestNginxBurstSemantics(t *testing.T) {
 	tb := newTable(t, Config{ConnRate: Rate{PerSecond: 10, Burst: 20}})
 	p := v4(1)
 	for i := range 21 {
-		if v := tb.AllowConn(p, t0); v != Allow {
+		if v := attempt(tb, p, t0); v != Allow {
 			t.Fatalf("attempt %d: %v, want allow", i+1, v)
 		}
 	}
-	if v := tb.AllowConn(p, t0); v != ConnRate {
+	if v := attempt(tb, p, t0); v != ConnRate {
 		t.Fatalf("attempt 22: %v, want conn_rate", v)
 	}
 	if d := tb.RetryAfter(p, t0); d != 100*time.Millisecond {
 		t.Errorf("RetryAfter = %v, want 100ms", d)
 	}
-	if v := tb.AllowConn(p, t0.Add(99*time.Millisecond)); v != ConnRate {
+	if v := attempt(tb, p, t0.Add(99*time.Millisecond)); v != ConnRate {
 		t.Fatalf("after 99ms: %v, want conn_rate", v)
 	}
-	if v := tb.AllowConn(p, t0.Add(100*time.Millisecond)); v != Allow {
+	if v := attempt(tb, p, t0.Add(100*time.Millisecond)); v != Allow {
 		t.Fatalf("after 100ms: %v, want allow", v)
 	}
-	if v := tb.AllowConn(v4(2), t0); v != Allow {
+	if v := attempt(tb, v4(2), t0); v != Allow {
 		t.Fatalf("other key: %v, want allow", v)
 	}
 	if got := tb.Stats().Refused[ConnRate]; got != 2 {
@@ -69,7 +69,7 @@ func TestNginxBurstSemantics(t *testing.T) {
 func TestDisabledRateAllowsAll(t *testing.T) {
 	tb := newTable(t, Config{})
 	for i := range 1000 {
-		if v := tb.AllowConn(v4(1), t0); v != Allow {
+		if v := attempt(tb, v4(1), t0); v != Allow {
 			t.Fatalf("attempt %d: %v", i, v)
 		}
 		if v := tb.HandshakeFailed(v4(1), t0); v != Allow {
@@ -109,21 +109,55 @@ func TestConfigErrorsAndDefaults(t *testing.T) {
 	}
 }
 
+// attempt is a connection attempt that does not stay: Admit, then Release
+// when admitted.
+func attempt(tb *Table, p netip.Prefix, now time.Time) Verdict {
+	v := tb.Admit(p, now)
+	if v == Allow {
+		tb.Release(p)
+	}
+	return v
+}
+
+// A refunded attempt does not count against the attempt rate, and a
+// refund never fills the bucket beyond full.
+func TestRefundAttempt(t *testing.T) {
+	tb := newTable(t, Config{ConnRate: Rate{PerSecond: 1, Burst: 2}})
+	p := v4(1)
+	tb.RefundAttempt(p, t0) // unknown key: nothing
+	for i := range 10 {
+		if v := attempt(tb, p, t0); v != Allow {
+			t.Fatalf("refunded attempt %d: %v", i, v)
+		}
+		tb.RefundAttempt(p, t0)
+	}
+	tb.RefundAttempt(p, t0) // full already: stays full
+	for i := range 3 {
+		if v := attempt(tb, p, t0); v != Allow {
+			t.Fatalf("attempt %d of a full bucket: %v", i, v)
+		}
+	}
+	if v := attempt(tb, p, t0); v != ConnRate {
+		t.Fatalf("fourth attempt: %v, want conn_rate (a refund overfilled the bucket)", v)
+	}
+	tb.RefundAttempt(netip.Prefix{}, t0)
+}
+
 func nanf() float64 { z := 0.0; return z / z }
 
 func TestAcquireRelease(t *testing.T) {
 	tb := newTable(t, Config{PerIPConnections: 2})
 	p := v4(1)
 	for i := range 2 {
-		if v := tb.Acquire(p); v != Allow {
+		if v := tb.Admit(p, t0); v != Allow {
 			t.Fatalf("acquire %d: %v", i, v)
 		}
 	}
-	if v := tb.Acquire(p); v != PerIPConns {
+	if v := tb.Admit(p, t0); v != PerIPConns {
 		t.Fatalf("third acquire: %v, want per_ip_connections", v)
 	}
 	tb.Release(p)
-	if v := tb.Acquire(p); v != Allow {
+	if v := tb.Admit(p, t0); v != Allow {
 		t.Fatalf("acquire after release: %v", v)
 	}
 	tb.Release(p)
@@ -135,11 +169,11 @@ func TestAcquireRelease(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	for i := range 2 {
-		if v := tb.Acquire(p); v != Allow {
+		if v := tb.Admit(p, t0); v != Allow {
 			t.Fatalf("acquire %d after unmatched releases: %v", i, v)
 		}
 	}
-	if v := tb.Acquire(p); v != PerIPConns {
+	if v := tb.Admit(p, t0); v != PerIPConns {
 		t.Fatalf("cap after unmatched releases: %v", v)
 	}
 }
@@ -170,7 +204,7 @@ func TestHandshakeFailRate(t *testing.T) {
 			t.Fatalf("failure %d: %v, want allow", i+1, v)
 		}
 	}
-	if v := tb.AllowConn(p, t0); v != HandshakeFails {
+	if v := attempt(tb, p, t0); v != HandshakeFails {
 		t.Fatalf("attempt with empty failure bucket: %v, want handshake_fail_rate", v)
 	}
 	if v := tb.HandshakeFailed(p, t0); v != HandshakeFails {
@@ -179,10 +213,10 @@ func TestHandshakeFailRate(t *testing.T) {
 	if d := tb.RetryAfter(p, t0); d != time.Second {
 		t.Errorf("RetryAfter = %v, want 1s", d)
 	}
-	if v := tb.AllowConn(p, t0.Add(time.Second)); v != Allow {
+	if v := attempt(tb, p, t0.Add(time.Second)); v != Allow {
 		t.Fatalf("attempt after 1s: %v, want allow", v)
 	}
-	if v := tb.AllowConn(v4(8), t0); v != Allow {
+	if v := attempt(tb, v4(8), t0); v != Allow {
 		t.Fatalf("other key: %v", v)
 	}
 }
@@ -191,10 +225,10 @@ func TestLRUEvictionWithinShard(t *testing.T) {
 	tb := newTable(t, Config{MaxEntries: 3})
 	k := keysInShard(tb, 5, 4)
 	for i, p := range k[:3] {
-		tb.AllowConn(p, t0.Add(time.Duration(i)))
+		attempt(tb, p, t0.Add(time.Duration(i)))
 	}
-	tb.AllowConn(k[0], t0.Add(10)) // k[1] is now least recently used
-	tb.AllowConn(k[3], t0.Add(11))
+	attempt(tb, k[0], t0.Add(10)) // k[1] is now least recently used
+	attempt(tb, k[3], t0.Add(11))
 	if tb.Len() != 3 {
 		t.Fatalf("Len = %d, want 3", tb.Len())
 	}
@@ -213,19 +247,19 @@ func TestLiveEntriesAreNeverEvicted(t *testing.T) {
 	tb := newTable(t, Config{MaxEntries: 2})
 	a := keysInShard(tb, 3, 2)
 	b := keysInShard(tb, 40, 1)[0]
-	if v := tb.Acquire(a[0]); v != Allow {
+	if v := tb.Admit(a[0], t0); v != Allow {
 		t.Fatal(v)
 	}
-	tb.AllowConn(b, t0) // idle, in another shard
+	attempt(tb, b, t0) // idle, in another shard
 	// a[1] shares a[0]'s shard, which has no idle entry: b's slot is taken.
-	if v := tb.Acquire(a[1]); v != Allow {
+	if v := tb.Admit(a[1], t0); v != Allow {
 		t.Fatalf("new key with an idle entry elsewhere: %v, want allow", v)
 	}
 	if _, in := tb.shard(b).m[b]; in {
 		t.Error("idle entry b not evicted")
 	}
 	// Now both entries are live: a new key is refused, nothing is evicted.
-	if v := tb.AllowConn(b, t0); v != TableFull {
+	if v := attempt(tb, b, t0); v != TableFull {
 		t.Fatalf("new key in a table of live entries: %v, want table_full", v)
 	}
 	if v := tb.HandshakeFailed(b, t0); v != Allow && v != TableFull {
@@ -235,13 +269,13 @@ func TestLiveEntriesAreNeverEvicted(t *testing.T) {
 		t.Fatalf("Len %d, stats %+v", tb.Len(), tb.Stats())
 	}
 	tb.Release(a[0])
-	if v := tb.AllowConn(b, t0); v != Allow {
+	if v := attempt(tb, b, t0); v != Allow {
 		t.Fatalf("after a release: %v, want allow", v)
 	}
 	if tb.Len() != 2 {
 		t.Fatalf("Len %d, want 2", tb.Len())
 	}
-	if v := tb.Acquire(a[1]); v != Allow {
+	if v := tb.Admit(a[1], t0); v != Allow {
 		t.Fatalf("live entry lost: %v", v)
 	}
 	if st := tb.Stats(); st.Conns != 2 || st.Evictions != 2 {
@@ -253,11 +287,11 @@ func TestSweep(t *testing.T) {
 	// Conn bucket refills in 3 s, failure bucket in 10 s: the TTL is 10 s.
 	tb := newTable(t, Config{ConnRate: Rate{PerSecond: 1, Burst: 2}, HandshakeFailRate: Rate{PerSecond: 0.2, Burst: 1}})
 	idle, live, failed, recent := v4(1), v4(2), v4(3), v4(4)
-	tb.AllowConn(idle, t0)
+	attempt(tb, idle, t0)
 	tb.Admit(live, t0)
 	tb.HandshakeFailed(failed, t0)
 	tb.HandshakeFailed(failed, t0)
-	tb.AllowConn(recent, t0.Add(5*time.Second))
+	attempt(tb, recent, t0.Add(5*time.Second))
 	if n := tb.Sweep(t0.Add(9 * time.Second)); n != 0 {
 		t.Fatalf("swept %d before the TTL", n)
 	}
@@ -286,7 +320,7 @@ func TestSweepManyBatches(t *testing.T) {
 	tb := newTable(t, Config{ConnRate: DefaultConnRate})
 	const n = 64 * sweepBatch * 3
 	for i := range n {
-		tb.AllowConn(v4(i), t0)
+		attempt(tb, v4(i), t0)
 	}
 	if got := tb.Sweep(t0.Add(time.Minute)); got != n || tb.Len() != 0 {
 		t.Fatalf("swept %d, Len %d; want %d, 0", got, tb.Len(), n)
@@ -297,8 +331,6 @@ func TestInvalidKeyDenied(t *testing.T) {
 	tb := newTable(t, Config{})
 	var zero netip.Prefix
 	for name, v := range map[string]Verdict{
-		"AllowConn":       tb.AllowConn(zero, t0),
-		"Acquire":         tb.Acquire(zero),
 		"Admit":           tb.Admit(zero, t0),
 		"HandshakeFailed": tb.HandshakeFailed(zero, t0),
 	} {
@@ -306,7 +338,7 @@ func TestInvalidKeyDenied(t *testing.T) {
 			t.Errorf("%s(zero) = %v, want invalid_key", name, v)
 		}
 	}
-	if got := tb.Stats().Refused[InvalidKey]; got != 4 {
+	if got := tb.Stats().Refused[InvalidKey]; got != 2 {
 		t.Errorf("Refused[InvalidKey] = %d", got)
 	}
 }
@@ -399,10 +431,10 @@ func TestAdmitReleaseNoAllocs(t *testing.T) {
 	now := t0
 	allocs := testing.AllocsPerRun(1000, func() {
 		now = now.Add(time.Microsecond)
-		if v := tb.AllowConn(p, now); v != Allow {
+		if v := attempt(tb, p, now); v != Allow {
 			t.Fatal(v)
 		}
-		if v := tb.Acquire(p); v != Allow {
+		if v := tb.Admit(p, t0); v != Allow {
 			t.Fatal(v)
 		}
 		tb.Release(p)

@@ -32,7 +32,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // Defaults for a zero Limits field (docs/ARCHITECTURE.md and docs/CONFIG.md).

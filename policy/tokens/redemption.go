@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // A spent token presented again is one of two things. A browser that lost

@@ -9,8 +9,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
-	"github.com/portcullis-gw/portcullis/policy/reason"
 )
 
 func presenter(conn uint64, addr, user string) Presenter {

@@ -49,8 +49,8 @@
 // match because an earlier rule covers them, which also catches the
 // classic mistake of a public "user.**" placed before "user.{userId}.**".
 //
-// It imports only policy/reason from the project and must never import
-// gateway/ or audit/.
+// It imports only audit/reason from the project and must never import
+// gateway/ or the rest of audit/.
 package topics
 
 import (
@@ -60,7 +60,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // MaxLen is the longest topic name or pattern, in bytes.
