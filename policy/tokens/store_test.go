@@ -12,7 +12,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/portcullis-gw/portcullis/policy/reason"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
