@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +37,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit"
-	"github.com/portcullis-gw/portcullis/gateway/frame"
+	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
@@ -49,26 +48,60 @@ import (
 )
 
 // Limits are the per-connection and global limits of docs/CONFIG.md. A zero field
-// means the default, never "unlimited".
+// means the default, never "unlimited": the embedded default config's
+// value (gateway/config), except for the two that are no config key.
 type Limits struct {
-	MaxConnections       int            // open connections in all (100,000)
-	MaxFrameBytes        int            // largest accepted frame payload (64 KiB)
-	MaxMessageBytes      int            // largest reassembled message (1 MiB)
-	HandshakeTimeout     time.Duration  // time to send a complete upgrade request (10 s)
-	HandshakeBytes       int            // largest upgrade request (8 KiB)
-	PingInterval         time.Duration  // server pings (25 s); two missed pongs close
-	WriteQueueBytes      int            // bytes queued for one slow client before it is a slow consumer (256 KiB)
-	WriteStallTimeout    time.Duration  // time without write progress before it is a slow consumer (10 s)
-	MaxSubscriptionsConn int            // subscriptions per connection (100)
-	SendBufferBytes      int            // SO_SNDBUF per connection (64 KiB)
+	MaxConnections       int            // open connections in all
+	MaxFrameBytes        int            // largest accepted frame payload
+	MaxMessageBytes      int            // largest reassembled message
+	HandshakeTimeout     time.Duration  // time to send a complete upgrade request
+	HandshakeBytes       int            // largest upgrade request (DefaultHandshakeBytes)
+	PingInterval         time.Duration  // server pings; two missed pongs close
+	WriteQueueBytes      int            // bytes queued for one slow client before it is a slow consumer
+	WriteStallTimeout    time.Duration  // time without write progress before it is a slow consumer
+	MaxSubscriptionsConn int            // subscriptions per connection
+	SendBufferBytes      int            // SO_SNDBUF per connection (DefaultSendBufferBytes)
 	MsgRate              ratelimit.Rate // messages (and pings) per connection; zero PerSecond: unlimited
-	MessageTimeout       time.Duration  // a message (or frame) whose first byte arrived must complete within it (10 s)
-	InboundBufferPerIP   int            // inbound bytes held per counted address: unfinished messages, WAMP v1 tables (4 MiB)
-	InboundBufferTotal   int            // inbound bytes held in all (256 MiB)
+	MessageTimeout       time.Duration  // a message (or frame) whose first byte arrived must complete within it
+	InboundBufferPerIP   int            // inbound bytes held per counted address: unfinished messages, WAMP v1 tables
+	InboundBufferTotal   int            // inbound bytes held in all
 	BytesRate            ratelimit.Rate // inbound bytes per second per counted address (Burst in bytes); zero PerSecond: unlimited
 }
 
+// The limits that are no config key.
+const (
+	DefaultHandshakeBytes  = 8 << 10  // largest upgrade request
+	DefaultSendBufferBytes = 64 << 10 // SO_SNDBUF per connection
+)
+
+// LimitsFrom maps the config's `limits:` keys to the gateway's limits.
+func LimitsFrom(l config.Limits) Limits {
+	return Limits{
+		MaxConnections:       l.MaxConnections,
+		MaxFrameBytes:        l.MaxFrameBytes,
+		MaxMessageBytes:      l.MaxMessageBytes,
+		HandshakeTimeout:     l.HandshakeTimeout,
+		HandshakeBytes:       DefaultHandshakeBytes,
+		PingInterval:         l.PingInterval,
+		WriteQueueBytes:      l.WriteQueueBytes,
+		WriteStallTimeout:    l.WriteStallTimeout,
+		MaxSubscriptionsConn: l.MaxSubscriptionsPerConn,
+		SendBufferBytes:      DefaultSendBufferBytes,
+		MsgRate:              ratelimit.Rate{PerSecond: l.MsgRate.Rate, Burst: l.MsgRate.Burst},
+		MessageTimeout:       l.MessageTimeout,
+		InboundBufferPerIP:   l.InboundBufferPerIP,
+		InboundBufferTotal:   l.InboundBufferTotal,
+		BytesRate:            ratelimit.Rate{PerSecond: l.BytesRate.Rate, Burst: l.BytesRate.Burst},
+	}
+}
+
+// defaults is the embedded default config, parsed once.
+var defaults = sync.OnceValue(config.Default)
+
+// setDefaults fills every zero limit from the embedded default config.
+// The two rates keep a zero PerSecond: unlimited, as documented.
 func (l *Limits) setDefaults() {
+	d := LimitsFrom(defaults().Limits)
 	def := func(p *int, v int) {
 		if *p <= 0 {
 			*p = v
@@ -79,29 +112,32 @@ func (l *Limits) setDefaults() {
 			*p = v
 		}
 	}
-	def(&l.MaxConnections, 100000)
-	def(&l.MaxFrameBytes, 64<<10)
-	def(&l.MaxMessageBytes, 1<<20)
-	def(&l.HandshakeBytes, 8<<10)
-	def(&l.WriteQueueBytes, 256<<10)
-	def(&l.MaxSubscriptionsConn, 100)
-	def(&l.SendBufferBytes, 64<<10)
-	defd(&l.HandshakeTimeout, 10*time.Second)
-	defd(&l.PingInterval, 25*time.Second)
-	defd(&l.WriteStallTimeout, 10*time.Second)
-	defd(&l.MessageTimeout, 10*time.Second)
-	def(&l.InboundBufferPerIP, 4<<20)
-	def(&l.InboundBufferTotal, 256<<20)
+	def(&l.MaxConnections, d.MaxConnections)
+	def(&l.MaxFrameBytes, d.MaxFrameBytes)
+	def(&l.MaxMessageBytes, d.MaxMessageBytes)
+	def(&l.HandshakeBytes, d.HandshakeBytes)
+	def(&l.WriteQueueBytes, d.WriteQueueBytes)
+	def(&l.MaxSubscriptionsConn, d.MaxSubscriptionsConn)
+	def(&l.SendBufferBytes, d.SendBufferBytes)
+	defd(&l.HandshakeTimeout, d.HandshakeTimeout)
+	defd(&l.PingInterval, d.PingInterval)
+	defd(&l.WriteStallTimeout, d.WriteStallTimeout)
+	defd(&l.MessageTimeout, d.MessageTimeout)
+	def(&l.InboundBufferPerIP, d.InboundBufferPerIP)
+	def(&l.InboundBufferTotal, d.InboundBufferTotal)
 	l.InboundBufferTotal = max(l.InboundBufferTotal, l.InboundBufferPerIP)
 }
 
 // Options configure a Server.
 type Options struct {
-	Listen  string // "host:port"
-	Path    string // WebSocket path, "/ws"
+	Listen  string // "host:port"; ignored when Listeners is set
+	Path    string // WebSocket path; empty: the default config's
 	Version string // reported in welcome frames
-	Loops   int    // event loops; 0 means GOMAXPROCS
+	Loops   int    // event loops; 0 means GOMAXPROCS (or len(Listeners))
 	Limits  Limits
+	// Listeners are sockets bound beforehand with Bind, one per loop;
+	// nil: New binds Listen itself.
+	Listeners *Listeners
 
 	Guard         Guard              // blocklist, bans, per-address limits; nil admits everyone
 	ClientIP      *clientip.Resolver // trusted proxies and the forwarding header; nil trusts none
@@ -119,7 +155,7 @@ type Options struct {
 	// Feeds runs the pollers of `feed:` topics; nil: none.
 	Feeds Feeds
 	// Broker carries every publication to the subscribers (see Broker);
-	// nil: an InProcess broker, this node alone. Start starts it.
+	// nil: an InProcess broker, this node alone. Run starts it.
 	Broker Broker
 	Tokens TokenSource       // token source: policy/tokens (store) or policy/jwt
 	Schema *schema.Validator // client message validation (JSON Schema)
@@ -141,15 +177,16 @@ type TokenSource interface {
 	Redeem(token string, p tokens.Presenter, now time.Time) tokens.Result
 }
 
-// Server is a running gateway. Create with Start.
+// Server is a gateway: built with New, run with Run.
 type Server struct {
-	opts        Options
-	frameLimits frame.Limits       // shared by every connection's parser
-	inbound     *ratelimit.Inbound // inbound bytes held and byte rate per counted address
-	loops       []*loopState
-	bootID      string
-	nextID      atomic.Uint64
-	addr        netip.AddrPort
+	opts       Options
+	rules      atomic.Pointer[rules] // the policy that can change live (rules.go)
+	fwdNotices *clientip.Notices     // peers reported for untrusted forwarding (forwarding.go)
+	inbound    *ratelimit.Inbound    // inbound bytes held and byte rate per counted address
+	loops      []*loopState
+	bootID     string
+	nextID     atomic.Uint64
+	addr       netip.AddrPort
 
 	conns         atomic.Int64 // open (upgraded or handshaking) connections
 	upgraded      atomic.Int64
@@ -169,16 +206,21 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	closing      atomic.Bool
+	draining     atomic.Bool // set when a drain starts: readiness probes answer 503
+	started      atomic.Bool // Run has started the loops: readiness probes answer 200 until draining
 }
 
 // setDefaults fills zero options with their defaults and checks the rest.
 func (o *Options) setDefaults() error {
 	o.Limits.setDefaults()
-	if o.Loops <= 0 {
+	switch {
+	case o.Listeners != nil:
+		o.Loops = len(o.Listeners.fds)
+	case o.Loops <= 0:
 		o.Loops = runtime.GOMAXPROCS(0)
 	}
 	if o.Path == "" {
-		o.Path = "/ws"
+		o.Path = defaults().Path
 	}
 	if o.Audit == nil {
 		o.Audit = audit.Discard{}
@@ -211,15 +253,18 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// Start opens the listeners and runs the event loops.
-func Start(o Options) (*Server, error) {
+// New builds a server from o: its event loops, each with its listening
+// socket (o.Listeners, or bound now on o.Listen), not yet running, so that
+// whatever refers to the server can be wired before a connection is
+// served. Until Run, connections wait in the kernel's accept queue. A
+// server that will never run is released with Abandon.
+func New(o Options) (*Server, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
 	var boot [4]byte
 	_, _ = rand.Read(boot[:])
 	s := &Server{opts: o, bootID: hex.EncodeToString(boot[:]),
-		frameLimits: frame.Limits{MaxFrame: o.Limits.MaxFrameBytes, MaxMessage: o.Limits.MaxMessageBytes},
 		broker:      o.Broker,
 		localTopics: make(map[string]*localTopic)}
 	inbound, err := ratelimit.NewInbound(ratelimit.InboundConfig{
@@ -229,34 +274,39 @@ func Start(o Options) (*Server, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	s.inbound = inbound
+	if err := s.initRules(&s.opts); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	if err := s.fds.openReserve(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 
-	listen := o.Listen
-	for i := 0; i < o.Loops; i++ {
-		fd, bound, err := reactor.Listen(listen, 4096)
-		if err != nil {
-			s.closeLoops()
-			return nil, fmt.Errorf("gateway: %w", err)
+	lns := o.Listeners
+	if lns == nil {
+		if lns, err = Bind(o.Listen, o.Loops); err != nil {
+			s.fds.closeReserve()
+			return nil, err
 		}
-		if i == 0 {
-			s.addr = bound
-			// Every further loop binds the port the first one got, so that
-			// ":0" in tests still means one port shared by SO_REUSEPORT.
-			host := o.Listen[:len(o.Listen)-len(portOf(o.Listen))]
-			listen = host + strconv.Itoa(int(bound.Port()))
-		}
+	}
+	s.addr = lns.addr
+	for i, fd := range lns.fds {
 		ls, err := newLoopState(s, i, fd)
 		if err != nil {
 			s.closeLoops()
+			lns.closeFrom(i)
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		s.loops = append(s.loops, ls)
 	}
+	lns.fds = nil // the loops own them now
+	return s, nil
+}
+
+// Run starts the broker and the event loops. It is called once.
+func (s *Server) Run() error {
 	if err := s.broker.Start(localHub{s}); err != nil {
 		s.closeLoops()
-		return nil, fmt.Errorf("gateway: start the broker: %w", err)
+		return fmt.Errorf("gateway: start the broker: %w", err)
 	}
 	for _, ls := range s.loops {
 		go func(ls *loopState) {
@@ -265,8 +315,13 @@ func Start(o Options) (*Server, error) {
 			}
 		}(ls)
 	}
-	return s, nil
+	s.started.Store(true)
+	return nil
 }
+
+// Abandon releases a server New built that never ran: its listening
+// sockets and descriptor reserve.
+func (s *Server) Abandon() { s.closeLoops() }
 
 func portOf(hostport string) string {
 	for i := len(hostport) - 1; i >= 0; i-- {
@@ -282,6 +337,22 @@ func (s *Server) closeLoops() {
 		ls.loop.Remove(ls.lfd)
 	}
 	s.fds.closeReserve()
+}
+
+// Reload applies the live parts of o — topic rules and their data
+// schemas, origins, trusted proxies and the client IP header, the
+// per-connection limits — atomically: new connections and new messages
+// see them, live connections keep their subscriptions. o is complete, as
+// for New; what cannot change without a restart (the listeners, the
+// loops, the global caps) is the caller's to refuse before it calls.
+func (s *Server) Reload(o Options) error {
+	if err := o.setDefaults(); err != nil {
+		return err
+	}
+	if err := s.swapRules(&o); err != nil {
+		return fmt.Errorf("gateway: reload: %w", err)
+	}
+	return nil
 }
 
 // Addr is the address the WebSocket listener is bound to.
@@ -356,7 +427,7 @@ func (s *Server) Stats() Stats {
 	st.InboundHeldBytes = s.inbound.HeldTotal()
 	var stall int64
 	for _, ls := range s.loops {
-		st.Topics += ls.topicCount.Load()
+		st.Topics += ls.hub.topicCount.Load()
 		if v := ls.loop.Stall.Load(); v > stall {
 			stall = v
 		}
@@ -377,6 +448,7 @@ func (s *Server) Stats() Stats {
 // stopped or ctx is done (then remaining connections are reset).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		s.draining.Store(true)
 		s.closing.Store(true)
 		for _, ls := range s.loops {
 			ls.loop.Post(ls.beginShutdown)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -47,6 +49,12 @@ type Options struct {
 	Ready     func() error     // nil when ready to serve
 	Audit     audit.Sink       // admin actions and refusals
 	Now       func() time.Time // clock; time.Now when nil
+	// Reload is POST /v1/reload; nil leaves the endpoint out.
+	Reload Reloader
+	// Metrics is GET /metrics (gateway/metrics); nil leaves it out. A
+	// loopback peer, or every peer when MetricsPublic, needs no key.
+	Metrics       http.Handler
+	MetricsPublic bool
 	// Extra routes under /v1 added by other packages (bans, silences), each
 	// behind the same bearer check.
 	Routes map[string]http.Handler
@@ -75,6 +83,12 @@ func New(o Options) *API {
 	a.mux.Handle("POST /v1/tokens", a.auth(http.HandlerFunc(a.tokens)))
 	a.mux.Handle("POST /v1/publish", a.auth(http.HandlerFunc(a.publish)))
 	a.mux.Handle("GET /v1/stats", a.auth(http.HandlerFunc(a.stats)))
+	if o.Reload != nil {
+		a.mux.Handle("POST /v1/reload", a.auth(http.HandlerFunc(a.reload)))
+	}
+	if o.Metrics != nil {
+		a.mux.Handle("GET /metrics", metrics.Access(o.Metrics, o.MetricsPublic, a.auth))
+	}
 	if b := o.Bans; b != nil {
 		a.mux.Handle("GET /v1/bans", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.listBans(w, r, b) })))
 		a.mux.Handle("POST /v1/bans", a.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.addBan(w, r, b) })))
@@ -135,9 +149,9 @@ func (a *API) auth(next http.Handler) http.Handler {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		sum := sha256.Sum256([]byte(tok))
 		if !ok || subtle.ConstantTimeCompare(sum[:], a.key[:]) != 1 {
-			why := "admin_key_missing"
+			why := reason.AdminKeyMissing
 			if ok {
-				why = "admin_key_wrong"
+				why = reason.AdminKeyWrong
 			}
 			a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: audit.KindAuthFailed, Severity: audit.Warning,
 				Stage: audit.StageAdmin, IP: remoteAddr(r), Reason: why,
@@ -154,10 +168,21 @@ func (a *API) auth(next http.Handler) http.Handler {
 // unknown, case-mismatched and duplicate keys and trailing data are errors.
 func decode(r *http.Request, v any) error { return Decode(r, v) }
 
-func (a *API) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+// refuse answers a refused request with status and code's name as its
+// "error", and audits it.
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, status int, code reason.Reason, msg string) {
 	a.o.Audit.Emit(audit.Event{Time: a.o.Now(), Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageAdmin,
 		IP: remoteAddr(r), Reason: code, Detail: audit.Cap(r.Method + " " + r.URL.Path + ": " + msg), Code: status})
-	Error(w, status, code, msg)
+	Error(w, status, code.String(), msg)
+}
+
+// refuseUndurable answers 503 audit_unavailable for an action whose audit
+// line is not known to be on disk (err wraps audit.ErrNotDurable): the
+// action took effect, but the API does not acknowledge what the trail may
+// have lost.
+func (a *API) refuseUndurable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	a.refuse(w, r, http.StatusServiceUnavailable, reason.AuditUnavailable,
+		what+", but its audit line is not known to be on disk: "+err.Error())
 }
 
 // UserIDRule is the error message for a userId that is not one topic
@@ -189,27 +214,27 @@ func UserID(raw json.RawMessage) (string, error) {
 
 func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 	if a.o.Tokens == nil {
-		a.refuse(w, r, http.StatusConflict, "tokens_from_site",
+		a.refuse(w, r, http.StatusConflict, reason.TokensFromSite,
 			"this gateway verifies JWTs the site signs (tokens.source: jwt); it does not mint tokens")
 		return
 	}
 	var req tokenRequest
 	if err := decode(r, &req); err != nil {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, err.Error())
 		return
 	}
 	if len(req.UserID) == 0 {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", "userId is required")
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, "userId is required")
 		return
 	}
 	user, err := UserID(req.UserID)
 	if err != nil || !topics.ValidUserID(user) {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", UserIDRule)
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, UserIDRule)
 		return
 	}
 	for _, t := range req.Topics {
 		if !topics.ValidPattern(t) {
-			a.refuse(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("topics: %q is not a valid topic or pattern", audit.Cap(t)))
+			a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, fmt.Sprintf("topics: %q is not a valid topic or pattern", audit.Cap(t)))
 			return
 		}
 	}
@@ -217,7 +242,7 @@ func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 	if req.TTL != "" {
 		ttl, err = time.ParseDuration(req.TTL)
 		if err != nil || ttl <= 0 {
-			a.refuse(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("ttl %q is not a positive duration such as \"60s\"", audit.Cap(req.TTL)))
+			a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, fmt.Sprintf("ttl %q is not a positive duration such as \"60s\"", audit.Cap(req.TTL)))
 			return
 		}
 	}
@@ -225,17 +250,26 @@ func (a *API) tokens(w http.ResponseWriter, r *http.Request) {
 	tok, exp, err := a.o.Tokens.Mint(user, req.Topics, ttl, now)
 	if err != nil {
 		if errors.Is(err, tokens.ErrFull) {
-			a.refuse(w, r, http.StatusServiceUnavailable, "unavailable", "token table full; retry later")
+			a.refuse(w, r, http.StatusServiceUnavailable, reason.TokenTableFull, "token table full; retry later")
 			return
 		}
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, err.Error())
 		return
 	}
-	a.o.Audit.Emit(audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Info, Stage: audit.StageAdmin,
-		IP: remoteAddr(r), UserID: user, TokenFP: audit.TokenFP(tok), Detail: "token issued", Actor: "api"})
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"token": tok, "userId": user, "expires_at": exp.UTC().Format(time.RFC3339),
-	})
+	// The token is handed out only once its line is durable: a token the
+	// trail does not know of is never shown (it lapses unused).
+	if err := audit.EmitDurable(r.Context(), a.o.Audit, audit.Event{Time: now, Event: audit.KindAdmin, Severity: audit.Info,
+		Stage: audit.StageAdmin, IP: remoteAddr(r), UserID: user, TokenFP: audit.TokenFP(tok), Detail: "token issued", Actor: "api"}); err != nil {
+		a.refuseUndurable(w, r, "token minted and withheld", err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, tokenReply{Token: tok, UserID: user, ExpiresAt: exp.UTC().Format(time.RFC3339)})
+}
+
+type tokenReply struct {
+	Token     string `json:"token"`
+	UserID    string `json:"userId"`
+	ExpiresAt string `json:"expires_at"`
 }
 
 type publishRequest struct {
@@ -246,29 +280,29 @@ type publishRequest struct {
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	var req publishRequest
 	if err := decode(r, &req); err != nil {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, err.Error())
 		return
 	}
 	if !topics.ValidTopic(req.Topic) {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", "topic must be dot-separated segments of [A-Za-z0-9_:@-], at most 200 characters")
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, "topic must be dot-separated segments of [A-Za-z0-9_:@-], at most 200 characters")
 		return
 	}
 	if len(req.Data) == 0 {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is required (any JSON value)")
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, "data is required (any JSON value)")
 		return
 	}
 	if err := checkData(req.Data); err != nil {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, err.Error())
 		return
 	}
 	data, err := compact(req.Data)
 	if err != nil {
-		a.refuse(w, r, http.StatusBadRequest, "bad_request", "data is not valid JSON")
+		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, "data is not valid JSON")
 		return
 	}
 	n, err := a.o.Publisher.Publish(req.Topic, data)
 	if err != nil {
-		a.refuse(w, r, http.StatusServiceUnavailable, "publish_failed", err.Error())
+		a.refuse(w, r, http.StatusServiceUnavailable, reason.PublishFailed, err.Error())
 		return
 	}
 	// "delivered" counts the local subscriptions the publication was

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
 // failPublisher is a Publisher whose broker cannot publish.
@@ -26,7 +27,7 @@ func TestPublishBrokerFailure(t *testing.T) {
 		t.Fatalf("%d %s (calls %d)", code, raw, pub.calls)
 	}
 	ev := sink.events()
-	if len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != "publish_failed" || ev[0].Code != 503 ||
+	if len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != reason.PublishFailed || ev[0].Code != 503 ||
 		!strings.Contains(ev[0].Detail, "POST /v1/publish: ") || !strings.Contains(ev[0].Detail, "peer unreachable") {
 		t.Fatalf("audit %+v", ev)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
@@ -337,11 +338,11 @@ func (a *API) checkedBody(h http.Handler) http.Handler {
 			if errors.As(err, &mbe) {
 				msg = fmt.Sprintf("body over %d bytes", MaxBodyBytes)
 			}
-			a.refuse(w, r, http.StatusBadRequest, "bad_request", msg)
+			a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, msg)
 			return
 		}
 		if err := CheckBody(body); err != nil {
-			a.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
+			a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, err.Error())
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 )
 
@@ -159,7 +160,7 @@ func TestTokensStrictKeys(t *testing.T) {
 			t.Errorf("%s: minted for %v", body, mint.users)
 		}
 		ev := sink.events()
-		if len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != "bad_request" || ev[0].Code != 400 ||
+		if len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != reason.BadRequest || ev[0].Code != 400 ||
 			!strings.Contains(ev[0].Detail, "POST /v1/tokens") || !strings.Contains(ev[0].Detail, out["message"]) {
 			t.Errorf("%s: audit %+v", body, ev)
 		}
@@ -191,7 +192,7 @@ func TestPublishRefusesWhatBreaksClients(t *testing.T) {
 		if len(pub.got) != 0 {
 			t.Errorf("%s: published %q", c.name, pub.got)
 		}
-		if ev := sink.events(); len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != "bad_request" ||
+		if ev := sink.events(); len(ev) != 1 || ev[0].Event != audit.KindAdmin || ev[0].Reason != reason.BadRequest ||
 			!strings.Contains(ev[0].Detail, "POST /v1/publish: ") {
 			t.Errorf("%s: audit %+v", c.name, ev)
 		}
@@ -217,7 +218,7 @@ func TestRoutesBodyChecked(t *testing.T) {
 	if code != 400 || out["error"] != "bad_request" || !strings.Contains(raw, `duplicate key \"for\"`) {
 		t.Fatalf("duplicate: %d %s", code, raw)
 	}
-	if ev := sink.events(); len(ev) != 1 || ev[0].Reason != "bad_request" {
+	if ev := sink.events(); len(ev) != 1 || ev[0].Reason != reason.BadRequest {
 		t.Fatalf("audit %+v", ev)
 	}
 	if code, _, raw := sjDo(a, "/v1/echo", `{"for":"1h"}`); code != 200 || raw != `{"for":"1h"}` {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
@@ -45,7 +46,7 @@ func TestMintUserIDIsOneTopicSegment(t *testing.T) {
 		t.Fatalf("%d audit events for 5 refusals", len(sink.evs))
 	}
 	for _, e := range sink.evs {
-		if e.Event != audit.KindAdmin || e.Reason != "bad_request" || e.Code != 400 || e.Stage != audit.StageAdmin ||
+		if e.Event != audit.KindAdmin || e.Reason != reason.BadRequest || e.Code != 400 || e.Stage != audit.StageAdmin ||
 			!strings.Contains(e.Detail, "one topic segment") || e.TokenFP != "" {
 			t.Errorf("audit %+v", e)
 		}

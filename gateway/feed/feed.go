@@ -26,6 +26,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
@@ -62,6 +63,7 @@ type Stats struct {
 // per active topic. It is safe for concurrent use.
 type Runner struct {
 	o        Options
+	rules    atomic.Pointer[topics.Set] // o.Rules, replaced by SetRules
 	mu       sync.Mutex
 	pollers  map[string]context.CancelFunc // guarded by mu
 	wg       sync.WaitGroup
@@ -84,12 +86,19 @@ func New(o Options) *Runner {
 	if o.Client == nil {
 		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	return &Runner{o: o, pollers: make(map[string]context.CancelFunc)}
+	r := &Runner{o: o, pollers: make(map[string]context.CancelFunc)}
+	r.rules.Store(o.Rules)
+	return r
 }
+
+// SetRules replaces the topic rules (a config reload): topics that become
+// active from now on are polled as the new rules say; pollers running
+// keep their URL and interval until their topic goes idle.
+func (r *Runner) SetRules(rules *topics.Set) { r.rules.Store(rules) }
 
 // Active starts topic's poller if its rule has a feed and none runs.
 func (r *Runner) Active(topic string) {
-	rule := r.o.Rules.Match(topic)
+	rule := r.rules.Load().Match(topic)
 	if rule == nil || rule.Feed == nil {
 		return
 	}
@@ -166,54 +175,54 @@ func (r *Runner) once(ctx context.Context, topic, url string, every time.Duratio
 		r.failures.Add(1)
 		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: audit.KindFeedFailed, Severity: audit.Warning,
 			Stage: audit.StageSystem, Topic: topic, Reason: why, Detail: audit.Cap(err.Error())})
-		r.o.Log.WithFields(logrus.Fields{"topic": topic, "reason": why}).WithError(err).Warn("feed poll published nothing")
+		r.o.Log.WithFields(logrus.Fields{"topic": topic, "reason": why.String()}).WithError(err).Warn("feed poll published nothing")
 		return
 	}
 	if _, err := r.o.Publish(topic, data); err != nil {
 		r.failures.Add(1)
 		r.o.Audit.Emit(audit.Event{Time: time.Now(), Event: audit.KindFeedFailed, Severity: audit.Warning,
-			Stage: audit.StageSystem, Topic: topic, Reason: "feed_publish", Detail: audit.Cap(err.Error())})
+			Stage: audit.StageSystem, Topic: topic, Reason: reason.FeedPublish, Detail: audit.Cap(err.Error())})
 		r.o.Log.WithField("topic", topic).WithError(err).Warn("feed poll fetched but could not publish")
 	}
 }
 
 // fetch returns the body of a good response, or why there is none.
-func (r *Runner) fetch(ctx context.Context, url string, timeout time.Duration) ([]byte, string, error) {
+func (r *Runner) fetch(ctx context.Context, url string, timeout time.Duration) ([]byte, reason.Reason, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, "feed_request", fmt.Errorf("feed %s: %w", url, err)
+		return nil, reason.FeedRequest, fmt.Errorf("feed %s: %w", url, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := r.o.Client.Do(req)
 	if err != nil {
-		return nil, "feed_unreachable", fmt.Errorf("feed %s: %w", url, err)
+		return nil, reason.FeedUnreachable, fmt.Errorf("feed %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, "feed_status", fmt.Errorf("feed %s: HTTP %d", url, resp.StatusCode)
+		return nil, reason.FeedStatus, fmt.Errorf("feed %s: HTTP %d", url, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(r.o.MaxBytes)+1))
 	if err != nil {
-		return nil, "feed_unreachable", fmt.Errorf("feed %s: read: %w", url, err)
+		return nil, reason.FeedUnreachable, fmt.Errorf("feed %s: read: %w", url, err)
 	}
 	if len(body) > r.o.MaxBytes {
-		return nil, "feed_too_large", fmt.Errorf("feed %s: response over %d bytes", url, r.o.MaxBytes)
+		return nil, reason.FeedTooLarge, fmt.Errorf("feed %s: response over %d bytes", url, r.o.MaxBytes)
 	}
 	body = bytes.TrimSpace(body)
 	// Relayed in text frames: a byte that is not UTF-8 would make every
 	// browser subscribed drop its connection, and json.Valid accepts one
 	// inside a string.
 	if !utf8.Valid(body) {
-		return nil, "feed_bad_utf8", fmt.Errorf("feed %s: response is not valid UTF-8", url)
+		return nil, reason.FeedBadUTF8, fmt.Errorf("feed %s: response is not valid UTF-8", url)
 	}
 	if !json.Valid(body) {
-		return nil, "feed_bad_json", fmt.Errorf("feed %s: response is not JSON", url)
+		return nil, reason.FeedBadJSON, fmt.Errorf("feed %s: response is not JSON", url)
 	}
 	if !schema.DepthWithin(body, MaxDepth) {
-		return nil, "feed_too_deep", fmt.Errorf("feed %s: response nests deeper than %d levels of arrays and objects", url, MaxDepth)
+		return nil, reason.FeedTooDeep, fmt.Errorf("feed %s: response nests deeper than %d levels of arrays and objects", url, MaxDepth)
 	}
-	return body, "", nil
+	return body, reason.None, nil
 }

@@ -64,7 +64,7 @@ func TestFetchOutcomes(t *testing.T) {
 			}
 			continue
 		}
-		if len(published) != 0 || len(ev.ev) != 1 || ev.ev[0].Reason != c.reason || ev.ev[0].Event != audit.KindFeedFailed {
+		if len(published) != 0 || len(ev.ev) != 1 || ev.ev[0].Reason.String() != c.reason || ev.ev[0].Event != audit.KindFeedFailed {
 			t.Fatalf("%s: published %q, events %+v", c.name, published, ev.ev)
 		}
 	}

@@ -33,7 +33,7 @@ func TestPublishFailureAudited(t *testing.T) {
 		return 0, errors.New("publish to " + topic + ": broker: peer unreachable")
 	}})
 	r.once(context.Background(), "t", up.URL, time.Second)
-	if calls != 1 || len(ev.ev) != 1 || ev.ev[0].Event != audit.KindFeedFailed || ev.ev[0].Reason != "feed_publish" ||
+	if calls != 1 || len(ev.ev) != 1 || ev.ev[0].Event != audit.KindFeedFailed || ev.ev[0].Reason.String() != "feed_publish" ||
 		ev.ev[0].Topic != "t" || !strings.Contains(ev.ev[0].Detail, "peer unreachable") {
 		t.Fatalf("calls %d, events %+v", calls, ev.ev)
 	}

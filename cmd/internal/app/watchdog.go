@@ -1,44 +1,58 @@
 //go:build linux
 
-package main
+package app
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway"
+	"github.com/portcullis-gw/portcullis/gateway/config"
 )
-
-// runMarker is <data>/running: present while a gateway runs, removed on a
-// clean stop. Finding it at start means the last run ended uncleanly
-// (crash, kill -9, power loss): the gateway audits that it started after an
-// unclean stop.
-func runMarker(dataDir string) string { return filepath.Join(dataDir, "running") }
-
-// checkUncleanStop reports a marker left by the previous run, then writes
-// this run's marker.
-func checkUncleanStop(dataDir string, sink audit.Sink) {
-	p := runMarker(dataDir)
-	if b, err := os.ReadFile(p); err == nil {
-		sink.Emit(audit.Event{Event: audit.KindUncleanStop, Severity: audit.Critical, Stage: audit.StageSystem,
-			Detail: audit.Cap("the previous run did not stop cleanly (" + strings.TrimSpace(string(b)) + ")")})
-	}
-	_ = os.WriteFile(p, []byte(fmt.Sprintf("pid %d started %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339))), 0o600)
-}
 
 // watchdog watches the gateway itself once a second and reports trouble
 // as critical system events (alerting's gateway_trouble rule): an event
 // loop stalled for over a second, file descriptors or memory near their
 // limits. Each condition is reported when it starts, not every second.
-func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
+type watchdog struct {
+	srv    *gateway.Server
+	sink   audit.Sink
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (w *watchdog) name() string { return "watchdog" }
+
+func (w *watchdog) start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.run(ctx)
+	}()
+	return nil
+}
+
+func (w *watchdog) prepare(*config.Config, keySet) (func() error, error) { return nil, nil }
+
+func (w *watchdog) close() error {
+	if w.cancel != nil {
+		w.cancel()
+		w.wg.Wait()
+	}
+	return nil
+}
+
+func (w *watchdog) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var reportedStall time.Duration
@@ -49,16 +63,16 @@ func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if d, err := time.ParseDuration(srv.Stats().MaxLoopStall); err == nil && d > time.Second && d > reportedStall {
+			if d, err := time.ParseDuration(w.srv.Stats().MaxLoopStall); err == nil && d > time.Second && d > reportedStall {
 				reportedStall = d
-				sink.Emit(audit.Event{Time: now, Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem,
+				w.sink.Emit(audit.Event{Time: now, Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem,
 					Detail: "an event loop was busy for " + d.Round(time.Millisecond).String() + " without returning to epoll"})
 			}
 			if used, limit, ok := fdUsage(); ok {
 				switch {
 				case !fdHigh && used*10 >= limit*9:
 					fdHigh = true
-					sink.Emit(audit.Event{Time: now, Event: audit.KindFDPressure, Severity: audit.Critical, Stage: audit.StageSystem,
+					w.sink.Emit(audit.Event{Time: now, Event: audit.KindFDPressure, Severity: audit.Critical, Stage: audit.StageSystem,
 						Count: int64(used), Detail: fmt.Sprintf("%d of %d file descriptors in use", used, limit)})
 				case fdHigh && used*10 < limit*8:
 					fdHigh = false
@@ -69,7 +83,7 @@ func watchdog(ctx context.Context, srv *gateway.Server, sink audit.Sink) {
 					switch {
 					case !memHigh && rss*10 >= memLimit*9:
 						memHigh = true
-						sink.Emit(audit.Event{Time: now, Event: audit.KindMemoryPressure, Severity: audit.Critical, Stage: audit.StageSystem,
+						w.sink.Emit(audit.Event{Time: now, Event: audit.KindMemoryPressure, Severity: audit.Critical, Stage: audit.StageSystem,
 							Detail: fmt.Sprintf("RSS %d MiB of a %d MiB limit", rss>>20, memLimit>>20)})
 					case memHigh && rss*10 < memLimit*8:
 						memHigh = false
