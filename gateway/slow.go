@@ -14,7 +14,7 @@ import (
 // written, replies and control frames are never dropped; if f still does
 // not fit, c is a slow consumer after all.
 func (c *conn) enqueueEvent(ls *loopState, f []byte, ts *topicSubs) bool {
-	limit := ls.srv.opts.Limits.WriteQueueBytes
+	limit := ls.rules().limits.WriteQueueBytes
 	if c.fd >= 0 && c.state == stateOpen && c.queued() > 0 && int(c.queued())+len(f) > limit &&
 		ts.policy != topics.Disconnect {
 		keepLatest := ts.policy == topics.KeepLatest
@@ -41,7 +41,7 @@ func (c *conn) dropEvents(ts *topicSubs, all bool, room int) int {
 	}
 	dropped := 0
 	kept := b.frames[:first]
-	prefix := c.eventPrefix(ts)
+	prefix := c.codec().eventPrefix(c, ts)
 	for i := first; i < len(b.frames); i++ {
 		fr := b.frames[i]
 		if (all || int(b.bytes) > room) && isEventOf(fr, prefix) {

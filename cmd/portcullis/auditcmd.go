@@ -70,14 +70,14 @@ as one trail, in sequence order. Exit 0 when intact, 1 when anything is broken.`
 				}
 				r, err := verify.Dir(a, o)
 				if err != nil {
-					return failf("verify %s: %v", a, err)
+					return failf("%v", err) // names the directory or file itself
 				}
 				reports = append(reports, r)
 			}
 			if len(files) > 0 {
 				r, err := verify.Paths(files, o)
 				if err != nil {
-					return failf("verify: %v", err)
+					return failf("%v", err)
 				}
 				reports = append(reports, r)
 			}

@@ -196,7 +196,7 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 	fl := cmd.Flags()
 	fl.StringVar(&since, "since", "", "only events at or after T (RFC 3339, date, or age like 1h, 7d)")
 	fl.StringVar(&until, "until", "", "only events before T (RFC 3339, date, or age like 30m)")
-	fl.StringVar(&ip, "ip", "", "only events whose ip or peer_ip is this address or lies in this CIDR")
+	fl.StringVar(&ip, "ip", "", "only events whose ip or peer_ip is this address or lies in this CIDR, and bans and unbans of ranges inside it")
 	fl.StringVar(&f.User, "user", "", "only events of this userId")
 	fl.StringSliceVar(&events, "event", nil, "only these events (repeatable or comma-separated)")
 	fl.StringVar(&sev, "severity", "", "minimum severity: info, notice, warning or critical")

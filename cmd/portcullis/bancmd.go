@@ -36,10 +36,20 @@ type banReply struct {
 	Prefix    string `json:"prefix"`
 	Until     string `json:"until"`
 	Remaining string `json:"remaining"`
-	Reason    string `json:"reason"`
+	Reason    string `json:"reason"` // a reason's name: "manual" for an operator's ban
+	Note      string `json:"note"`   // the operator's --reason text, if any
 	Actor     string `json:"actor"`
 	Repeat    int    `json:"repeat"`
 	DryRun    bool   `json:"dry_run"`
+}
+
+// why is what `ban add` and `ban list` show as a ban's reason: the
+// operator's text when there is one, else the reason's name.
+func (b banReply) why() string {
+	if b.Note != "" {
+		return b.Note
+	}
+	return b.Reason
 }
 
 func banAddCommand() *cobra.Command {
@@ -55,7 +65,7 @@ func banAddCommand() *cobra.Command {
 			if err := a.call("POST", "/v1/bans", body, &out); err != nil {
 				return err
 			}
-			fmt.Printf("banned %s until %s (%s), reason %q\n", out.Prefix, out.Until, out.Remaining, out.Reason)
+			fmt.Printf("banned %s until %s (%s), reason %q\n", out.Prefix, out.Until, out.Remaining, out.why())
 			return nil
 		},
 	}
@@ -113,7 +123,7 @@ func banListCommand() *cobra.Command {
 				if b.DryRun {
 					until += " (dry run)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", b.Prefix, until, b.Remaining, b.Reason, b.Actor, b.Repeat)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", b.Prefix, until, b.Remaining, b.why(), b.Actor, b.Repeat)
 			}
 			return tw.Flush()
 		},

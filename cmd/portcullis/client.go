@@ -56,6 +56,20 @@ func (a *adminClient) resolve() error {
 	return nil
 }
 
+// apiError is a non-2xx answer of the admin API.
+type apiError struct {
+	method, path string
+	status       int
+	code, msg    string // the API's JSON error, when it sent one
+}
+
+func (e *apiError) Error() string {
+	if e.code == "" {
+		return fmt.Sprintf("%s %s: HTTP %d", e.method, e.path, e.status)
+	}
+	return fmt.Sprintf("%s %s: %d %s: %s", e.method, e.path, e.status, e.code, e.msg)
+}
+
 // call sends body (marshalled to JSON unless nil) and decodes the reply into
 // out. A non-2xx reply becomes an error carrying the API's message.
 func (a *adminClient) call(method, path string, body, out any) error {
@@ -86,11 +100,12 @@ func (a *adminClient) call(method, path string, body, out any) error {
 		return failf("read reply from %s: %v", a.url, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		ae := &apiError{method: method, path: path, status: resp.StatusCode}
 		var e struct{ Error, Message string }
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return failf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error, e.Message)
+			ae.code, ae.msg = e.Error, e.Message
 		}
-		return failf("%s %s: HTTP %d", method, path, resp.StatusCode)
+		return &exitError{code: exitFailure, err: ae}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {

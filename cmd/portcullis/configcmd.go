@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,38 +26,105 @@ func configCommand() *cobra.Command {
 	}, &cobra.Command{
 		Use:   "check FILE",
 		Short: "validate a config file; errors name the file, line, column and key",
-		Args:  cobra.ExactArgs(1),
+		Long: `Validate a config file the way serve loads it, and report every problem at
+once, each as FILE:LINE:COL: KEY: message. Checked: YAML syntax, unknown and
+duplicate keys, types and values, the relations between keys, the listen
+addresses (syntax, port, host, no overlap, the admin API on loopback unless
+admin.tls), and what serve reads from other files next: block lists, token
+keys, data schemas, topic patterns and alert rules.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(args[0])
 			if err != nil {
 				return &exitError{code: exitFailure, err: err}
 			}
-			// What serve reads next from other files: block lists and
-			// token keys, through the same constructors.
-			if _, err := blocklist.NewSet(cfg.Bans.Block, cfg.Bans.Allow, cfg.Bans.BlockFiles); err != nil {
-				return failf("%s: bans: %v", args[0], err)
-			}
-			if _, err := tokenSource(cfg); err != nil {
-				return failf("%s: %v", args[0], err)
-			}
-			val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes})
-			if err != nil {
-				return failf("schemas: %v", err)
-			}
-			set, _, err := topicRules(cfg, val)
-			if err != nil {
-				return failf("%s: topics: %v", args[0], err)
-			}
+			problems, warnings := checkBuilt(cfg)
 			// Warnings leave the exit code at 0: the config is valid.
-			for _, w := range set.Warnings() {
+			for _, w := range warnings {
 				fmt.Fprintf(os.Stderr, "%s: warning: %s\n", args[0], w)
 			}
-			if _, err := alertConfig(cfg.Alerting); err != nil {
-				return failf("%s: %v", args[0], err)
+			if len(problems) > 0 {
+				return &exitError{code: exitFailure, err: config.Errors(problems)}
 			}
 			fmt.Printf("%s: ok\n", args[0])
 			return nil
 		},
 	})
 	return cmd
+}
+
+// checkBuilt builds what serve builds from a loaded config next, through
+// the same constructors: block lists, the token source, the topic rules
+// with their data schemas, the alert rules. Each problem is placed at the
+// key it is about (config.Where); the constructors' messages name the key
+// or the file themselves, so no further prefix is added.
+func checkBuilt(cfg *config.Config) (problems, warnings []string) {
+	at := func(key string, err error) {
+		for _, e := range unjoin(err) {
+			problems = append(problems, cfg.Where(key)+": "+e.Error())
+		}
+	}
+	if _, err := blocklist.NewSet(cfg.Bans.Block, cfg.Bans.Allow, nil); err != nil {
+		at("bans", err)
+	}
+	for i, f := range cfg.Bans.BlockFiles {
+		if _, err := blocklist.NewSet(nil, nil, []string{f}); err != nil {
+			key := fmt.Sprintf("bans.block_files[%d]", i)
+			at(key, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	if _, err := tokenSource(cfg); err != nil {
+		at("tokens.jwt", err)
+	}
+	if val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes}); err != nil {
+		at("limits.max_message_bytes", err)
+	} else if set, _, err := topicRules(cfg, val); err != nil {
+		at("topics", err)
+	} else {
+		warnings = set.Warnings()
+	}
+	ac, err := alertConfig(cfg.Alerting)
+	if err == nil && ac.SMTP.Enabled() {
+		// The password is read when the engine opens: an unset variable
+		// or a missing file would stop serve.
+		if _, perr := ac.SMTP.Password(nil); perr != nil {
+			key := "alerting.smtp.password_env"
+			if ac.SMTP.PasswordEnv == "" {
+				key = "alerting.smtp.password_file"
+			}
+			at(key, perr)
+		}
+	}
+	if err != nil {
+		for _, e := range unjoin(err) {
+			key := "alerting"
+			var ke *keyError
+			if errors.As(e, &ke) {
+				key = ke.Key
+			}
+			at(key, e)
+		}
+	}
+	return problems, warnings
+}
+
+// unjoin splits an errors.Join (or a multi-line error) into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	if lines := strings.Split(err.Error(), "\n"); len(lines) > 1 {
+		out := make([]error, 0, len(lines))
+		for _, l := range lines {
+			if l != "" {
+				out = append(out, errors.New(l))
+			}
+		}
+		return out
+	}
+	return []error{err}
 }

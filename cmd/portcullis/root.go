@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -34,24 +36,62 @@ func failf(format string, a ...any) error {
 }
 
 // Main runs the command line and returns the process exit code.
-func Main(args []string) int {
+func Main(args []string) int { return run(args, os.Stderr) }
+
+// run is Main with the error stream given: the error, and after a usage
+// error (an unknown command or flag, missing arguments) where the usage is.
+func run(args []string, stderr io.Writer) int {
 	root := rootCommand()
 	root.SetArgs(args)
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "portcullis:", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	var coded interface{ ExitCode() int }
-	if errors.As(err, &coded) {
-		return coded.ExitCode()
-	}
+	fmt.Fprintln(stderr, "portcullis:", strings.TrimRight(err.Error(), "\n"))
 	// cobra's own errors are usage errors: unknown command or flag, bad args.
-	return exitUsage
+	code := exitUsage
+	var ee *exitError
+	var coded interface{ ExitCode() int }
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case errors.As(err, &coded):
+		code = coded.ExitCode()
+	}
+	if code == exitUsage {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// requireSubcommands makes every command that only groups others (ban,
+// audit, alert silence, ...) refuse an unknown subcommand as a usage
+// error; cobra would print the group's help and exit 0. Without a
+// subcommand the group still prints its help.
+func requireSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		requireSubcommands(sub)
+	}
+	if !c.HasParent() || !c.HasSubCommands() || c.Run != nil || c.RunE != nil {
+		return // the root: cobra refuses unknown commands there itself
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return &exitError{code: exitUsage, err: errors.New(msg)}
+	}
 }
 
 // rootCommand is portcullis and its commands. The load generator is a
@@ -64,7 +104,8 @@ func rootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), configCommand(), tokenCommand(), publishCommand(), banCommand(),
-		auditCommand(), alertCommand(), versionCommand())
+		auditCommand(), alertCommand(), healthCommand(), versionCommand())
+	requireSubcommands(root)
 	return root
 }
 

@@ -35,6 +35,10 @@ type Config struct {
 	ClientIPHeader string   `yaml:"client_ip_header"` // X-Forwarded-For, X-Real-IP or CF-Connecting-IP
 	ProxyProtocol  bool     `yaml:"proxy_protocol"`   // require a PROXY v1/v2 header from trusted proxies
 
+	// TLS terminates wss:// on the public listener (gateway/tlsfront);
+	// an empty cert_file leaves the listener plain.
+	TLS TLS `yaml:"tls"`
+
 	Limits   Limits   `yaml:"limits"`
 	Tokens   Tokens   `yaml:"tokens"`
 	Topics   []Topic  `yaml:"topics"`
@@ -43,13 +47,30 @@ type Config struct {
 	Audit    Audit    `yaml:"audit"`
 	Alerting Alerting `yaml:"alerting"`
 
+	// LogLevel is the operational log's level: debug, info, warn or error
+	// (serve --log-level overrides it).
+	LogLevel string   `yaml:"log_level"`
+	Shutdown Shutdown `yaml:"shutdown"`
+
 	keys []KeyPos
+	file string // the file the config was read from
 }
 
 // Admin is the admin HTTP listener.
 type Admin struct {
-	Listen  string `yaml:"listen"`
-	KeyFile string `yaml:"key_file"`
+	Listen  string   `yaml:"listen"`
+	KeyFile string   `yaml:"key_file"`
+	TLS     AdminTLS `yaml:"tls"` // required when Listen is not a loopback address
+	// MetricsPublic lets GET /metrics answer every peer without the key;
+	// false: only loopback peers need none.
+	MetricsPublic bool `yaml:"metrics_public"`
+}
+
+// AdminTLS is the admin API's certificate and private key (PEM files); both
+// empty: plain HTTP, allowed on loopback only.
+type AdminTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Limits are the connection limits; every one is positive.
@@ -75,6 +96,23 @@ type Limits struct {
 	MsgRate           Rate `yaml:"msg_rate"`            // messages (and pings) per connection
 	BytesRate         Rate `yaml:"bytes_rate"`          // inbound bytes per second per counted address
 	IPv6Prefix        int  `yaml:"ipv6_prefix"`         // bits of an IPv6 address that count as one client
+}
+
+// Shutdown configures the stop on SIGTERM or SIGINT.
+type Shutdown struct {
+	// Drain is the window over which live clients are closed with 1001
+	// (spread evenly, so they do not all reconnect elsewhere at once); 0
+	// closes them all at once.
+	Drain time.Duration `yaml:"drain"`
+}
+
+// TLS is the certificate of the public listener. CertFile and KeyFile are
+// PEM files, both set or both empty; the certificate (with its chain) and
+// its private key are re-read on every reload.
+type TLS struct {
+	CertFile   string `yaml:"cert_file"`   // PEM certificate chain, leaf first; empty: TLS off
+	KeyFile    string `yaml:"key_file"`    // PEM private key of the leaf (0600)
+	MinVersion string `yaml:"min_version"` // lowest TLS version accepted: "1.2" or "1.3"
 }
 
 // Rate is a token bucket with nginx limit_req semantics: Rate events per
@@ -218,7 +256,7 @@ func Default() *Config {
 	if err := parse("(defaults)", []byte(defaultYAML), c); err != nil {
 		panic("embedded default config is broken: " + err.Error())
 	}
-	c.keys = nil
+	c.keys, c.file = nil, ""
 	return c
 }
 
@@ -243,13 +281,15 @@ func Load(path string) (*Config, error) {
 }
 
 func parse(file string, b []byte, c *Config) error {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return Errors{fmt.Sprintf("%s: %v", file, err)}
+	doc, err := syntax(file, b)
+	if err != nil {
+		return err
 	}
 	d := decoder{file: file, c: c}
+	c.file = file
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
+		d.duplicates(root, "")
 		if root.Kind != yaml.MappingNode {
 			if !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
 				d.errf(root, "", "the config must be a mapping of keys")
@@ -270,6 +310,8 @@ type decoder struct {
 	c    *Config
 	errs Errors
 	pos  map[string]Pos
+	// dup holds the mappings with a key set twice (reported already).
+	dup map[*yaml.Node]bool
 }
 
 func (d *decoder) errf(n *yaml.Node, key, format string, a ...any) {
@@ -353,6 +395,9 @@ func (d *decoder) value(n *yaml.Node, f reflect.Value, key string) {
 		}
 		p := reflect.New(f.Type())
 		if err := n.Decode(p.Interface()); err != nil {
+			if d.dup[n] {
+				return // the duplicate key is the error, reported already
+			}
 			d.errf(n, key, "want %s: %s", kindName(f.Type()), strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
 			return
 		}
@@ -393,12 +438,7 @@ func (d *decoder) validate() {
 	if !strings.HasPrefix(c.Path, "/") {
 		d.bad("path", "%q must start with /", c.Path)
 	}
-	if c.Listen == "" {
-		d.bad("listen", "must be host:port")
-	}
-	if c.Admin.Listen == "" {
-		d.bad("admin.listen", "must be host:port")
-	}
+	d.validateListeners()
 	if c.DataDir == "" {
 		d.bad("data_dir", "must not be empty")
 	}
@@ -438,6 +478,8 @@ func (d *decoder) validate() {
 	d.validateTokens()
 	d.validateLimits()
 	d.validateBans()
+	d.validateLifecycle()
+	d.validateTLS()
 	posd("tokens.ttl", c.Tokens.TTL)
 	posd("tokens.max_ttl", c.Tokens.MaxTTL)
 	pos("tokens.max_entries", c.Tokens.MaxEntries)

@@ -28,7 +28,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got.keys = nil
+	got.keys, got.file = nil, ""
 	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("Load(DefaultYAML()) differs from Default()")
 	}
