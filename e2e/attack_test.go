@@ -116,7 +116,8 @@ func TestBanTokenBruteForce(t *testing.T) {
 	}
 	s.waitTotal(map[string]any{"event": "auth_failed", "reason": "token_unknown", "ip": "127.0.0.5"}, 5)
 	ban := s.waitAudit(map[string]any{"event": "ban", "counted_prefix": "127.0.0.5/32"})
-	if ban["severity"] != "critical" || ban["actor"] != "auto" || ban["ip"] != "127.0.0.5" || ban["reason"] != "token_unknown" {
+	if ban["severity"] != "critical" || ban["actor"] != "auto" || ban["ip"] != "127.0.0.5" || ban["reason"] != "token_unknown" ||
+		ban["strikes"] != 5.0 || ban["count"] != nil { // one ban, its strikes apart
 		t.Fatalf("ban audit %v", ban)
 	}
 	s.waitAudit(map[string]any{"event": "conn_close", "ip": "127.0.0.5", "reason": "banned", "code": 1008})
@@ -281,7 +282,8 @@ func TestBanAdmin(t *testing.T) {
 	s := startServer(t, "")
 	victim := upgradeFrom(t, s, "127.0.0.5")
 	code, out := s.api("POST", "/v1/bans", `{"prefix":"127.0.0.0/24","for":"1h","reason":"range abuse","actor":"alice"}`)
-	if code != 201 || out["prefix"] != "127.0.0.0/24" || out["actor"] != "alice via api@127.0.0.1" || out["reason"] != "range abuse" {
+	if code != 201 || out["prefix"] != "127.0.0.0/24" || out["actor"] != "alice via api@127.0.0.1" ||
+		out["reason"] != "manual" || out["note"] != "range abuse" {
 		t.Fatalf("POST /v1/bans: %d %v", code, out)
 	}
 	if _, c := victim.drain(); c != 1008 {
@@ -332,14 +334,18 @@ func TestBanAdmin(t *testing.T) {
 		map[string]any{"event": "conn_close", "ip": "127.0.0.5", "reason": "banned", "code": 1008},
 		map[string]any{"event": "conn_rejected", "stage": "accept", "reason": "banned", "ip": "127.0.0.5"},
 		map[string]any{"event": "unban", "counted_prefix": "127.0.0.0/24"},
-		map[string]any{"event": "ban", "counted_prefix": "127.0.0.6/32", "reason": "cli-test"},
+		map[string]any{"event": "ban", "counted_prefix": "127.0.0.6/32", "ip": "127.0.0.6", "reason": "manual"},
 		map[string]any{"event": "unban", "counted_prefix": "127.0.0.6/32"},
 	)
-	if e := got[0]; e["actor"] != "alice via api@127.0.0.1" || e["severity"] != "critical" || e["reason"] != "range abuse" {
+	if e := got[0]; e["actor"] != "alice via api@127.0.0.1" || e["severity"] != "critical" || e["reason"] != "manual" ||
+		!strings.HasPrefix(fmt.Sprint(e["detail"]), `"range abuse"; `) {
 		t.Fatalf("ban audit %v", e)
 	}
 	if e := got[3]; e["actor"] != "bob via api@127.0.0.1" {
 		t.Fatalf("unban audit %v", e)
+	}
+	if d := fmt.Sprint(got[4]["detail"]); !strings.HasPrefix(d, `"cli-test"; banned for 30m0s until `) {
+		t.Fatalf("CLI ban detail %q", d)
 	}
 	if a, _ := got[4]["actor"].(string); !strings.HasPrefix(a, "cli") || !strings.HasSuffix(a, " via api@127.0.0.1") {
 		t.Fatalf("CLI ban actor %q", got[4]["actor"])

@@ -39,7 +39,7 @@ func TestBlockFileReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGHUP)
-	s.waitAudit(map[string]any{"event": "config_reload", "reason": "reload_failed"})
+	s.waitAudit(map[string]any{"event": "config_reload_failed", "actor": "SIGHUP"})
 	if got := dialOutcome(t, s, "127.0.0.33"); got != "reset" {
 		t.Fatalf("after a failed reload: %s, want the old list still in force", got)
 	}

@@ -144,9 +144,17 @@ func startServerIn(t *testing.T, extra, dataDir string) *server {
 	// The clients nobody on the team wrote connect from 127.0.0.1, which
 	// is allow-listed so that the bad inputs they send one after another
 	// do not ban it; attack tests connect from other 127.x addresses.
+	// The default bans.allow is all of loopback, which would allow-list
+	// those too: a test that sets bans: names its allow list (allow: []
+	// to count every loopback address).
 	yaml := "listen: \"127.0.0.1:0\"\nadmin: {listen: \"127.0.0.1:0\"}\n" + extra
 	if !strings.Contains(extra, "bans:") {
 		yaml += "bans: {allow: [\"127.0.0.1\"]}\n"
+	}
+	// A stop drains the clients over shutdown.drain (30 s by default);
+	// tests that do not test the drain stop within a second.
+	if !strings.Contains(extra, "shutdown:") {
+		yaml += "shutdown: {drain: 1s}\n"
 	}
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -20,10 +20,14 @@ const module = "github.com/portcullis-gw/portcullis"
 // none is the "only" of a package that imports nothing from the project.
 var none = []string{}
 
+// vocabulary is the package of reasons: a leaf every layer may name.
+const vocabulary = "audit/reason"
+
 // importRule is one package's import rule, as its package doc comment
 // states it. Paths are relative to the module; an entry of never or only
 // names that package and every package below it ("gateway" covers
-// gateway/frame too).
+// gateway/frame too). The vocabulary leaf audit/reason is the exception: a
+// "never audit" rule means the trail, not the reasons every layer names.
 type importRule struct {
 	pkg   string   // the package the rule is about
 	only  []string // when non-nil: the only project packages pkg may import
@@ -43,25 +47,27 @@ var importRules = []importRule{
 	{pkg: "audit/chain", only: none, says: "chain imports nothing from the rest of Portcullis"},
 	{pkg: "audit/index", only: none, says: "index imports nothing from the rest of Portcullis"},
 	{pkg: "audit/verify", only: []string{"audit/chain"}, says: "verify imports only audit/chain"},
+	{pkg: "audit/reason", only: none, says: "It imports nothing from the project"},
 	{pkg: "audit/query", only: []string{"audit", "audit/index"},
 		says: "it imports only audit and audit/index from the project, nothing from gateway, policy or alerting"},
 
 	// policy: decisions; never the network core, never the alerts. Only
 	// guard emits audit events itself (bans and unbans with their actor).
-	{pkg: "policy/reason", only: none, says: "It imports nothing from the project"},
 	{pkg: "policy/statefile", only: none, says: "It imports nothing from the project"},
 	{pkg: "policy/blocklist", only: none,
 		says: "It imports only the standard library and never imports gateway, audit or alerting"},
-	{pkg: "policy/clientip", only: []string{"policy/reason"},
-		says: "It imports only policy/reason from the project and must never import gateway/ or audit/"},
-	{pkg: "policy/origin", only: []string{"policy/reason"},
-		says: "This package imports only policy/reason from the project and must never import gateway/ or audit/"},
-	{pkg: "policy/topics", only: []string{"policy/reason"},
-		says: "It imports only policy/reason from the project and must never import"},
-	{pkg: "policy/schema", only: []string{"policy/reason"},
+	{pkg: "policy/clientip", only: []string{vocabulary},
+		says: "It imports only audit/reason from the project and must never import gateway/ or the rest of audit/"},
+	{pkg: "policy/decision", only: []string{vocabulary},
+		says: "It imports only audit/reason from the project and must never import gateway/ or the rest of audit/"},
+	{pkg: "policy/origin", only: []string{vocabulary},
+		says: "This package imports only audit/reason from the project and must never import gateway/ or the rest of audit/"},
+	{pkg: "policy/topics", only: []string{vocabulary},
+		says: "It imports only audit/reason from the project and must never import"},
+	{pkg: "policy/schema", only: []string{vocabulary},
 		says: "It imports nothing from gateway, audit or alerting, and only reason from the rest of the project"},
-	{pkg: "policy/ratelimit", only: []string{"policy/reason"},
-		says: "It imports only the standard library, golang.org/x/time/rate and policy/reason, and never imports gateway, audit or alerting"},
+	{pkg: "policy/ratelimit", only: []string{vocabulary},
+		says: "It imports only the standard library, golang.org/x/time/rate and audit/reason, and never imports gateway, alerting or the rest of audit"},
 	{pkg: "policy/bans", never: []string{"gateway", "audit", "alerting"},
 		says: "It never imports gateway, audit or alerting"},
 	{pkg: "policy/tokens", never: []string{"gateway", "audit", "alerting"},
@@ -73,7 +79,7 @@ var importRules = []importRule{
 
 	// alerting: reads audit events; keeps its outbox with policy/statefile,
 	// the bbolt opener that itself imports nothing from the project.
-	{pkg: "alerting", never: []string{"gateway", "policy/reason", "policy/bans", "policy/blocklist",
+	{pkg: "alerting", never: []string{"gateway", "policy/bans", "policy/blocklist",
 		"policy/clientip", "policy/guard", "policy/jwt", "policy/origin", "policy/ratelimit",
 		"policy/schema", "policy/tokens", "policy/topics"},
 		says: "alerting imports audit and policy/statefile (the bbolt opener, for its outbox), nothing else from policy and nothing from gateway or cmd"},
@@ -84,11 +90,17 @@ var importRules = []importRule{
 	{pkg: "gateway/reactor", only: none, says: "reactor imports nothing from the project"},
 	{pkg: "gateway/config", only: none, says: "config imports nothing from the project"},
 	{pkg: "gateway/frame", only: none, says: "It must never import other project packages"},
-	{pkg: "gateway/native", only: []string{"policy/reason", "audit"},
-		says: "native imports only policy/reason and audit (its JSON string encoder) from the project"},
+	{pkg: "gateway/native", only: []string{vocabulary, "audit"},
+		says: "native imports only audit/reason and audit (its JSON string encoder) from the project"},
 	{pkg: "gateway/wamp", only: []string{"gateway/native"},
 		says: "It imports only the standard library and gateway/native (for its JSON string encoder); it must never import policy, audit or the gateway itself"},
 	{pkg: "gateway/feed", never: []string{"gateway", "alerting"}, says: "feed imports nothing from gateway"},
+	{pkg: "gateway/metrics", only: []string{"audit", "policy/bans"},
+		says: "metrics imports only audit, audit/reason and policy/bans from the project"},
+
+	// The assembler of serve: under the commands, above everything else.
+	{pkg: "cmd/internal/app", never: []string{"cmd/portcullis", "cmd/portcullis-bench"},
+		says: "app imports no command package"},
 
 	// The load generator talks to the gateway only over the wire.
 	{pkg: "cmd/portcullis-bench", never: []string{"gateway", "policy", "audit", "alerting"},
@@ -208,7 +220,7 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s, but it may import only %v from the project (%q)", r.pkg, imp, r.only, r.says)
 			}
 			for _, bad := range r.never {
-				if under(imp, bad) {
+				if under(imp, bad) && imp != vocabulary {
 					t.Errorf("%s imports %s, but it must never import %s (%q)", r.pkg, imp, bad, r.says)
 				}
 			}
@@ -217,12 +229,16 @@ func TestImportRules(t *testing.T) {
 
 	for rel, p := range pkgs {
 		// Only a command imports its own packages: cmd/x/... may import
-		// cmd/x/..., nothing else imports anything under cmd/.
+		// cmd/x/..., and the commands (only they) cmd/internal/...;
+		// nothing else imports anything under cmd/.
 		for _, imp := range projectImports(p) {
 			if !under(imp, "cmd") {
 				continue
 			}
 			parts := strings.SplitN(imp, "/", 3)
+			if under(imp, "cmd/internal") && under(rel, "cmd") {
+				continue
+			}
 			if !under(rel, parts[0]+"/"+parts[1]) {
 				t.Errorf("%s imports %s: no package imports another command's code", rel, imp)
 			}
@@ -254,7 +270,7 @@ func TestImportRules(t *testing.T) {
 					t.Errorf("%s imports %s: no policy package imports %s", rel, imp, bad)
 				}
 			}
-			if under(imp, "audit") && rel != "policy/guard" {
+			if under(imp, "audit") && imp != vocabulary && rel != "policy/guard" {
 				t.Errorf("%s imports %s: of the policy packages only policy/guard emits audit events", rel, imp)
 			}
 		}

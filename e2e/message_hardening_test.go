@@ -49,7 +49,7 @@ func wampFrom(t *testing.T, s *server, ip, proto string) *rawConn {
 // limits.message_timeout passes, although pings keep the connection busy:
 // audited message_timeout, and a strike (maxretry 1 here: it bans).
 func TestMessageHardeningTimeout(t *testing.T) {
-	s := startServer(t, "limits: {message_timeout: 1s}\nbans: {maxretry: 1}\n")
+	s := startServer(t, "limits: {message_timeout: 1s}\nbans: {allow: [], maxretry: 1}\n")
 	const ip = "127.0.0.21"
 	rc := wampFrom(t, s, ip, "wamp")
 	start := time.Now()
@@ -96,7 +96,7 @@ func TestMessageHardeningTimeout(t *testing.T) {
 // 1008 inbound_budget, audited, and the server's heap stays bounded (the
 // attack run parked 34 MiB with 36 connections).
 func TestMessageHardeningInboundBudget(t *testing.T) {
-	s := startServer(t, "limits: {inbound_buffer_per_ip: 4194304, conn_rate: {rate: 1000, burst: 1000},\n  bytes_rate: {rate: 1073741824, burst: 1073741824}}\nbans: {maxretry: 1000}\n")
+	s := startServer(t, "limits: {inbound_buffer_per_ip: 4194304, conn_rate: {rate: 1000, burst: 1000},\n  bytes_rate: {rate: 1073741824, burst: 1073741824}}\nbans: {allow: [], maxretry: 1000}\n")
 	const ip = "127.0.0.22"
 	heap0 := s.statNumber("heap_live_bytes")
 	part := fragmented(bytes.Repeat([]byte("a"), 950<<10), 60<<10, false)
