@@ -74,6 +74,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	if m := rc.readMsg(); m["op"] != "error" || m["code"] != "bad_request" {
 		t.Fatalf("reply to bad JSON: %v", m)
 	}
+	rc.sendText([]byte(`{"op":"ping","id":7}`), 0)
+	if m := rc.readMsg(); m["op"] != "pong" {
+		t.Fatalf("reply to ping: %v", m)
+	}
 	if rep := refusedFrom(t, s, "127.0.0.3", "Origin: https://evil.example"); rep.status != http.StatusForbidden {
 		t.Fatalf("bad origin: HTTP %d, want 403", rep.status)
 	}
@@ -89,6 +93,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"portcullis_refusals_total", []string{"stage", "message", "reason", "bad_json"}, 1},
 		{"portcullis_refusals_total", []string{"stage", "handshake", "reason", "bad_origin"}, 1},
 		{"portcullis_audit_events_total", []string{"event", "conn_open"}, 1},
+		{"portcullis_messages_total", []string{"protocol", "portcullis.v1", "op", "invalid"}, 1},
+		{"portcullis_messages_total", []string{"protocol", "portcullis.v1", "op", "ping"}, 1},
 		{"portcullis_publish_duration_seconds", nil, 1},
 		{"portcullis_publications_total", nil, 1},
 		{"portcullis_bans", nil, 0},

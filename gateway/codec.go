@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/decision"
 )
@@ -50,6 +51,12 @@ type codec interface {
 	eventPrefix(c *conn, ts *topicSubs) []byte
 }
 
+// counted adds one client message of c's protocol with op o to the
+// messages metric: a fixed array of atomics, no allocation.
+func (ls *loopState) counted(c *conn, o metrics.Op) {
+	ls.srv.opts.Messages.Inc(metrics.Protocol(c.proto), o)
+}
+
 var codecs = [protoCount]codec{protoNative: nativeCodec{}, protoWAMP1: wamp1Codec{}, protoWAMP2: wamp2Codec{}}
 
 // codec is c's protocol.
@@ -64,4 +71,46 @@ type request struct {
 	typ   wamp.V2Type // WAMP v2: the request's type, echoed in ERROR
 	uri   string      // WAMP v2: the ERROR or ABORT URI
 	quiet bool        // WAMP v2 PUBLISH without acknowledge: no ERROR is sent
+}
+
+// v1Op is the messages metric's op of a WAMP v1 message type.
+func v1Op(t wamp.V1Type) metrics.Op {
+	switch t {
+	case wamp.V1Prefix:
+		return metrics.OpPrefix
+	case wamp.V1Call:
+		return metrics.OpCall
+	case wamp.V1Subscribe:
+		return metrics.OpSubscribe
+	case wamp.V1Unsubscribe:
+		return metrics.OpUnsubscribe
+	case wamp.V1Publish:
+		return metrics.OpPublish
+	}
+	return metrics.OpUnknown
+}
+
+// v2Op is the messages metric's op of a WAMP v2 message type.
+func v2Op(t wamp.V2Type) metrics.Op {
+	switch t {
+	case wamp.V2Hello:
+		return metrics.OpHello
+	case wamp.V2Abort:
+		return metrics.OpAbort
+	case wamp.V2Authenticate:
+		return metrics.OpAuthenticate
+	case wamp.V2Goodbye:
+		return metrics.OpGoodbye
+	case wamp.V2Publish:
+		return metrics.OpPublish
+	case wamp.V2Subscribe:
+		return metrics.OpSubscribe
+	case wamp.V2Unsubscribe:
+		return metrics.OpUnsubscribe
+	case wamp.V2Call:
+		return metrics.OpCall
+	case wamp.V2Register:
+		return metrics.OpRegister
+	}
+	return metrics.OpUnknown
 }

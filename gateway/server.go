@@ -38,6 +38,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway/config"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
@@ -138,6 +139,9 @@ type Options struct {
 	// Listeners are sockets bound beforehand with Bind, one per loop;
 	// nil: New binds Listen itself.
 	Listeners *Listeners
+	// TLS serves wss:// on the listeners through the TLS front
+	// (gateway/tlsfront, tls.go); nil: plain ws://.
+	TLS *TLS
 
 	Guard         Guard              // blocklist, bans, per-address limits; nil admits everyone
 	ClientIP      *clientip.Resolver // trusted proxies and the forwarding header; nil trusts none
@@ -157,10 +161,13 @@ type Options struct {
 	// Broker carries every publication to the subscribers (see Broker);
 	// nil: an InProcess broker, this node alone. Run starts it.
 	Broker Broker
-	Tokens TokenSource       // token source: policy/tokens (store) or policy/jwt
-	Schema *schema.Validator // client message validation (JSON Schema)
-	Audit  audit.Sink
-	Log    *logrus.Logger
+	Tokens TokenSource // token source: policy/tokens (store) or policy/jwt
+	// Messages counts client messages by protocol and op
+	// (portcullis_messages_total); nil counts nothing.
+	Messages *metrics.Messages
+	Schema   *schema.Validator // client message validation (JSON Schema)
+	Audit    audit.Sink
+	Log      *logrus.Logger
 }
 
 // TokenSource redeems client tokens: policy/tokens.Store or
@@ -199,6 +206,7 @@ type Server struct {
 	droppedEvents atomic.Uint64 // dropped under drop_oldest / keep_latest
 
 	fds fdShortage // reserve descriptor and exhaustion episodes (loop.go)
+	tls *tlsFront  // the TLS front when Options.TLS is set (tls.go); nil: plain
 
 	broker      Broker
 	topicMu     sync.Mutex
@@ -289,6 +297,14 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.addr = lns.addr
+	if o.TLS != nil {
+		// The front accepts on the sockets; the loops get none.
+		if err := s.initTLS(lns); err != nil {
+			s.fds.closeReserve()
+			lns.Close()
+			return nil, err
+		}
+	}
 	for i, fd := range lns.fds {
 		ls, err := newLoopState(s, i, fd)
 		if err != nil {
@@ -315,6 +331,7 @@ func (s *Server) Run() error {
 			}
 		}(ls)
 	}
+	s.runTLS()
 	s.started.Store(true)
 	return nil
 }
@@ -334,8 +351,11 @@ func portOf(hostport string) string {
 
 func (s *Server) closeLoops() {
 	for _, ls := range s.loops {
-		ls.loop.Remove(ls.lfd)
+		if ls.lfd >= 0 {
+			ls.loop.Remove(ls.lfd)
+		}
 	}
+	s.closeTLS()
 	s.fds.closeReserve()
 }
 
@@ -383,26 +403,33 @@ func (s *Server) post(p *Publication) {
 	}
 }
 
+// Duration is a time.Duration written as its String form ("1.5ms") in
+// JSON, so /v1/stats stays readable while Go callers keep a typed value.
+type Duration time.Duration
+
+// MarshalText writes d as time.Duration.String.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections   int64  `json:"connections"`
-	WebSockets    int64  `json:"websockets"`
-	Subscriptions int64  `json:"subscriptions"`
-	Topics        int64  `json:"topics"`
-	Accepted      uint64 `json:"accepted"`
-	Rejected      uint64 `json:"rejected"`
-	Published     uint64 `json:"published"`
-	Delivered     uint64 `json:"delivered"`
-	SlowConsumers uint64 `json:"slow_consumers"`
-	DroppedEvents uint64 `json:"dropped_events"` // under slow_consumer: drop_oldest / keep_latest
-	Loops         int    `json:"loops"`
-	MaxLoopStall  string `json:"max_loop_stall"`
-	Goroutines    int    `json:"goroutines"`
-	HeapLiveBytes uint64 `json:"heap_live_bytes"` // after the last GC
-	HeapSysBytes  uint64 `json:"heap_sys_bytes"`
-	HeapInuse     uint64 `json:"heap_inuse_bytes"`
-	HeapReleased  uint64 `json:"heap_released_bytes"`
-	RuntimeSys    uint64 `json:"runtime_sys_bytes"` // all memory the Go runtime obtained
+	Connections   int64    `json:"connections"`
+	WebSockets    int64    `json:"websockets"`
+	Subscriptions int64    `json:"subscriptions"`
+	Topics        int64    `json:"topics"`
+	Accepted      uint64   `json:"accepted"`
+	Rejected      uint64   `json:"rejected"`
+	Published     uint64   `json:"published"`
+	Delivered     uint64   `json:"delivered"`
+	SlowConsumers uint64   `json:"slow_consumers"`
+	DroppedEvents uint64   `json:"dropped_events"` // under slow_consumer: drop_oldest / keep_latest
+	Loops         int      `json:"loops"`
+	MaxLoopStall  Duration `json:"max_loop_stall"` // the longest an event loop spent on one batch of work
+	Goroutines    int      `json:"goroutines"`
+	HeapLiveBytes uint64   `json:"heap_live_bytes"` // after the last GC
+	HeapSysBytes  uint64   `json:"heap_sys_bytes"`
+	HeapInuse     uint64   `json:"heap_inuse_bytes"`
+	HeapReleased  uint64   `json:"heap_released_bytes"`
+	RuntimeSys    uint64   `json:"runtime_sys_bytes"` // all memory the Go runtime obtained
 
 	// InboundHeldBytes is what unfinished messages and WAMP v1 tables
 	// hold against limits.inbound_buffer_total.
@@ -432,7 +459,7 @@ func (s *Server) Stats() Stats {
 			stall = v
 		}
 	}
-	st.MaxLoopStall = time.Duration(stall).String()
+	st.MaxLoopStall = Duration(stall)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st.HeapLiveBytes = ms.HeapAlloc
@@ -450,6 +477,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		s.closing.Store(true)
+		s.stopTLSAccepting()
 		for _, ls := range s.loops {
 			ls.loop.Post(ls.beginShutdown)
 		}
@@ -463,12 +491,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				ls.loop.Post(ls.forceClose)
 			}
 			s.stopLoops()
+			s.shutdownTLS(ctx)
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
 	s.stopLoops()
-	return nil
+	return s.shutdownTLS(ctx)
 }
 
 func (s *Server) stopLoops() {
@@ -509,6 +538,7 @@ func (s *Server) DropInKernel(prefixes []netip.Prefix) {
 	if len(prefixes) == 0 {
 		prog = nil
 	}
+	s.dropInKernelTLS(prog)
 	for _, ls := range s.loops {
 		ls.loop.Post(func() {
 			if ls.lfd < 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
 	"github.com/portcullis-gw/portcullis/gateway/frame"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/schema"
@@ -70,24 +71,30 @@ func nativeRequest(m *schema.Message) *request { return &request{id: m.ID, hasID
 func (nativeCodec) message(c *conn, ls *loopState, payload []byte) {
 	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
-		msg := v.Message
+		msg, op := v.Message, metrics.OpInvalid
 		if v.Reason == reason.UnknownOp {
-			msg = ""
+			msg, op = "", metrics.OpUnknown
 		}
+		ls.counted(c, op)
 		c.refuse(ls, audit.Event{Detail: violationDetail(v)}, decision.Reply(v.Reason, msg), nativeRequest(&m))
 		return
 	}
 	switch m.Op {
 	case "subscribe":
+		ls.counted(c, metrics.OpSubscribe)
 		c.onSubscribe(ls, &m)
 	case "unsubscribe":
+		ls.counted(c, metrics.OpUnsubscribe)
 		c.onUnsubscribe(ls, &m)
 	case "publish":
+		ls.counted(c, metrics.OpPublish)
 		c.onPublish(ls, &m)
 	case "ping":
+		ls.counted(c, metrics.OpPing)
 		ls.scratch = native.AppendPong(ls.scratch[:0], m.ID, m.HasID)
 		c.sendText(ls, ls.scratch)
 	default:
+		ls.counted(c, metrics.OpUnknown)
 		c.refuse(ls, audit.Event{}, decision.Reply(reason.UnknownOp, ""), nativeRequest(&m))
 	}
 }

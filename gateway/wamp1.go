@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/decision"
@@ -192,22 +193,27 @@ func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 		limit, known := wamp.V1MaxBytes(wamp.V1Type(code))
 		switch {
 		case !known:
+			ls.counted(c, metrics.OpUnknown)
 			c.wamp1Malformed(ls, reason.UnknownOp, "message type not accepted from a client")
 			return
 		case len(payload) > limit:
+			ls.counted(c, metrics.OpInvalid)
 			c.wampOversize(ls, limit)
 			return
 		}
 	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
+		ls.counted(c, metrics.OpInvalid)
 		c.wamp1Malformed(ls, reason.TooDeep, "message nesting too deep")
 		return
 	}
 	m, err := wamp.ParseV1(payload)
 	if err != nil {
+		ls.counted(c, metrics.OpInvalid)
 		c.wamp1Malformed(ls, parseReason(err), err.Error())
 		return
 	}
+	ls.counted(c, v1Op(m.Type))
 	switch m.Type {
 	case wamp.V1Prefix:
 		st := ls.wampState(c)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
 	"github.com/portcullis-gw/portcullis/gateway/native"
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/decision"
@@ -116,22 +117,27 @@ func (wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
 		limit, known := wamp.V2MaxBytes(wamp.V2Type(code))
 		switch {
 		case !known:
+			ls.counted(c, metrics.OpUnknown)
 			c.wamp2Violation(ls, reason.UnknownOp, "message type not accepted from a client by a broker")
 			return
 		case len(payload) > limit:
+			ls.counted(c, metrics.OpInvalid)
 			c.wampOversize(ls, limit)
 			return
 		}
 	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
+		ls.counted(c, metrics.OpInvalid)
 		c.wamp2Violation(ls, reason.TooDeep, "message nesting too deep")
 		return
 	}
 	m, err := wamp.ParseV2(payload)
 	if err != nil {
+		ls.counted(c, metrics.OpInvalid)
 		c.wamp2Violation(ls, parseReason(err), err.Error())
 		return
 	}
+	ls.counted(c, v2Op(m.Type))
 	phase := c.wamp2Phase(ls)
 	switch {
 	case m.Type == wamp.V2Abort:

@@ -190,7 +190,8 @@ func (a *App) open() error {
 	a.built = append(a.built, a.pipe)
 
 	a.gw, err = buildGateway(cfg, gatewayParts{lns: a.lns, guard: a.pipe.guard, tokens: src.Redeemer,
-		healthy: a.trail.w.Healthy, sink: a.sink, log: a.log, version: a.o.Version}, link)
+		healthy: a.trail.w.Healthy, sink: a.sink, log: a.log, version: a.o.Version,
+		messages: a.metrics.Messages()}, link)
 	if err != nil {
 		return err
 	}
@@ -211,7 +212,9 @@ func (a *App) open() error {
 		Metrics:       a.metrics.Handler(),
 		MetricsPublic: cfg.Admin.MetricsPublic,
 	})
-	a.api = newAdminAPI(cfg, a.adminLn, api, a.log)
+	if a.api, err = newAdminAPI(cfg, a.adminLn, api, a.log); err != nil {
+		return err
+	}
 	a.adminLn = nil
 	a.built = append(a.built, a.api)
 	a.built = append(a.built, &watchdog{srv: a.gw.srv, sink: a.sink})
@@ -238,9 +241,17 @@ func (a *App) bind() error {
 			return err
 		}
 	}
-	if a.lns, err = gateway.Bind(cfg.Listen, runtime.GOMAXPROCS(0)); err != nil {
+	loops := runtime.GOMAXPROCS(0)
+	if a.lns, err = gateway.Bind(cfg.Listen, loops); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// One event loop per core, plus one processor for everything else: a
+	// loop blocked in epoll_wait keeps its processor until the runtime
+	// takes it back (up to ~10 ms), so with exactly one per loop the admin
+	// API's goroutines wait that long to notice their sockets, and a
+	// publish answer waits with them (docs/ARCHITECTURE.md, "The publish
+	// path").
+	runtime.GOMAXPROCS(loops + 1)
 	if port == 0 {
 		if a.portLock, err = lockPort(a.lns.Addr().Port()); err != nil {
 			return err
@@ -272,8 +283,12 @@ func (a *App) start() error {
 // believes. The first line's format is what scripts and tests wait for.
 func (a *App) logStartup() {
 	cfg := a.cfg
-	fmt.Fprintf(a.o.Stderr, "portcullis %s listening on ws://%s%s (WebSocket), admin API on %s\n",
-		a.o.Version, a.gw.srv.Addr(), cfg.Path, a.api.url)
+	scheme := "ws"
+	if a.gw.srv.TLSEnabled() {
+		scheme = "wss"
+	}
+	fmt.Fprintf(a.o.Stderr, "portcullis %s listening on %s://%s%s (WebSocket), admin API on %s\n",
+		a.o.Version, scheme, a.gw.srv.Addr(), cfg.Path, a.api.url)
 	keyFile := cfg.Admin.KeyFile
 	if keyFile == "" {
 		keyFile = filepath.Join(cfg.DataDir, "admin.key")

@@ -50,6 +50,8 @@ var liveKeys = []string{
 	"limits.msg_rate", "limits.message_timeout",
 	// The static lists (the ban pipeline's list switch).
 	"bans.allow", "bans.block", "bans.block_files",
+	// The certificates, re-read on every reload (but see tlsSwitches).
+	"tls.cert_file", "tls.key_file", "admin.tls",
 	// The rest.
 	"tokens.ttl", "alerting", "log_level", "shutdown.drain",
 }
@@ -73,6 +75,26 @@ func needsRestart(changed []string) []string {
 		}
 	}
 	return out
+}
+
+// tlsSwitches are the keys whose change turns TLS on or off on a
+// listener, which needs a restart although the certificate keys are live:
+// the listener would change its protocol under its clients.
+func tlsSwitches(old, next *config.Config) []string {
+	var out []string
+	if (old.TLS.CertFile == "") != (next.TLS.CertFile == "") {
+		out = append(out, "tls.cert_file")
+	}
+	if (old.Admin.TLS.CertFile == "") != (next.Admin.TLS.CertFile == "") {
+		out = append(out, "admin.tls.cert_file")
+	}
+	return out
+}
+
+// restartKeys are the keys of changed (old to next) that only a restart
+// applies.
+func restartKeys(old, next *config.Config, changed []string) []string {
+	return append(needsRestart(changed), tlsSwitches(old, next)...)
 }
 
 // keySet is a set of changed keys.

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway"
 	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/gateway/feed"
+	"github.com/portcullis-gw/portcullis/gateway/metrics"
+	"github.com/portcullis-gw/portcullis/gateway/tlsfront"
 	"github.com/portcullis-gw/portcullis/policy/clientip"
 	"github.com/portcullis-gw/portcullis/policy/origin"
 	"github.com/portcullis-gw/portcullis/policy/schema"
@@ -73,13 +76,14 @@ type gw struct {
 
 // gatewayParts are what the gateway is built on.
 type gatewayParts struct {
-	lns     *gateway.Listeners
-	guard   gateway.Guard
-	tokens  gateway.TokenSource
-	healthy func() bool
-	sink    audit.Sink
-	log     *logrus.Logger
-	version string
+	lns      *gateway.Listeners
+	guard    gateway.Guard
+	tokens   gateway.TokenSource
+	healthy  func() bool
+	sink     audit.Sink
+	log      *logrus.Logger
+	version  string
+	messages *metrics.Messages
 }
 
 func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, error) {
@@ -107,9 +111,18 @@ func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, e
 		DataSchemas:   r.data,
 		Feeds:         feeds,
 		Tokens:        p.tokens,
+		Messages:      p.messages,
 		Schema:        val,
 		Audit:         p.sink,
 		Log:           p.log,
+	}
+	if cfg.TLS.CertFile != "" {
+		v, err := tlsfront.ParseVersion(cfg.TLS.MinVersion)
+		if err != nil {
+			feeds.Close()
+			return nil, err
+		}
+		o.TLS = &gateway.TLS{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, MinVersion: v}
 	}
 	srv, err := gateway.New(o)
 	if err != nil {
@@ -129,26 +142,65 @@ func (g *gw) start() error {
 	return nil
 }
 
+// prepare builds the gateway's new rules when a key of theirs changed,
+// and with wss:// loads the certificate pair again on every reload (the
+// files are renewed in place, so no key needs to change). The apply puts
+// the rules in force first, the only step that can fail, then the pair.
 func (g *gw) prepare(next *config.Config, changed keySet) (func() error, error) {
-	if !changed.any("origins", "allow_missing_origin", "trusted_proxies", "client_ip_header", "topics", "default", "limits") {
+	var pair *tlsfront.Pair
+	if g.srv.TLSEnabled() {
+		p, err := tlsfront.LoadPair(next.TLS.CertFile, next.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file: %w; the certificate in use stays", err)
+		}
+		pair = p
+	}
+	var o *gateway.Options
+	var r rules
+	if changed.any("origins", "allow_missing_origin", "trusted_proxies", "client_ip_header", "topics", "default", "limits") {
+		var err error
+		if r, err = buildRules(next, g.val); err != nil {
+			return nil, err
+		}
+		no := g.opts
+		no.Listeners = nil
+		no.Origins, no.Topics, no.DataSchemas, no.ClientIP = r.origins, r.topics, r.data, r.clientIP
+		no.Limits = gateway.LimitsFrom(next.Limits)
+		o = &no
+	}
+	if o == nil && pair == nil {
 		return nil, nil
 	}
-	r, err := buildRules(next, g.val)
-	if err != nil {
-		return nil, err
-	}
-	o := g.opts
-	o.Listeners = nil
-	o.Origins, o.Topics, o.DataSchemas, o.ClientIP = r.origins, r.topics, r.data, r.clientIP
-	o.Limits = gateway.LimitsFrom(next.Limits)
 	return func() error {
-		if err := g.srv.Reload(o); err != nil {
-			return err
+		if o != nil {
+			if err := g.srv.Reload(*o); err != nil {
+				return err
+			}
+			g.opts = *o
+			g.feeds.SetRules(r.topics)
 		}
-		g.opts = o
-		g.feeds.SetRules(r.topics)
+		if pair != nil {
+			g.srv.UseTLSPair(pair)
+		}
 		return nil
 	}, nil
+}
+
+// tlsDetail names the certificate the public listener serves, for the
+// reload's audit line; empty without wss://.
+func (g *gw) tlsDetail() string {
+	leaf := g.srv.TLSCertificate()
+	if leaf == nil {
+		return ""
+	}
+	return "wss:// certificate " + certSummary(leaf)
+}
+
+// certSummary is a certificate as an operator recognizes it: serial
+// (hex), subject and expiry.
+func certSummary(leaf *x509.Certificate) string {
+	return fmt.Sprintf("serial %x (%s), expires %s", leaf.SerialNumber, leaf.Subject.CommonName,
+		leaf.NotAfter.UTC().Format(time.RFC3339))
 }
 
 // drain stops accepting and closes the clients over window; ctx done

@@ -12,8 +12,6 @@ import (
 // time. The admin API serves only once every part is built.
 func (a *App) metricsState() metrics.State {
 	st := a.gw.srv.Stats()
-	// Stats spells the stall with time.Duration.String; it parses back.
-	stall, _ := time.ParseDuration(st.MaxLoopStall)
 	return metrics.State{
 		Sockets:          st.Connections,
 		Accepted:         st.Accepted,
@@ -23,7 +21,7 @@ func (a *App) metricsState() metrics.State {
 		Delivered:        st.Delivered,
 		SlowConsumers:    st.SlowConsumers,
 		InboundHeldBytes: st.InboundHeldBytes,
-		MaxLoopStall:     stall,
+		MaxLoopStall:     time.Duration(st.MaxLoopStall),
 		Bans:             int64(a.pipe.guard.Stats().Bans),
 		AuditDropped:     a.trail.w.Stats().Dropped,
 	}

@@ -54,7 +54,7 @@ func (a *App) reload() ([]string, string, error) {
 		next.DataDir = a.o.DataDir
 	}
 	changed := keySet(Diff(a.cfg, next))
-	if keys := needsRestart(changed); len(keys) > 0 {
+	if keys := restartKeys(a.cfg, next, changed); len(keys) > 0 {
 		return nil, "", &admin.ReloadError{Code: admin.ReloadNeedsRestart, Key: keys[0], Err: restartError(a.cfg, next, keys)}
 	}
 	// The gateway's rules are the only part whose apply can fail (it
@@ -99,6 +99,11 @@ func (a *App) reload() ([]string, string, error) {
 	if len(next.Bans.BlockFiles) > 0 {
 		block, allow := a.pipe.lists.cur.Load().Len()
 		detail += fmt.Sprintf("; block files re-read: %d blocked, %d allowed prefixes", block, allow)
+	}
+	for _, d := range []string{a.gw.tlsDetail(), a.api.tlsDetail()} {
+		if d != "" {
+			detail += "; " + d
+		}
 	}
 	return changed, detail, nil
 }

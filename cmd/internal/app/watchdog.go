@@ -63,7 +63,7 @@ func (w *watchdog) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if d, err := time.ParseDuration(w.srv.Stats().MaxLoopStall); err == nil && d > time.Second && d > reportedStall {
+			if d := time.Duration(w.srv.Stats().MaxLoopStall); d > time.Second && d > reportedStall {
 				reportedStall = d
 				w.sink.Emit(audit.Event{Time: now, Event: audit.KindLoopStalled, Severity: audit.Critical, Stage: audit.StageSystem,
 					Detail: "an event loop was busy for " + d.Round(time.Millisecond).String() + " without returning to epoll"})
