@@ -46,6 +46,7 @@ const (
 	KindUntrustedForwarding                 // forwarding headers from a peer outside trusted_proxies
 	KindConfigReloadFailed                  // a reload was refused; the old config stays in force
 	KindDrainStarted                        // shutdown began: accepting stopped, clients closed over the drain window
+	KindTokenStateLost                      // tokens.db could not be read whole: minted tokens may be refused
 
 	kindEnd // one past the last kind
 )
@@ -84,6 +85,7 @@ var kindNames = [kindEnd]string{
 	KindUntrustedForwarding: "untrusted_forwarding",
 	KindConfigReloadFailed:  "config_reload_failed",
 	KindDrainStarted:        "drain_started",
+	KindTokenStateLost:      "token_state_lost",
 }
 
 // String returns the docs/AUDIT.md spelling of k, as written in a line's

@@ -54,7 +54,7 @@ func (t *tokenComp) start() error {
 		switch {
 		case errors.Is(err, tokens.ErrCorrupt):
 			t.log.WithError(err).Error("tokens.db is corrupt: started with the tokens that could be read")
-			t.sink.Emit(audit.Event{Event: audit.KindAdmin, Severity: audit.Critical, Stage: audit.StageSystem, Actor: "serve",
+			t.sink.Emit(audit.Event{Event: audit.KindTokenStateLost, Severity: audit.Critical, Stage: audit.StageSystem, Actor: "serve",
 				Count: int64(n), Detail: audit.Cap("tokens.db is corrupt; started with the " + strconv.Itoa(n) +
 					" tokens that could be read (minted tokens may be refused): " + err.Error())})
 		case err != nil:
