@@ -47,6 +47,10 @@ const (
 	KindConfigReloadFailed                  // a reload was refused; the old config stays in force
 	KindDrainStarted                        // shutdown began: accepting stopped, clients closed over the drain window
 	KindTokenStateLost                      // tokens.db could not be read whole: minted tokens may be refused
+	KindClusterDegraded                     // Redis unreachable: local delivery only, redemptions refused
+	KindClusterRecovered                    // Redis reachable again: resubscribed, bans reloaded
+	KindNodeUp                              // a cluster node joined (or came back)
+	KindNodeLost                            // a cluster node stopped renewing its presence
 
 	kindEnd // one past the last kind
 )
@@ -86,6 +90,10 @@ var kindNames = [kindEnd]string{
 	KindConfigReloadFailed:  "config_reload_failed",
 	KindDrainStarted:        "drain_started",
 	KindTokenStateLost:      "token_state_lost",
+	KindClusterDegraded:     "cluster_degraded",
+	KindClusterRecovered:    "cluster_recovered",
+	KindNodeUp:              "node_up",
+	KindNodeLost:            "node_lost",
 }
 
 // String returns the docs/AUDIT.md spelling of k, as written in a line's
