@@ -127,7 +127,7 @@ func (up *upgrader) init(ls *loopState) {
 			if up.offered && !up.chosen {
 				return nil, up.reject(decision.Deny(reason.BadSubprotocol))
 			}
-			if r := up.rl.origins.Check(string(up.origin), up.hasOrigin, string(up.host), false); r != reason.None {
+			if r := up.rl.origins.Check(string(up.origin), up.hasOrigin, string(up.host), up.ls.srv.tls != nil); r != reason.None {
 				return nil, up.reject(decision.Deny(r))
 			}
 			return nil, up.admitClient()
@@ -167,6 +167,38 @@ func (up *upgrader) admitClient() error {
 	}
 }
 
+// refusedClient derives the client address of a request refused before
+// admitClient ran (a bad path, Origin or subprotocol, or one the parser
+// refused) from a trusted proxy: the Upgrader stops at the first refusal,
+// so the forwarding header lines are read from the whole request here.
+// The refusal, its audit line and its strike are then the client's, never
+// the proxy's that every other client behind it shares (striking the
+// proxy would let any one client ban them all). Refusals only: it
+// allocates.
+func (up *upgrader) refusedClient(req []byte) {
+	sender := up.c.client()
+	up.fwd = up.fwd[:0]
+	_, lines, _ := bytes.Cut(req, []byte("\r\n")) // after the request line
+	for len(lines) > 0 {
+		line, rest, ok := bytes.Cut(lines, []byte("\r\n"))
+		if !ok || len(line) == 0 {
+			break
+		}
+		lines = rest
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !up.rl.clientIP.IsHeader(k) {
+			continue
+		}
+		if len(up.fwd) >= maxForwardLines {
+			up.client, up.badFwd = sender, true
+			return
+		}
+		up.fwd = append(up.fwd, string(bytes.Trim(v, " \t")))
+	}
+	client, why := up.rl.clientIP.FromHeaders(sender, up.fwd)
+	up.client, up.badFwd = client, why == reason.BadClientIP
+}
+
 // reject records refusal d, unless one is recorded already, and returns
 // the error that stops the Upgrader.
 func (up *upgrader) reject(d decision.Decision) error {
@@ -197,6 +229,9 @@ func (up *upgrader) upgrade(c *conn, rl *rules, req []byte, now time.Time) upgra
 	up.out.Reset()
 
 	_, err := up.u.Upgrade(memConn{&up.in, &up.out})
+	if (!up.refusal.Allowed() || err != nil) && up.fwdOn && !up.client.IsValid() {
+		up.refusedClient(req)
+	}
 	if !up.refusal.Allowed() {
 		detail := ""
 		if up.refusal.Reason == reason.BadOrigin && up.hasOrigin {
@@ -217,7 +252,7 @@ func (up *upgrader) upgrade(c *conn, rl *rules, req []byte, now time.Time) upgra
 			d.Status = rej.StatusCode()
 		}
 		up.c, up.rl = nil, nil
-		return upgradeResult{decision: d, detail: capString(err.Error(), 200), untrusted: up.untrusted}
+		return upgradeResult{decision: d, detail: capString(err.Error(), 200), client: up.client, untrusted: up.untrusted}
 	}
 	resp := append([]byte(nil), up.out.Bytes()...)
 	res := upgradeResult{decision: decision.Allow(), proto: up.proto, client: up.client, badFwd: up.badFwd,

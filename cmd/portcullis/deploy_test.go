@@ -160,6 +160,13 @@ func TestDockerfile(t *testing.T) {
 				}
 			}
 		case "RUN":
+			for _, w := range f[1:] {
+				if strings.HasPrefix(w, "deploy/") {
+					if _, err := os.Stat(filepath.Join("../..", w)); err != nil {
+						t.Errorf("%s: runs %s: %v", where, w, err)
+					}
+				}
+			}
 			if i := strings.Index(rest, "./cmd/"); i >= 0 {
 				pkg := strings.Fields(rest[i:])[0]
 				if _, err := os.Stat(filepath.Join("../..", pkg, "main.go")); err != nil {
