@@ -1,7 +1,7 @@
 // Package query reads the audit trail of docs/AUDIT.md back: it finds the trail's
-// files in order, filters their JSON lines (audit query), counts them
-// (--count-by), shows the newest ones and follows the active file across
-// rotation (audit tail).
+// files in order, filters their JSON lines (audit query), merges the trails
+// of several nodes by time (Merge), counts them (--count-by), shows the
+// newest ones and follows the active file across rotation (audit tail).
 //
 // query owns reading only. It depends on the trail's on-disk format and on
 // audit's vocabulary (Severity), and audit never imports query: it imports

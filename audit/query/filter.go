@@ -44,6 +44,7 @@ type Filter struct {
 	MinSeverity audit.Severity // this severity or above; the zero audit.Info keeps every event
 	Topic       string         // exact, or a glob where * matches any run of characters; never matches events without a topic
 	Reason      string         // exact reason
+	Node        string         // exact node name (the line's node); never matches lines without one
 }
 
 // ParseIP parses an address or a CIDR prefix for Filter.IP. IPv4-mapped
@@ -219,6 +220,10 @@ func compile(f Filter) *matcher {
 		m.want |= FieldReason
 		m.addExact(f.Reason)
 	}
+	if f.Node != "" {
+		m.want |= FieldNode
+		m.addExact(f.Node)
+	}
 	if len(f.Events) > 0 {
 		m.want |= FieldEvent
 		m.events = map[string]bool{}
@@ -344,6 +349,9 @@ func (m *matcher) match(r *Record) bool {
 		return false
 	}
 	if f.Reason != "" && string(r.Reason) != f.Reason {
+		return false
+	}
+	if f.Node != "" && string(r.Node) != f.Node {
 		return false
 	}
 	if f.Topic != "" {

@@ -78,7 +78,7 @@ func (m *matcher) indexExcludes(s *index.Summary) bool {
 // a time window holding every event of the file.
 func (m *matcher) indexCounts(s *index.Summary, key Key) (map[string]int64, bool) {
 	f := &m.f
-	if f.IP.IsValid() || f.User != "" || len(f.Events) > 0 || f.MinSeverity > audit.Info || f.Topic != "" || f.Reason != "" {
+	if f.IP.IsValid() || f.User != "" || len(f.Events) > 0 || f.MinSeverity > audit.Info || f.Topic != "" || f.Reason != "" || f.Node != "" {
 		return nil, false
 	}
 	if !f.Since.IsZero() && s.First.Before(f.Since) {

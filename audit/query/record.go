@@ -29,10 +29,11 @@ const (
 	FieldFirst
 	FieldLast
 	FieldCountedPrefix
+	FieldNode
 
 	// FieldsTable are the keys the table shows.
 	FieldsTable = FieldTime | FieldEvent | FieldSeverity | FieldSeq | FieldIP | FieldPeerIP |
-		FieldUser | FieldTopic | FieldReason | FieldDetail | FieldCount | FieldFirst | FieldLast
+		FieldUser | FieldTopic | FieldReason | FieldDetail | FieldCount | FieldFirst | FieldLast | FieldNode
 )
 
 // Record is one parsed trail line. Only the fields asked for are set.
@@ -51,6 +52,7 @@ type Record struct {
 
 	Event, Severity, IP, PeerIP, User, Topic, Reason, Detail []byte
 	CountedPrefix                                            []byte
+	Node                                                     []byte // the node that wrote the line; empty in a trail written without a node name
 }
 
 // N is how many occurrences r stands for: Count for a summary event, else 1.
@@ -209,6 +211,8 @@ func (r *Record) set(f Fields, v []byte, isStr bool) {
 		r.Detail = strOnly(v, isStr)
 	case FieldCountedPrefix:
 		r.CountedPrefix = strOnly(v, isStr)
+	case FieldNode:
+		r.Node = strOnly(v, isStr)
 	}
 }
 
@@ -250,6 +254,8 @@ func fieldOf(key []byte) Fields {
 		return FieldLast
 	case audit.FieldCountedPrefix:
 		return FieldCountedPrefix
+	case audit.FieldNode:
+		return FieldNode
 	}
 	return 0
 }

@@ -131,9 +131,10 @@ const (
 	KeyUser
 	KeyReason
 	KeyEvent
+	KeyNode
 )
 
-var keyNames = [...]string{KeyIP: "ip", KeyUser: "user", KeyReason: "reason", KeyEvent: "event"}
+var keyNames = [...]string{KeyIP: "ip", KeyUser: "user", KeyReason: "reason", KeyEvent: "event", KeyNode: "node"}
 
 // String returns the --count-by spelling of k.
 func (k Key) String() string {
@@ -143,14 +144,14 @@ func (k Key) String() string {
 	return "unknown"
 }
 
-// ParseKey parses ip, user, reason or event.
+// ParseKey parses ip, user, reason, event or node.
 func ParseKey(s string) (Key, error) {
 	for i, n := range keyNames {
 		if n != "" && n == s {
 			return Key(i), nil
 		}
 	}
-	return 0, fmt.Errorf("invalid --count-by %q: want ip, user, reason or event", s)
+	return 0, fmt.Errorf("invalid --count-by %q: want ip, user, reason, event or node", s)
 }
 
 // Count is one row of CountBy: a value of the key (empty when the events
@@ -174,6 +175,8 @@ func CountBy(ctx context.Context, files []File, o Options, key Key) ([]Count, St
 		m.want |= FieldReason
 	case KeyEvent:
 		m.want |= FieldEvent
+	case KeyNode:
+		m.want |= FieldNode
 	default:
 		return nil, Stats{}, fmt.Errorf("invalid count key %d", key)
 	}
@@ -269,6 +272,8 @@ func (s *countSink) take(r *Record) {
 		v = r.Reason
 	case KeyEvent:
 		v = r.Event
+	case KeyNode:
+		v = r.Node
 	}
 	n := r.N()
 	s.events += n

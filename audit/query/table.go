@@ -15,10 +15,12 @@ import (
 // tableBlock rows); later rows widen a column only when they must. Cells are
 // cut to a column's cap with "…", and control, C1 and bidi-override
 // characters in attacker-supplied values are shown escaped (\x1b), so a
-// trail can never drive the reader's terminal. Not safe for concurrent use.
+// trail can never drive the reader's terminal. A NODE column, after TIME,
+// is shown only when WithNode asks for it. Not safe for concurrent use.
 type Table struct {
 	w      io.Writer
 	color  bool
+	node   bool
 	rows   [][numCols]string
 	widths [numCols]int
 	sized  bool
@@ -27,6 +29,7 @@ type Table struct {
 
 const (
 	colTime = iota
+	colNode
 	colSeverity
 	colEvent
 	colIP
@@ -37,11 +40,11 @@ const (
 	numCols
 )
 
-var tableHeader = [numCols]string{"TIME", "SEVERITY", "EVENT", "IP", "USER", "TOPIC", "REASON", "DETAIL"}
+var tableHeader = [numCols]string{"TIME", "NODE", "SEVERITY", "EVENT", "IP", "USER", "TOPIC", "REASON", "DETAIL"}
 
 // colCap is the widest a column gets, in characters; the last column is not
 // padded.
-var colCap = [numCols]int{24, 8, 24, 39, 24, 32, 24, 160}
+var colCap = [numCols]int{24, 24, 8, 24, 39, 24, 32, 24, 160}
 
 // tableBlock is how many rows are buffered to size the columns.
 const tableBlock = 512
@@ -53,12 +56,21 @@ const tableTime = "2006-01-02T15:04:05.000Z"
 // severity (only for a terminal).
 func NewTable(w io.Writer, color bool) *Table { return &Table{w: w, color: color} }
 
+// WithNode adds the NODE column (the line's node) to t, for output that
+// merges the trails of several nodes, and returns t. Call it before the
+// first Add.
+func (t *Table) WithNode() *Table {
+	t.node = true
+	return t
+}
+
 // Add appends r (decoded with FieldsTable). It copies what it keeps.
 func (t *Table) Add(r *Record) {
 	var row [numCols]string
 	if !r.Time.IsZero() {
 		row[colTime] = r.Time.UTC().Format(tableTime)
 	}
+	row[colNode] = string(r.Node)
 	row[colSeverity] = string(r.Severity)
 	if len(r.Severity) == 0 {
 		row[colSeverity] = audit.Info.String()
@@ -134,6 +146,9 @@ var sevColor = map[string]string{"notice": "\x1b[36m", "warning": "\x1b[33m", "c
 func (t *Table) writeRow(r [numCols]string, color bool) {
 	var b strings.Builder
 	for i, c := range r {
+		if i == colNode && !t.node {
+			continue
+		}
 		if c == "" {
 			c = "-"
 		}

@@ -19,37 +19,84 @@ import (
 	"github.com/portcullis-gw/portcullis/audit/query"
 )
 
-// aqTrail are the flags that say where the trail is.
+// aqTrail are the flags that say where the trails are. Each node of a
+// cluster writes its own trail: every --dir and every --data names one,
+// and query reads them together. A flag is repeated rather than given a
+// comma list, since a directory's name may hold a comma.
 type aqTrail struct {
-	dir, data string
+	cmd         *cobra.Command
+	dirs, datas []string
 }
 
-func (t *aqTrail) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&t.dir, "dir", "", "audit directory (default <data>/audit)")
-	cmd.Flags().StringVar(&t.data, "data", defaultDataDir(), "data directory of the gateway")
+// flags adds --dir and --data to cmd; several says whether cmd reads
+// several trails.
+func (t *aqTrail) flags(cmd *cobra.Command, several bool) {
+	t.cmd = cmd
+	dir, data := "audit directory (default <data>/audit)", "data directory of the gateway (its trail is DIR/audit)"
+	if several {
+		dir += "; repeat for the trails of several nodes"
+		data += "; repeat for several nodes"
+	}
+	cmd.Flags().StringArrayVar(&t.dirs, "dir", nil, dir)
+	cmd.Flags().StringArrayVar(&t.datas, "data", []string{defaultDataDir()}, data)
 }
 
-// paths returns the PATH arguments, else the audit directory.
-func (t *aqTrail) paths(args []string) []string {
+// trailDirs returns the audit directories the flags name, one per trail: each
+// --dir, and each --data given (DIR/audit); --data's default only when no
+// --dir is given.
+func (t *aqTrail) trailDirs() []string {
+	dirs := append([]string(nil), t.dirs...)
+	if len(dirs) == 0 || t.cmd.Flags().Changed("data") {
+		for _, d := range t.datas {
+			dirs = append(dirs, filepath.Join(d, "audit"))
+		}
+	}
+	return dirs
+}
+
+// paths returns the PATH arguments, else the one audit directory the flags
+// name. PATH arguments are one trail and replace the flags, as long as
+// these name at most one.
+func (t *aqTrail) paths(args []string) ([]string, error) {
+	dirs := t.trailDirs()
 	if len(args) > 0 {
-		return args
+		if len(dirs) > 1 {
+			return nil, aqUsagef("PATH arguments are read as one trail: give the trails of several nodes as repeated --dir or --data, without PATH")
+		}
+		return args, nil
 	}
-	if t.dir != "" {
-		return []string{t.dir}
+	if len(dirs) > 1 {
+		return nil, aqUsagef("%s reads one trail, and %d are given (%s): give one --dir or --data",
+			t.cmd.CommandPath(), len(dirs), strings.Join(dirs, ", "))
 	}
-	return []string{filepath.Join(t.data, "audit")}
+	return dirs, nil
 }
 
-func (t *aqTrail) files(args []string) ([]query.File, error) {
-	paths := t.paths(args)
-	files, err := query.Discover(paths)
-	if err != nil {
-		return nil, failf("%v (pass --dir, --data or PATH arguments)", err)
+// trails returns the trails to read: the PATH arguments as one trail, or
+// one per audit directory the flags name.
+func (t *aqTrail) trails(args []string) ([]query.Trail, error) {
+	groups := [][]string{args}
+	if len(args) == 0 {
+		groups = nil
+		for _, d := range t.trailDirs() {
+			groups = append(groups, []string{d})
+		}
+	} else if _, err := t.paths(args); err != nil {
+		return nil, err
 	}
-	if len(files) == 0 {
-		return nil, failf("no audit files in %s (pass --dir, --data or PATH arguments)", strings.Join(paths, ", "))
+	trails := make([]query.Trail, 0, len(groups))
+	for _, paths := range groups {
+		files, err := query.Discover(paths)
+		if err != nil {
+			return nil, failf("%v (pass --dir, --data or PATH arguments)", err)
+		}
+		name := strings.Join(paths, ", ")
+		if len(files) == 0 {
+			return nil, failf("no audit files in %s (pass --dir, --data or PATH arguments)", name)
+		}
+		trails = append(trails, query.Trail{Name: name, Files: files})
 	}
-	return files, nil
+	return trails, nil
 }
 
 func aqUsagef(format string, a ...any) error {
@@ -86,6 +133,10 @@ func auditQueryCommand() *cobra.Command {
 files (plain or .gz) or directories; the default is <data>/audit. Files are
 read in trail order: rotated files by first sequence number, then audit.log.
 
+Each node of a cluster keeps its own trail. Repeat --data (or --dir) to read
+several: their lines are merged by time (each trail's own order kept) and the
+table gets a NODE column; --node keeps one node's lines.
+
 Times (--since, --until) are RFC 3339, a date (2006-01-02, UTC), or an age
 such as 30m, 1h, 7d meaning that long ago. --ip takes an address or a CIDR
 and matches ip or peer_ip; IPv4-mapped IPv6 forms count as IPv4. --topic is
@@ -96,7 +147,8 @@ many events there are per value (summary events count as the occurrences
 they fold), most first. --limit keeps the first N matches (or top N counts).`,
 		Example: `  portcullis audit query --since 1h --severity warning
   portcullis audit query --ip 203.0.113.0/24 --event auth_failed,conn_rejected --json
-  portcullis audit query --since 7d --count-by reason`,
+  portcullis audit query --since 7d --count-by reason
+  portcullis audit query --data /srv/node-a --data /srv/node-b --since 1h --event ban`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			now := time.Now()
 			var err error
@@ -135,9 +187,13 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 			if limit < 0 {
 				return aqUsagef("--limit must not be negative")
 			}
-			files, err := trail.files(args)
+			trails, err := trail.trails(args)
 			if err != nil {
 				return err
+			}
+			var files []query.File // every trail's: counts need no order
+			for _, tr := range trails {
+				files = append(files, tr.Files...)
 			}
 			ctx, stop := signal.NotifyContext(aqContext(cmd), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -153,11 +209,25 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 				if err == nil {
 					err = aqWriteCounts(bw, key, rows, asJSON)
 				}
+			case asJSON && len(trails) > 1:
+				st, err = query.Merge(ctx, trails, o, func(_ int, line []byte) error {
+					bw.Write(line)
+					return bw.WriteByte('\n')
+				})
 			case asJSON:
 				st, err = query.Lines(ctx, files, o, func(line []byte) error {
 					bw.Write(line)
 					return bw.WriteByte('\n')
 				})
+			case len(trails) > 1:
+				t := query.NewTable(bw, aqIsTerminal(out)).WithNode()
+				st, err = query.MergeRecords(ctx, trails, o, query.FieldsTable, func(_ int, r *query.Record) error {
+					t.Add(r)
+					return nil
+				})
+				if ferr := t.Flush(); err == nil {
+					err = ferr
+				}
 			default:
 				t := query.NewTable(bw, aqIsTerminal(out))
 				st, err = query.Records(ctx, files, o, query.FieldsTable, func(r *query.Record) error {
@@ -192,7 +262,7 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 			return nil
 		},
 	}
-	trail.flags(cmd)
+	trail.flags(cmd, true)
 	fl := cmd.Flags()
 	fl.StringVar(&since, "since", "", "only events at or after T (RFC 3339, date, or age like 1h, 7d)")
 	fl.StringVar(&until, "until", "", "only events before T (RFC 3339, date, or age like 30m)")
@@ -202,8 +272,9 @@ they fold), most first. --limit keeps the first N matches (or top N counts).`,
 	fl.StringVar(&sev, "severity", "", "minimum severity: info, notice, warning or critical")
 	fl.StringVar(&f.Topic, "topic", "", "only this topic (exact, or a glob with *)")
 	fl.StringVar(&f.Reason, "reason", "", "only events with this reason")
+	fl.StringVar(&f.Node, "node", "", "only events written by this node (the line's node)")
 	fl.BoolVar(&asJSON, "json", false, "print the matching lines as written (JSON lines)")
-	fl.StringVar(&countBy, "count-by", "", "count events by ip, user, reason or event instead of listing them")
+	fl.StringVar(&countBy, "count-by", "", "count events by ip, user, reason, event or node instead of listing them")
 	fl.IntVar(&limit, "limit", 0, "stop after N events (with --count-by: the top N values); 0 means all")
 	fl.BoolVar(&stats, "stats", false, "print what was read and how fast to stderr")
 	fl.BoolVar(&noIndex, "no-index", false, "read every file, ignoring the per-file summaries (.idx) that let rotated files be skipped or counted unread")
@@ -249,7 +320,11 @@ appended, following audit.log across rotation, until interrupted (exit 0).`,
 			if n < 0 {
 				return aqUsagef("-n must not be negative")
 			}
-			path := trail.paths(args)[0]
+			paths, err := trail.paths(args)
+			if err != nil {
+				return err
+			}
+			path := paths[0]
 			active := path
 			st, err := os.Stat(path)
 			switch {
@@ -338,7 +413,7 @@ appended, following audit.log across rotation, until interrupted (exit 0).`,
 			return nil
 		},
 	}
-	trail.flags(cmd)
+	trail.flags(cmd, false)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they are appended (across rotation) until interrupted")
 	cmd.Flags().IntVarP(&n, "lines", "n", 20, "how many of the newest events to show")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the lines as written (JSON lines)")
