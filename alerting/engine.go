@@ -58,6 +58,9 @@ type Options struct {
 	// Manual stops the background tickers: only Tick evaluates groups and
 	// delivers mail (tests drive a fake clock this way).
 	Manual bool
+	// Lease, in a cluster, makes one node send each group's mail
+	// (lease.go); nil: this node alone.
+	Lease GroupLease
 	// TickEvery is the background tick period (default DefaultTickEvery).
 	TickEvery time.Duration
 }
@@ -104,6 +107,10 @@ type Engine struct {
 	nextDue    time.Time
 
 	stats counters
+
+	// lease is the cluster's group lease (lease.go): Options.Lease, or
+	// what SetLease set; nil inside: this node alone.
+	lease atomic.Pointer[leaseRef]
 }
 
 type tickReq struct {
@@ -153,6 +160,9 @@ func Open(o Options) (*Engine, error) {
 	}
 	cfg := o.Config.withDefaults()
 	e := &Engine{o: o, cfg: cfg, now: o.Now, jitter: o.Jitter, log: o.Log, audit: o.Audit, notifier: o.Notifier}
+	if o.Lease != nil {
+		e.lease.Store(&leaseRef{o.Lease})
+	}
 	if e.now == nil {
 		e.now = time.Now
 	}

@@ -73,11 +73,12 @@ const (
 	Refused                   // an attempt failed for good (alert_failed)
 	Expired                   // not delivered within the expiry (alert_failed)
 	Dropped                   // could not be persisted (alert_failed)
+	Elsewhere                 // another node of the cluster sent the group's mail (alert_sent)
 )
 
 var decisionReasons = [...]reason.Reason{reason.AlertQueued, reason.AlertSent, reason.AlertInhibited,
 	reason.AlertSilenced, reason.AlertCapped, reason.AlertDigest, reason.AlertRetry, reason.AlertRefused,
-	reason.AlertExpired, reason.AlertDropped}
+	reason.AlertExpired, reason.AlertDropped, reason.AlertSentElsewhere}
 
 // Reason is the audit reason that reports d.
 func (d Decision) Reason() reason.Reason {

@@ -91,15 +91,28 @@ func (e *Engine) deliver(ctx context.Context, now time.Time) {
 		}
 		if !e.attempt(ctx, it, now) {
 			later(e.pauseUntil)
+		} else if it.Next.After(now) {
+			later(it.Next) // waiting for another node's mail of its group (lease.go)
 		}
 	}
 	e.nextDue = next
 	e.stats.pending.Store(int64(e.st.count()))
 }
 
-// attempt makes one delivery attempt of it; false means the outbox should
-// wait (a retryable failure).
+// attempt makes one delivery attempt of it, under the group's lease in a
+// cluster (lease.go); false means the outbox should wait (a retryable
+// failure).
 func (e *Engine) attempt(ctx context.Context, it *item, now time.Time) bool {
+	if r := e.lease.Load(); r != nil {
+		return e.attemptLeased(ctx, r.l, it, now)
+	}
+	ok, _ := e.send(ctx, it, now)
+	return ok
+}
+
+// send makes one delivery attempt of it; ok false means the outbox should
+// wait (a retryable failure), sent that the SMTP server took the mail.
+func (e *Engine) send(ctx context.Context, it *item, now time.Time) (ok, sent bool) {
 	it.Attempts++
 	e.stats.attempts.Add(1)
 	retryable, err := e.notifier.Notify(ctx, it.Msg)
@@ -110,11 +123,11 @@ func (e *Engine) attempt(ctx context.Context, it *item, now time.Time) bool {
 		}
 		e.stats.sent.Add(1)
 		e.decide(now, Sent, it.Rule, nil, it.ID, "delivered on attempt "+itoa(int64(it.Attempts)))
-		return true
+		return true, true
 	}
 	if ctx.Err() != nil { // shutting down: not the server's fault, the mail stays
 		it.Attempts--
-		return false
+		return false, false
 	}
 	e.stats.attemptErrors.Add(1)
 	msg := clean(err.Error(), 200)
@@ -125,7 +138,7 @@ func (e *Engine) attempt(ctx context.Context, it *item, now time.Time) bool {
 		e.decide(now, Refused, it.Rule, nil, it.ID, "attempt "+itoa(int64(it.Attempts))+" refused for good: "+msg)
 		e.log.WithFields(logrus.Fields{"outbox": it.ID, "rule": it.Rule, "attempts": it.Attempts}).
 			WithError(err).Error("alert mail refused; not retried")
-		return true
+		return true, false
 	}
 	it.LastErr = msg
 	it.Next = now.Add(e.backoff(it.Attempts))
@@ -140,5 +153,5 @@ func (e *Engine) attempt(ctx context.Context, it *item, now time.Time) bool {
 		"; next attempt at "+it.Next.UTC().Format(time.RFC3339))
 	e.log.WithFields(logrus.Fields{"outbox": it.ID, "rule": it.Rule, "attempts": it.Attempts,
 		"next": it.Next.UTC().Format(time.RFC3339)}).WithError(err).Warn("alert mail attempt failed; will retry")
-	return false
+	return false, false
 }

@@ -72,6 +72,12 @@ var importRules = []importRule{
 		says: "It never imports gateway, audit or alerting"},
 	{pkg: "policy/tokens", never: []string{"gateway", "audit", "alerting"},
 		says: "It imports nothing from gateway, audit or alerting"},
+	{pkg: "policy/tokens/redistokens", never: []string{"gateway", "audit", "alerting"},
+		says: "It imports nothing from gateway, audit or alerting"},
+	{pkg: "policy/bans/redisbans", never: []string{"gateway", "audit", "alerting"},
+		says: "It imports nothing from gateway, audit or alerting"},
+	{pkg: "policy/lease", never: []string{"gateway", "audit", "alerting"},
+		says: "It imports nothing from gateway, audit or alerting"},
 	{pkg: "policy/jwt", never: []string{"gateway", "audit", "alerting"},
 		says: "The package imports nothing from gateway, audit or alerting"},
 	{pkg: "policy/guard", never: []string{"gateway", "alerting"},
@@ -95,8 +101,12 @@ var importRules = []importRule{
 	{pkg: "gateway/wamp", only: []string{"gateway/native"},
 		says: "It imports only the standard library and gateway/native (for its JSON string encoder); it must never import policy, audit or the gateway itself"},
 	{pkg: "gateway/feed", never: []string{"gateway", "alerting"}, says: "feed imports nothing from gateway"},
+	{pkg: "gateway/cluster", never: []string{"alerting"}, says: "it never imports alerting or cmd"},
 	{pkg: "gateway/metrics", only: []string{"audit", "policy/bans"},
 		says: "metrics imports only audit, audit/reason and policy/bans from the project"},
+
+	// Test support: a throw-away redis-server.
+	{pkg: "policy/redistest", only: none, says: "redistest imports nothing from the project"},
 
 	// The assembler of serve: under the commands, above everything else.
 	{pkg: "cmd/internal/app", never: []string{"cmd/portcullis", "cmd/portcullis-bench"},

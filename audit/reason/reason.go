@@ -114,6 +114,11 @@ const (
 	// the TLS front (gateway/tlsfront), before the HTTP handshake
 	TLSHandshake   // the client broke the TLS handshake: not TLS, no common version, suite or ALPN
 	TLSClientAlert // the client aborted the TLS handshake with an alert (it refused our certificate)
+
+	// the cluster
+	TokenSourceUnavailable // the shared token store could not answer a redemption in time: refused (fail closed)
+	ClusterUnavailable     // cluster.on_redis_down: refuse while Redis is unreachable: new connections refused
+	AlertSentElsewhere     // an alert mail not sent: another node sent its group's mail meanwhile
 	count
 )
 
@@ -206,6 +211,10 @@ var names = [count]string{
 	AlertDropped:         "dropped",
 	TLSHandshake:         "tls_handshake",
 	TLSClientAlert:       "tls_client_alert",
+
+	TokenSourceUnavailable: "token_source_unavailable",
+	ClusterUnavailable:     "cluster_unavailable",
+	AlertSentElsewhere:     "sent_by_other_node",
 }
 
 // String returns the audit spelling of r.

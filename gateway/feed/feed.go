@@ -49,6 +49,12 @@ type Options struct {
 	Log      *logrus.Logger
 	Client   *http.Client // nil: a client with no redirects to other hosts and a per-poll timeout
 	MaxBytes int          // response cap; 0: DefaultMaxBytes
+	// Lease, in a cluster, lets one node at a time poll a topic
+	// (lease.go); nil: this node polls every topic active here.
+	Lease Lease
+	// LeaseTTL is how long a poller's lease lasts unless renewed; 0:
+	// DefaultLeaseTTL.
+	LeaseTTL time.Duration
 }
 
 // Stats counts polls.
@@ -114,6 +120,10 @@ func (r *Runner) Active(topic string) {
 		every = topics.DefaultFeedEvery
 	}
 	r.wg.Add(1)
+	if r.o.Lease != nil {
+		go r.pollLeased(ctx, topic, rule.Feed.URL, every)
+		return
+	}
 	go r.poll(ctx, topic, rule.Feed.URL, every)
 }
 

@@ -114,6 +114,12 @@ type Manager struct {
 	restored       int                       // set by Open
 	restoreDropped int                       // set by Open
 
+	// changes carries the bans this node created or lifted to the
+	// cluster (cluster.go); nil: this node alone. Sent to under mu,
+	// never blocking: a full channel drops the change and counts it.
+	changes        chan Change
+	changesDropped atomic.Uint64
+
 	wmu      sync.Mutex
 	db       *bolt.DB // nil: in memory only
 	dbClosed bool     // guarded by wmu
@@ -250,6 +256,7 @@ func (m *Manager) Strike(addr netip.Addr, r reason.Reason, now time.Time) (Ban, 
 		m.publish(b)
 		m.markDirty(key)
 		m.kick()
+		m.replicate(b, false)
 	}
 	return *b, true
 }
@@ -336,6 +343,7 @@ func (m *Manager) Add(p netip.Prefix, d time.Duration, note, actor string, now t
 	m.clearStrikes(p)
 	m.publish(b)
 	m.markDirty(p)
+	m.replicate(b, false)
 	m.mu.Unlock()
 
 	if err := m.flush(); err != nil {
@@ -369,6 +377,7 @@ func (m *Manager) Remove(p netip.Prefix, actor string, now time.Time) (bool, err
 		if !b.DryRun {
 			m.unpublish(b)
 			m.markDirty(p)
+			m.replicate(b, true)
 		}
 	}
 	m.mu.Unlock()

@@ -116,7 +116,7 @@ func DefaultWeights() map[reason.Reason]int {
 		// Weight 0 (listed for the record): None, Blocked, Banned,
 		// GlobalConnections, BadClientIP, ProxyHeader, AuditUnavailable,
 		// ShuttingDown, SlowConsumer, PingTimeout, ClientClosed, ReadError,
-		// NotSubscribed, Internal, TLSClientAlert (an alert from the
+		// NotSubscribed, Internal, ClusterUnavailable, TLSClientAlert (an alert from the
 		// client usually means our certificate is wrong, not the client).
 	}
 }

@@ -294,6 +294,12 @@ func (g *Guard) Unban(ctx context.Context, p netip.Prefix, actor string, now tim
 // Bans lists the bans in force.
 func (g *Guard) Bans(now time.Time) []bans.Ban { return g.o.Bans.List(now) }
 
+// Lifted stops dropping p in the kernel after its ban was lifted
+// elsewhere (another node of the cluster; the caller audits it).
+func (g *Guard) Lifted(p netip.Prefix) {
+	g.release(func(q netip.Prefix, _ time.Time) bool { return q == p })
+}
+
 // Sweep forgets expired bans (each audited as `unban` by "expiry") and
 // idle limiter entries.
 func (g *Guard) Sweep(now time.Time) {

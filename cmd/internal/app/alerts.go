@@ -39,6 +39,9 @@ type alerts struct {
 	// by the metrics.
 	decisions audit.Sink
 	log       *logrus.Logger
+	// lease shares the groups' mails with the cluster (alerting's
+	// lease.go); set once the cluster is joined, nil alone.
+	lease atomic.Pointer[alertLease]
 
 	mu     sync.Mutex // serializes open and close against watchTrail's start
 	ctx    context.Context
@@ -68,7 +71,25 @@ func (a *alerts) open(ac alerting.Config, n alerting.Notifier) (*alerting.Engine
 	if err != nil {
 		return nil, err // "alerting: ..." or "alerting.<key>: ..." already
 	}
+	if l := a.lease.Load(); l != nil {
+		eng.SetLease(l.l)
+	}
 	return eng, nil
+}
+
+// alertLease holds a GroupLease behind an atomic pointer.
+type alertLease struct{ l alerting.GroupLease }
+
+// setLease makes the engine in force, and those opened by later reloads,
+// mail each group once cluster-wide through l (nil: nothing changes).
+func (a *alerts) setLease(l alerting.GroupLease) {
+	if l == nil {
+		return
+	}
+	a.lease.Store(&alertLease{l})
+	if eng := a.cur.Load(); eng != nil {
+		eng.SetLease(l)
+	}
 }
 
 // Emit implements audit.Sink.

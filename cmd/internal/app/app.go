@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/gateway"
 	"github.com/portcullis-gw/portcullis/gateway/admin"
+	"github.com/portcullis-gw/portcullis/gateway/cluster"
 	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/gateway/feed"
 	"github.com/portcullis-gw/portcullis/gateway/metrics"
@@ -79,6 +81,10 @@ type App struct {
 	pipe   *pipeline
 	gw     *gw
 	api    *adminAPI
+
+	// cluster is the membership of a cluster (cluster.go); its node is
+	// nil without a `cluster:` block.
+	cluster *clusterComp
 
 	// metrics counts every event of sink and serves GET /metrics.
 	metrics *metrics.Metrics
@@ -139,6 +145,9 @@ func (a *App) open() error {
 	a.log.SetLevel(lvl)
 	a.drain.Store(int64(cfg.Shutdown.Drain))
 	a.host, _ = os.Hostname()
+	if cfg.Cluster.Node != "" {
+		a.host = cfg.Cluster.Node // the node's name in every audit line and alert
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -176,10 +185,19 @@ func (a *App) open() error {
 	a.sink = a.metrics.Wrap(tee{trail: a.trail.w, alerts: a.alerts})
 	checkUncleanStop(cfg.DataDir, a.sink)
 
+	if a.cluster, err = openCluster(cfg, a.sink, a.log); err != nil {
+		return err
+	}
+	a.built = append(a.built, a.cluster)
+
 	src, err := NewTokenSource(cfg, a.sink)
 	if err != nil {
 		return err
 	}
+	if src, err = a.cluster.tokenSource(cfg, src); err != nil {
+		return err
+	}
+	a.alerts.setLease(a.cluster.alertLease())
 	a.tokens = newTokenComp(cfg, src, a.sink, a.log)
 	a.built = append(a.built, a.tokens)
 
@@ -191,16 +209,25 @@ func (a *App) open() error {
 
 	a.gw, err = buildGateway(cfg, gatewayParts{lns: a.lns, guard: a.pipe.guard, tokens: src.Redeemer,
 		healthy: a.trail.w.Healthy, sink: a.sink, log: a.log, version: a.o.Version,
-		messages: a.metrics.Messages()}, link)
+		messages: a.metrics.Messages(), broker: a.cluster.broker(), clusterHealthy: a.cluster.accepting(),
+		feedLease: a.cluster.feedLease()}, link)
 	if err != nil {
 		return err
 	}
 	a.lns = nil // the gateway owns the sockets now
 	a.built = append(a.built, a.gw)
 
+	srv := a.gw.srv
+	banSync, err := a.cluster.shareBans(a.pipe.bans, a.pipe.guard,
+		func(p netip.Prefix) { go srv.DisconnectPrefix(p, "banned") }, a.sink, a.log)
+	if err != nil {
+		return err
+	}
+	a.built = append(a.built, banSync)
+
 	api := admin.New(admin.Options{
 		Key:       adminKey,
-		Publisher: a.metrics.TimePublisher(a.gw.srv),
+		Publisher: a.cluster.publisher(a.metrics.TimePublisher(a.gw.srv), a.metrics),
 		Tokens:    a.tokens.minter(),
 		Bans:      a.pipe.guard,
 		Routes:    a.alerts.routes(),
@@ -383,9 +410,10 @@ type Stats struct {
 	Audit    audit.Stats     `json:"audit"`
 	Alerts   *alerting.Stats `json:"alerts"` // null while alerting is off
 	Feeds    feed.Stats      `json:"feeds"`
+	Cluster  *cluster.Stats  `json:"cluster"` // null without a cluster
 }
 
 func (a *App) stats() Stats {
 	return Stats{Stats: a.gw.srv.Stats(), Pipeline: a.pipe.guard.Stats(), Audit: a.trail.w.Stats(),
-		Alerts: a.alerts.stats(), Feeds: a.gw.feeds.Stats()}
+		Alerts: a.alerts.stats(), Feeds: a.gw.feeds.Stats(), Cluster: a.cluster.stats()}
 }

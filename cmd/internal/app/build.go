@@ -13,6 +13,7 @@ import (
 	jwttoken "github.com/portcullis-gw/portcullis/policy/jwt"
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/tokens/redistokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
@@ -43,8 +44,9 @@ type Redeemer interface {
 // TokenSource is the configured token source seen from its users.
 type TokenSource struct {
 	Redeemer Redeemer
-	Store    *tokens.Store    // the minting store; nil for jwt (the site mints)
-	JWT      *jwttoken.Source // nil for store
+	Store    *tokens.Store       // the minting store; nil for jwt (the site mints)
+	JWT      *jwttoken.Source    // nil for store
+	Cluster  *redistokens.Source // a cluster's minting source, in Redis (clusterstate.go); nil alone
 	Sweep    func(now time.Time) int
 }
 

@@ -87,6 +87,41 @@ func TestDiff(t *testing.T) {
 	}
 }
 
+// The certificate files are live (re-read on every reload), but turning
+// TLS on or off on a listener needs a restart.
+func TestTLSKeysLiveUnlessSwitched(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		old     func(c *config.Config)
+		next    func(c *config.Config)
+		restart []string
+	}{
+		{"renamed files", func(c *config.Config) {
+			c.TLS.CertFile, c.TLS.KeyFile = "/a.crt", "/a.key"
+			c.Admin.TLS.CertFile, c.Admin.TLS.KeyFile = "/b.crt", "/b.key"
+		}, func(c *config.Config) {
+			c.TLS.CertFile, c.TLS.KeyFile = "/a2.crt", "/a2.key"
+			c.Admin.TLS.CertFile, c.Admin.TLS.KeyFile = "/b2.crt", "/b2.key"
+		}, nil},
+		{"wss on", func(c *config.Config) {}, func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = "/a.crt", "/a.key" },
+			[]string{"tls.cert_file"}},
+		{"admin https off", func(c *config.Config) { c.Admin.TLS.CertFile, c.Admin.TLS.KeyFile = "/b.crt", "/b.key" },
+			func(c *config.Config) { c.Admin.TLS = config.AdminTLS{} }, []string{"admin.tls.cert_file"}},
+		{"min version", func(c *config.Config) {}, func(c *config.Config) { c.TLS.MinVersion = "1.3" },
+			[]string{"tls.min_version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, next := config.Default(), config.Default()
+			tc.old(old)
+			tc.old(next)
+			tc.next(next)
+			if got := restartKeys(old, next, Diff(old, next)); !slices.Equal(got, tc.restart) {
+				t.Errorf("restartKeys = %q, want %q", got, tc.restart)
+			}
+		})
+	}
+}
+
 // Every key of the config is either live or needs a restart, and a key
 // below a live section is live: a new key needs a restart until it is
 // listed.

@@ -84,6 +84,13 @@ type gatewayParts struct {
 	log      *logrus.Logger
 	version  string
 	messages *metrics.Messages
+	// broker carries publications (the cluster's); nil: this node alone.
+	broker gateway.Broker
+	// clusterHealthy is gateway.Options.ClusterHealthy; nil: always.
+	clusterHealthy func() bool
+	// feedLease gives one node of the cluster each feed's poller; nil:
+	// this node alone.
+	feedLease feed.Lease
 }
 
 func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, error) {
@@ -96,7 +103,7 @@ func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, e
 		return nil, err
 	}
 	feeds := feed.New(feed.Options{Rules: r.topics, Audit: p.sink, Log: p.log, MaxBytes: cfg.Limits.MaxMessageBytes,
-		Publish: link.Publish})
+		Publish: link.Publish, Lease: p.feedLease})
 	o := gateway.Options{
 		Path:          cfg.Path,
 		Version:       p.version,
@@ -112,10 +119,12 @@ func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, e
 		Feeds:         feeds,
 		Tokens:        p.tokens,
 		Messages:      p.messages,
+		Broker:        p.broker,
 		Schema:        val,
 		Audit:         p.sink,
 		Log:           p.log,
 	}
+	o.ClusterHealthy = p.clusterHealthy
 	if cfg.TLS.CertFile != "" {
 		v, err := tlsfront.ParseVersion(cfg.TLS.MinVersion)
 		if err != nil {

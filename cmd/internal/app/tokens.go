@@ -117,7 +117,7 @@ func (t *tokenComp) close() error {
 // minter is what the admin API mints with: the store, with the lifetime
 // in force for a request that names none. Nil for jwt.
 func (t *tokenComp) minter() admin.Minter {
-	if t.src.Store == nil {
+	if t.src.Store == nil && t.src.Cluster == nil {
 		return nil
 	}
 	return ttlMinter{t}
@@ -129,6 +129,9 @@ type ttlMinter struct{ t *tokenComp }
 func (m ttlMinter) Mint(userID string, topics []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
 	if ttl == 0 {
 		ttl = time.Duration(m.t.ttl.Load())
+	}
+	if c := m.t.src.Cluster; c != nil {
+		return c.Mint(userID, topics, ttl, now)
 	}
 	return m.t.src.Store.Mint(userID, topics, ttl, now)
 }

@@ -1,0 +1,224 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// gatedSource is a token source that redeems off the loop: each Redeem
+// waits until the test lets it through, then answers from a store (or
+// with fail, when set).
+type gatedSource struct {
+	store   *tokens.Store
+	gate    chan struct{}
+	started chan struct{}
+	fail    atomic.Bool
+	calls   atomic.Int32
+}
+
+func newGatedSource() *gatedSource {
+	return &gatedSource{store: tokens.NewStore(tokens.Options{}), gate: make(chan struct{}, 100), started: make(chan struct{}, 100)}
+}
+
+func (g *gatedSource) RedeemsRemotely() bool { return true }
+
+func (g *gatedSource) Redeem(token string, p tokens.Presenter, now time.Time) tokens.Result {
+	g.calls.Add(1)
+	g.started <- struct{}{}
+	<-g.gate
+	if g.fail.Load() {
+		return tokens.Result{Reason: reason.TokenSourceUnavailable, Detail: "token store (Redis) unavailable: test"}
+	}
+	return g.store.Redeem(token, p, now)
+}
+
+func startAsyncServer(t *testing.T, src *gatedSource) (*Server, *recSink) {
+	t.Helper()
+	chk, _ := origin.NewChecker(nil, true)
+	set, err := topics.Compile([]topics.Rule{{Match: "news"}, {Match: "open", Subscribe: topics.Public}}, topics.Deny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := schema.New(schema.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recSink{}
+	// One loop: a redemption that blocked it would stall every
+	// connection of the test.
+	s, err := Start(Options{Listen: "127.0.0.1:0", Origins: chk, Topics: set, Tokens: src, Schema: val,
+		Version: "test", Audit: rec, Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		close(src.gate) // let any redemption still waiting finish
+		_ = s.Shutdown(t.Context())
+	})
+	return s, rec
+}
+
+// recvJSON reads the next native message into a map.
+func (w *wsClient) recvJSON() map[string]any {
+	w.t.Helper()
+	var m map[string]any
+	b := w.recv()
+	if err := json.Unmarshal(b, &m); err != nil {
+		w.t.Fatalf("%q: %v", b, err)
+	}
+	return m
+}
+
+func nativeClient(t *testing.T, s *Server) *wsClient {
+	t.Helper()
+	w := dialProto(t, s, "portcullis.v1")
+	if m := w.recvJSON(); m["op"] != "welcome" {
+		t.Fatalf("first message %v", m)
+	}
+	return w
+}
+
+// While a token is redeemed off the loop, the loop serves other
+// connections, the redeeming connection's later messages wait, and they
+// are answered in the order they were sent once the answer is back.
+func TestAsyncRedeemKeepsOrderAndLoopFree(t *testing.T) {
+	src := newGatedSource()
+	s, rec := startAsyncServer(t, src)
+	tok, _, err := src.store.Mint("u1", nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := nativeClient(t, s)
+	w.send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":"u1","token":%q}`, tok))
+	<-src.started
+	w.send(`{"op":"ping","id":2}`)
+	w.send(`{"op":"subscribe","id":3,"topic":"open","userId":"u1"}`)
+
+	// The same loop answers another connection meanwhile.
+	other := nativeClient(t, s)
+	other.send(`{"op":"ping","id":9}`)
+	if m := other.recvJSON(); m["op"] != "pong" || m["id"] != 9.0 {
+		t.Fatalf("other connection: %v", m)
+	}
+
+	src.gate <- struct{}{}
+	for i, want := range []struct {
+		op string
+		id float64
+	}{{"subscribed", 1}, {"pong", 2}, {"subscribed", 3}} {
+		if m := w.recvJSON(); m["op"] != want.op || m["id"] != want.id {
+			t.Fatalf("reply %d: %v, want %s %v", i, m, want.op, want.id)
+		}
+	}
+	ok := rec.find(t, audit.KindAuthOK, "")
+	if ok.UserID != "u1" || ok.Topic != "news" || ok.TokenFP != audit.TokenFP(tok) {
+		t.Fatalf("auth_ok %+v", ok)
+	}
+	rec.find(t, audit.KindSubscribe, "")
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("%d redemptions, want 1", n)
+	}
+
+	// The token is this connection's now: presenting it again redeems
+	// (again off the loop) and is accepted.
+	w.send(`{"op":"unsubscribe","id":4,"topic":"news"}`)
+	if m := w.recvJSON(); m["op"] != "unsubscribed" {
+		t.Fatalf("unsubscribe: %v", m)
+	}
+	w.send(fmt.Sprintf(`{"op":"subscribe","id":5,"topic":"news","userId":"u1","token":%q}`, tok))
+	<-src.started
+	src.gate <- struct{}{}
+	if m := w.recvJSON(); m["op"] != "subscribed" || m["id"] != 5.0 {
+		t.Fatalf("second subscribe: %v", m)
+	}
+}
+
+// A token source that cannot answer refuses the token (fail closed): the
+// client gets an error, the trail auth_failed token_source_unavailable,
+// and the connection stays open without a strike.
+func TestAsyncRedeemUnavailableFailsClosed(t *testing.T) {
+	src := newGatedSource()
+	src.fail.Store(true)
+	s, rec := startAsyncServer(t, src)
+	tok, _, err := src.store.Mint("u1", nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := nativeClient(t, s)
+	w.send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":"u1","token":%q}`, tok))
+	<-src.started
+	src.gate <- struct{}{}
+	m := w.recvJSON()
+	if m["op"] != "error" || m["id"] != 1.0 || m["code"] != "internal" || m["message"] != "token service unavailable, try again" {
+		t.Fatalf("reply %v", m)
+	}
+	e := rec.find(t, audit.KindAuthFailed, "token_source_unavailable")
+	if e.Severity != audit.Warning || e.Topic != "news" || e.TokenFP != audit.TokenFP(tok) || e.Detail != "token store (Redis) unavailable: test" {
+		t.Fatalf("auth_failed %+v", e)
+	}
+	w.send(`{"op":"ping","id":2}`)
+	if m := w.recvJSON(); m["op"] != "pong" {
+		t.Fatalf("after the refusal: %v", m)
+	}
+}
+
+// A client that keeps sending while its token is being redeemed is
+// closed with 1008 after maxHeldMessages messages, audited msg_rate.
+func TestAsyncRedeemHeldMessagesBounded(t *testing.T) {
+	src := newGatedSource()
+	s, rec := startAsyncServer(t, src)
+	w := nativeClient(t, s)
+	w.send(`{"op":"subscribe","id":1,"topic":"news","userId":"u1","token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`)
+	<-src.started
+	for i := 0; i < maxHeldMessages; i++ {
+		w.send(`{"op":"ping"}`)
+	}
+	if code := w.closed(); code != 1008 {
+		t.Fatalf("close code %d, want 1008", code)
+	}
+	e := rec.find(t, audit.KindMessageRejected, "msg_rate")
+	if e.Detail != "more than 15 messages sent while a token was being redeemed" {
+		t.Fatalf("event %+v", e)
+	}
+	// The answer that comes after the close finds nothing to do.
+	src.gate <- struct{}{}
+	rec.find(t, audit.KindConnClose, "")
+}
+
+// The WAMP v2 ticket is redeemed off the loop too.
+func TestAsyncRedeemWAMP2Ticket(t *testing.T) {
+	src := newGatedSource()
+	s, rec := startAsyncServer(t, src)
+	tok, _, err := src.store.Mint("42", nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.gate <- struct{}{} // let it through at once
+	_, welcome := wamp2Session(t, s, "42", tok)
+	if welcome[0] != 2.0 {
+		t.Fatalf("WELCOME %v", welcome)
+	}
+	rec.find(t, audit.KindAuthOK, "")
+
+	src.fail.Store(true)
+	tok2, _, err := src.store.Mint("43", nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.gate <- struct{}{}
+	_, abort := wamp2Session(t, s, "43", tok2)
+	if abort[0] != 3.0 || abort[2] != "wamp.error.authentication_failed" {
+		t.Fatalf("ABORT %v", abort)
+	}
+	rec.find(t, audit.KindAuthFailed, "token_source_unavailable")
+}
