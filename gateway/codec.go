@@ -52,8 +52,12 @@ type codec interface {
 }
 
 // counted adds one client message of c's protocol with op o to the
-// messages metric: a fixed array of atomics, no allocation.
+// messages metric: a fixed array of atomics, no allocation. A message
+// handled again after an asynchronous redemption is not counted twice.
 func (ls *loopState) counted(c *conn, o metrics.Op) {
+	if ls.replaying {
+		return // counted when it arrived (redeem_async.go)
+	}
 	ls.srv.opts.Messages.Inc(metrics.Protocol(c.proto), o)
 }
 

@@ -353,7 +353,7 @@ func (h *connFrames) OnMessage(op ws.OpCode, payload []byte) error {
 			decision.Deny(reason.Unsupported).Closing(1003, "binary frames are not supported"), nil)
 		return errStop
 	}
-	c.codec().message(c, ls, payload)
+	c.handleMessage(ls, payload)
 	if c.unsup&unsupThis != 0 {
 		c.unsup &^= unsupThis
 	} else {
@@ -597,6 +597,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	}
 	delete(ls.wamp, c.id)
 	delete(ls.older, c.id)
+	delete(ls.redeeming, c.id)
 	ls.loop.Remove(fd)
 	ls.conns[fd] = nil
 	ls.nconns--

@@ -24,6 +24,7 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // A zero window closes every client at once.
 func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	s.draining.Store(true)
+	s.stopTLSAccepting()
 	counts := make(chan int, len(s.loops))
 	for _, ls := range s.loops {
 		if !ls.loop.Post(func() { counts <- ls.stopAccepting() }) {

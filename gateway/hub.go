@@ -78,6 +78,11 @@ func newPublication(topic string, data []byte) *Publication {
 	return &Publication{topic: topic, data: data, id: wamp.NewPublicationID()}
 }
 
+// NewPublication returns a publication of data (valid JSON, not modified
+// afterwards) to topic, for every subscriber: what a cluster Broker makes of
+// a publication it receives from another node.
+func NewPublication(topic string, data []byte) *Publication { return newPublication(topic, data) }
+
 // Topic is the topic p is published to.
 func (p *Publication) Topic() string { return p.topic }
 

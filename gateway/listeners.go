@@ -58,7 +58,9 @@ func (l *Listeners) Close() { l.closeFrom(0) }
 func (l *Listeners) closeFrom(i int) {
 	if i < len(l.fds) {
 		for _, fd := range l.fds[i:] {
-			_ = unix.Close(fd)
+			if fd >= 0 { // -1: handed to the TLS front
+				_ = unix.Close(fd)
+			}
 		}
 	}
 	l.fds = nil

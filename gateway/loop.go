@@ -91,6 +91,15 @@ type loopState struct {
 	older map[uint64][]*tokens.Grant
 	// backlogs are drained write backlogs, kept for reuse.
 	backlogs []*backlog
+	// redeeming holds, by conn id, the connections waiting for a token
+	// source that redeems off the loop (redeem_async.go), with the
+	// messages they sent meanwhile; redeemsInFlight counts this loop's
+	// redemptions not yet answered; current is the message being handled
+	// and replaying says it is one handled again after its redemption.
+	redeeming       map[uint64]*redeemWait
+	redeemsInFlight int
+	current         []byte
+	replaying       bool
 
 	upgrader upgrader
 
@@ -112,6 +121,9 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 	ls.loop = loop
 	ls.upgrader.init(ls)
 	ls.held, _ = s.opts.Guard.(refusalHolder)
+	if lfd < 0 {
+		return ls, nil // wss://: the TLS front accepts (tls.go)
+	}
 	gen, err := loop.Add(lfd, reactor.Readable)
 	if err != nil {
 		return nil, err
@@ -198,7 +210,7 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 	s := ls.srv
 	addr := peer.Addr()
 	proxy := ls.rules().clientIP.Trusted(addr)
-	d := ls.admission(addr, proxy)
+	d := s.admission(addr, proxy, ls.loop.Now)
 	switch d.Why() {
 	case reason.None:
 		if s.conns.Load() >= int64(ls.rules().limits.MaxConnections) {
@@ -211,7 +223,7 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 		ls.open(fd, peer, !proxy, d)
 	case reason.Blocked, reason.Banned, reason.ProxyHeader:
 		s.resetAtAccept(fd, peer, d, "", false)
-	case reason.AuditUnavailable:
+	case reason.AuditUnavailable, reason.ClusterUnavailable:
 		if s.opts.Guard.Exempt(addr) {
 			// An allow-listed address has no count and is always answered.
 			ls.open(fd, peer, false, d)
@@ -226,9 +238,9 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 // admission is the accept stage's decision for a socket from addr (proxy:
 // addr is a trusted proxy, whose clients are limited one by one once the
 // handshake names them). Admitted, it holds a Guard slot for addr unless
-// proxy; refused, nothing.
-func (ls *loopState) admission(addr netip.Addr, proxy bool) decision.Decision {
-	s := ls.srv
+// proxy; refused, nothing. Safe for concurrent use (the TLS front calls it
+// from its accept goroutines).
+func (s *Server) admission(addr netip.Addr, proxy bool, now time.Time) decision.Decision {
 	if s.opts.ProxyProtocol && !proxy {
 		return decision.Deny(reason.ProxyHeader).WithMessage("PROXY protocol required; peer is not a trusted proxy")
 	}
@@ -238,7 +250,11 @@ func (ls *loopState) admission(addr netip.Addr, proxy bool) decision.Decision {
 		// allowance of waiting refused sockets per address.
 		return decision.Deny(reason.AuditUnavailable).WithRetry(5 * time.Second)
 	}
-	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, ls.loop.Now)
+	if s.opts.ClusterHealthy != nil && !s.opts.ClusterHealthy() {
+		// on_redis_down: refuse, answered like fail_closed above.
+		return decision.Deny(reason.ClusterUnavailable).WithRetry(5 * time.Second)
+	}
+	r, retry, counted := s.opts.Guard.Admit(addr, !proxy, now)
 	if r != reason.None {
 		return decision.Deny(r).WithRetry(retry).WithCounted(counted)
 	}
@@ -288,7 +304,6 @@ func (ls *loopState) releaseSlot(c *conn) {
 // HTTP answer written once, best effort; and it is audited. The strike,
 // if any, is the caller's.
 func (s *Server) resetAtAccept(fd int, peer netip.AddrPort, d decision.Decision, detail string, answer bool) {
-	s.rejected.Add(1)
 	code := 0
 	if answer {
 		writeRaw(fd, httpReject(d))
@@ -297,6 +312,14 @@ func (s *Server) resetAtAccept(fd int, peer netip.AddrPort, d decision.Decision,
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
 	unix.Close(fd)
+	s.rejectedAtAccept(peer, d, detail, code)
+}
+
+// rejectedAtAccept audits refusal d of a connection from peer at the
+// accept stage (conn_rejected, stage accept); code is the HTTP status
+// written, 0 for none.
+func (s *Server) rejectedAtAccept(peer netip.AddrPort, d decision.Decision, detail string, code int) {
+	s.rejected.Add(1)
 	addr := peer.Addr()
 	counted := d.Counted
 	if !counted.IsValid() {

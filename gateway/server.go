@@ -150,6 +150,10 @@ type Options struct {
 	// as the audit trail goes (false under audit.on_failure: fail_closed
 	// while it cannot be written). Nil: always.
 	AuditHealthy func() bool
+	// ClusterHealthy reports whether new connections may be admitted as
+	// far as the cluster goes (false under cluster.on_redis_down: refuse
+	// while Redis is unreachable). Nil: always.
+	ClusterHealthy func() bool
 
 	Origins *origin.Checker // Origin policy
 	Topics  *topics.Set     // topic rules
@@ -179,7 +183,9 @@ type Options struct {
 // counted address as the token's user (a reconnect), reason.TokenTheft
 // otherwise, with Result.Spent naming the redeemer. Result.Detail says
 // why a token was refused, for the audit trail only. Safe for concurrent
-// use.
+// use. A source whose Redeem waits for the network says so with a
+// RedeemsRemotely() bool method (policy/tokens/redistokens): it is then
+// called off the event loops (redeem_async.go).
 type TokenSource interface {
 	Redeem(token string, p tokens.Presenter, now time.Time) tokens.Result
 }

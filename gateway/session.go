@@ -106,11 +106,16 @@ func violationDetail(v *schema.Violation) string {
 }
 
 // redeem presents token for this connection, from its client address,
-// as userID.
-func (c *conn) redeem(ls *loopState, token, userID string) tokens.Result {
+// as userID. With a source that redeems off the loop (redeem_async.go)
+// it may report pending instead: the caller stops handling the message,
+// which is handled again once the answer is back.
+func (c *conn) redeem(ls *loopState, token, userID string) (res tokens.Result, pending bool) {
 	client := c.client()
-	return ls.srv.opts.Tokens.Redeem(token, tokens.Presenter{Conn: c.id, Addr: client,
-		Counted: ls.srv.opts.Guard.Counted(client), UserID: userID}, ls.loop.Now)
+	p := tokens.Presenter{Conn: c.id, Addr: client, Counted: ls.srv.opts.Guard.Counted(client), UserID: userID}
+	if ls.srv.remoteTokens() {
+		return c.redeemOffLoop(ls, token, p)
+	}
+	return ls.srv.opts.Tokens.Redeem(token, p, ls.loop.Now), false
 }
 
 // spentEvent completes the audit event e of a token refused for r with
@@ -143,6 +148,7 @@ type authorization struct {
 	fp       string        // the token's fingerprint; "" when no token was involved
 	redeemed bool          // the token was redeemed for this request (not a grant held already)
 	spent    tokens.Result // the token source's answer when redeeming failed; zero otherwise
+	pending  bool          // the token is being redeemed off the loop: nothing to answer yet
 }
 
 // authorize is the message stage's decision (pipeline step 4) on c
@@ -169,7 +175,11 @@ func (c *conn) authorize(ls *loopState, m *schema.Message, g *tokens.Grant) (a a
 			a.Decision = decision.Reply(reason.TokenMissing, "")
 			return a
 		}
-		res := c.redeem(ls, m.Token, m.UserID)
+		res, pending := c.redeem(ls, m.Token, m.UserID)
+		if pending {
+			a.pending = true
+			return a
+		}
 		if res.Reason != reason.None {
 			a.Decision, a.fp, a.spent = decision.Reply(res.Reason, ""), audit.TokenFP(m.Token), res
 			return a
@@ -201,7 +211,7 @@ func (c *conn) refuseSubscribe(ls *loopState, m *schema.Message, a authorization
 	r := a.Why()
 	e := audit.Event{Event: audit.KindSubscribeDenied, Severity: audit.Notice,
 		Topic: m.Topic, UserID: m.UserID, TokenFP: a.fp}
-	if r.IsAuth() {
+	if r.IsAuth() || r == reason.TokenSourceUnavailable {
 		e.Event, e.Severity = audit.KindAuthFailed, audit.Warning
 	}
 	spentEvent(&e, r, a.spent, ls.loop.Now)
@@ -273,6 +283,9 @@ func (c *conn) userID() string {
 func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 	if c.subs.find(m.Topic) < 0 {
 		a := c.authorize(ls, m, nil)
+		if a.pending {
+			return
+		}
 		if !a.Allowed() {
 			c.refuseSubscribe(ls, m, a, nativeRequest(m))
 			return

@@ -285,6 +285,9 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 		return // already subscribed; v1 has no reply
 	}
 	a := c.authorize(ls, &m, nil)
+	if a.pending {
+		return // handled again once the token source answers (redeem_async.go)
+	}
 	if !a.Allowed() {
 		c.refuseSubscribe(ls, &m, a, v1Request)
 		return

@@ -216,7 +216,10 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
 		return
 	}
-	res := c.redeem(ls, m.Signature, authid)
+	res, pending := c.redeem(ls, m.Signature, authid)
+	if pending {
+		return // handled again once the token source answers (redeem_async.go)
+	}
 	g, r := res.Grant, res.Reason
 	fp := audit.TokenFP(m.Signature)
 	if r == reason.None && g.UserID() != authid {

@@ -99,6 +99,15 @@ func startCentrifugo(bin string) (*centrifugo, error) {
 		"http_api": map[string]any{"key": c.apiKey},
 		"channel":  map[string]any{"without_namespace": map[string]any{"allow_subscribe_for_client": true}},
 	}
+	if benchTLS != nil {
+		tc, err := clientTLS(benchTLS.certFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg["http_server"].(map[string]any)["tls"] = map[string]any{
+			"enabled": true, "cert_pem": benchTLS.certFile, "key_pem": benchTLS.keyFile}
+		c.client.Transport.(*http.Transport).TLSClientConfig = tc
+	}
 	b, _ := json.Marshal(cfg)
 	path := filepath.Join(dir, "config.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -129,7 +138,18 @@ func (c *centrifugo) pid() int           { return c.cmd.Process.Pid }
 func (c *centrifugo) protocol() string   { return "centrifugo" }
 func (c *centrifugo) stats() serverStats { return serverStats{} }
 func (c *centrifugo) url() string {
+	if benchTLS != nil {
+		return "wss://127.0.0.1:" + strconv.Itoa(c.port) + "/connection/websocket"
+	}
 	return "ws://127.0.0.1:" + strconv.Itoa(c.port) + "/connection/websocket"
+}
+
+// base is the URL of Centrifugo's HTTP endpoints.
+func (c *centrifugo) base() string {
+	if benchTLS != nil {
+		return "https://127.0.0.1:" + strconv.Itoa(c.port)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(c.port)
 }
 
 // mint signs connection JWTs locally, as a site's backend would.
@@ -149,7 +169,7 @@ func (c *centrifugo) mint(n int, topic string) ([]string, error) {
 
 func (c *centrifugo) publish(topic string, data json.RawMessage) error {
 	b, _ := json.Marshal(map[string]any{"channel": topic, "data": data})
-	req, _ := http.NewRequest("POST", "http://127.0.0.1:"+strconv.Itoa(c.port)+"/api/publish", bytes.NewReader(b))
+	req, _ := http.NewRequest("POST", c.base()+"/api/publish", bytes.NewReader(b))
 	req.Header.Set("X-API-Key", c.apiKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.client.Do(req)

@@ -49,7 +49,7 @@ tokens: {max_ttl: 1h}
 bans: {maxretry: 1000}
 `
 
-var listenRE = regexp.MustCompile(`listening on ws://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
+var listenRE = regexp.MustCompile(`listening on (wss?)://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
 
 // startGateway starts gatewayExe with the bench config in a new temporary
 // directory and waits until it listens.
@@ -59,7 +59,11 @@ func startGateway() (*gateway, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfg, []byte(benchConfig), 0o600); err != nil {
+	yaml := benchConfig
+	if benchTLS != nil {
+		yaml += fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", benchTLS.certFile, benchTLS.keyFile)
+	}
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, err
 	}
 	g := &gateway{dir: dir, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
@@ -86,7 +90,7 @@ func startGateway() (*gateway, error) {
 	}()
 	select {
 	case m := <-found:
-		g.wsURL, g.adminURL = "ws://"+m[1]+m[2], m[3]
+		g.wsURL, g.adminURL = m[1]+"://"+m[2]+m[3], m[4]
 	case <-time.After(20 * time.Second):
 		g.stop()
 		return nil, errors.New("gateway did not start")

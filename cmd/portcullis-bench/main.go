@@ -120,21 +120,32 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	var fanoutProto string
 	var rate float64
 	var hold time.Duration
+	var useTLS bool
 	var peer, peerBin string
 	peerFlags := func(c *cobra.Command) {
 		c.Flags().StringVar(&peer, "peer", "", "also run the scenario against this peer and print the ratio (centrifugo)")
 		c.Flags().StringVar(&peerBin, "centrifugo-bin", "", "Centrifugo v6 binary (default: installed with go install into the user cache)")
 	}
 	idle := &cobra.Command{
-		Use:   "idle [--conns 15000] [--hold 5s] [--peer centrifugo]",
+		Use:   "idle [--conns 15000] [--hold 5s] [--tls] [--peer centrifugo]",
 		Short: "hold idle subscribed connections; report server RSS per connection and goroutines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return compare(fmt.Sprintf("idle: %d subscribed connections", conns), peer, peerBin, idleScenario(conns, hold))
+			scheme := "ws://"
+			if useTLS {
+				c, err := newBenchCert()
+				if err != nil {
+					return fmt.Errorf("--tls: %w", err)
+				}
+				defer c.remove()
+				benchTLS, scheme = c, "wss://"
+			}
+			return compare(fmt.Sprintf("idle: %d subscribed %s connections", conns, scheme), peer, peerBin, idleScenario(conns, hold))
 		},
 	}
 	idle.Flags().IntVar(&conns, "conns", 15000, "connections")
 	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
+	idle.Flags().BoolVar(&useTLS, "tls", false, "serve wss:// from both servers (a self-signed certificate generated for the run)")
 	peerFlags(idle)
 	fanout := &cobra.Command{
 		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--proto native|wamp1|wamp2] [--peer centrifugo]",

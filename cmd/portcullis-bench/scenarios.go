@@ -142,6 +142,9 @@ func startWorkers(t target, mode string, toks []string, topic string, parallel i
 		ws = append(ws, wp)
 		j := job{Mode: mode, Proto: t.protocol(), URL: t.url(), Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
 			Tokens: toks[first:last], FirstUser: first, Parallel: parallel}
+		if benchTLS != nil {
+			j.CAFile = benchTLS.certFile
+		}
 		b, _ := json.Marshal(j)
 		if _, err := in.Write(append(b, '\n')); err != nil {
 			return ws, fmt.Errorf("send job: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,6 +30,8 @@ type job struct {
 	FirstUser int       `json:"first_user"`
 	Parallel  int       `json:"parallel"`
 	Flood     *floodJob `json:"flood,omitempty"`
+	// CAFile is the certificate a wss:// URL's server is trusted by.
+	CAFile string `json:"ca_file,omitempty"`
 }
 
 // report is what a worker prints on stdout.
@@ -89,9 +92,17 @@ func dial(j *job, i int) (net.Conn, error) {
 	default:
 		protos = []string{"portcullis.v1"}
 	}
+	var tc *tls.Config
+	if j.CAFile != "" {
+		var err error
+		if tc, err = clientTLS(j.CAFile); err != nil {
+			return nil, err
+		}
+	}
 	d := ws.Dialer{
 		Protocols: protos,
 		Timeout:   20 * time.Second,
+		TLSConfig: tc,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 20 * time.Second}
 			return nd.DialContext(ctx, network, addr)

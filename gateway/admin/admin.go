@@ -5,6 +5,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -32,6 +33,21 @@ const MaxBodyBytes = 1 << 20
 // error means it was not published.
 type Publisher interface {
 	Publish(topic string, data []byte) (int, error)
+}
+
+// ClusterPublisher is a Publisher whose publications also go to the
+// other nodes of a cluster (gateway/cluster). When Options.Publisher is
+// one, POST /v1/publish publishes through PublishCluster and answers its
+// ClusterPublished.
+type ClusterPublisher interface {
+	PublishCluster(ctx context.Context, topic string, data []byte) (ClusterPublished, error)
+}
+
+// ClusterPublished is POST /v1/publish's answer in a cluster.
+type ClusterPublished struct {
+	Delivered int  `json:"delivered"` // this node's subscriptions it was queued for
+	Nodes     int  `json:"nodes"`     // the nodes Redis handed it to (this one included when it has subscribers)
+	Degraded  bool `json:"degraded"`  // Redis unreachable: this node's subscribers only
 }
 
 // Minter mints tokens.
@@ -298,6 +314,15 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	data, err := compact(req.Data)
 	if err != nil {
 		a.refuse(w, r, http.StatusBadRequest, reason.BadRequest, "data is not valid JSON")
+		return
+	}
+	if cp, ok := a.o.Publisher.(ClusterPublisher); ok {
+		res, err := cp.PublishCluster(r.Context(), req.Topic, data)
+		if err != nil {
+			a.refuse(w, r, http.StatusServiceUnavailable, reason.PublishFailed, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 		return
 	}
 	n, err := a.o.Publisher.Publish(req.Topic, data)

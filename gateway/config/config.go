@@ -46,6 +46,9 @@ type Config struct {
 	Bans     Bans     `yaml:"bans"`
 	Audit    Audit    `yaml:"audit"`
 	Alerting Alerting `yaml:"alerting"`
+	// Cluster joins other nodes through Redis; zero (no `cluster:`
+	// block, the default): this node alone.
+	Cluster Cluster `yaml:"cluster"`
 
 	// LogLevel is the operational log's level: debug, info, warn or error
 	// (serve --log-level overrides it).
@@ -480,6 +483,7 @@ func (d *decoder) validate() {
 	d.validateBans()
 	d.validateLifecycle()
 	d.validateTLS()
+	d.validateCluster()
 	posd("tokens.ttl", c.Tokens.TTL)
 	posd("tokens.max_ttl", c.Tokens.MaxTTL)
 	pos("tokens.max_entries", c.Tokens.MaxEntries)

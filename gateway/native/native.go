@@ -79,6 +79,8 @@ func MessageFor(r reason.Reason) string {
 		return "too many messages, slow down"
 	case reason.MessageTooLarge:
 		return "message too large"
+	case reason.TokenSourceUnavailable:
+		return "token service unavailable, try again"
 	}
 	return "internal error"
 }

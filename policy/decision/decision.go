@@ -159,6 +159,9 @@ var answers = [256]answer{
 	reason.ShuttingDown:      {status: 503, close: 1001, message: "server shutting down"},
 	reason.FDExhausted:       {status: 503, message: "temporarily unavailable"},
 
+	// the cluster: cluster.on_redis_down: refuse while Redis is unreachable
+	reason.ClusterUnavailable: {status: 503, message: "temporarily unavailable"},
+
 	// frames: the connection closes
 	reason.ProtocolError:   {close: 1002, message: "protocol error"},
 	reason.InvalidUTF8:     {close: 1007, message: "invalid UTF-8"},
