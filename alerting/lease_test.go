@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-gw/portcullis/audit"
-	"github.com/portcullis-gw/portcullis/policy/redistest"
 	"github.com/portcullis-gw/portcullis/policy/lease"
+	"github.com/portcullis-gw/portcullis/policy/redistest"
 )
 
 // clusterHarness is a harness whose engine shares group leases with other

@@ -128,7 +128,9 @@ func TestClusterThreeNodes(t *testing.T) {
 	for i, rc := range subs {
 		expectEvent(t, rc, names[i], "news", "one")
 	}
-	res = publishCluster(b, "news", `"two"`)
+	if res := publishCluster(b, "news", `"two"`); res["nodes"] != 3.0 {
+		t.Fatalf("publish on B: %v", res)
+	}
 	for i, rc := range subs {
 		expectEvent(t, rc, names[i], "news", "two")
 	}

@@ -102,6 +102,8 @@ var importRules = []importRule{
 		says: "It imports only the standard library and gateway/native (for its JSON string encoder); it must never import policy, audit or the gateway itself"},
 	{pkg: "gateway/feed", never: []string{"gateway", "alerting"}, says: "feed imports nothing from gateway"},
 	{pkg: "gateway/cluster", never: []string{"alerting"}, says: "it never imports alerting or cmd"},
+	{pkg: "gateway/tlsfront", only: []string{"audit/reason", "gateway/reactor"},
+		says: "it never imports the gateway, policy or audit packages"},
 	{pkg: "gateway/metrics", only: []string{"audit", "policy/bans"},
 		says: "metrics imports only audit, audit/reason and policy/bans from the project"},
 

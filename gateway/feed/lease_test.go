@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portcullis-gw/portcullis/policy/redistest"
 	"github.com/portcullis-gw/portcullis/policy/lease"
+	"github.com/portcullis-gw/portcullis/policy/redistest"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 

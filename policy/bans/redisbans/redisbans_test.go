@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-gw/portcullis/audit/reason"
-	"github.com/portcullis-gw/portcullis/policy/redistest"
 	"github.com/portcullis-gw/portcullis/policy/bans"
+	"github.com/portcullis-gw/portcullis/policy/redistest"
 )
 
 // node is one gateway's bans and their sync.
