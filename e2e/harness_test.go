@@ -107,6 +107,7 @@ type server struct {
 	key      string
 	stderr   *syncBuffer
 	done     chan error
+	exited   atomic.Bool // set once the process has been waited for (read by cleanups without racing Wait)
 }
 
 type syncBuffer struct {
@@ -166,9 +167,9 @@ func startServerIn(t *testing.T, extra, dataDir string) *server {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.cmd.Wait(); pw.Close() }()
+	go func() { err := s.cmd.Wait(); s.exited.Store(true); s.done <- err; pw.Close() }()
 	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
+		if !s.exited.Load() {
 			_ = s.cmd.Process.Kill()
 			<-s.done
 		}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -126,9 +127,9 @@ func startTLSServer(t *testing.T, yaml string) *server {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.cmd.Wait(); pw.Close() }()
+	go func() { err := s.cmd.Wait(); s.exited.Store(true); s.done <- err; pw.Close() }()
 	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
+		if !s.exited.Load() {
 			_ = s.cmd.Process.Kill()
 			<-s.done
 		}
@@ -359,12 +360,7 @@ func TestTLSAdminAPI(t *testing.T) {
 	ca.leaf(t, 0x3001, certFile, keyFile)
 	adminCert, adminKey := filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
 	ca.leaf(t, 0x3101, adminCert, adminKey)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freeFixedPort(t)
 	yaml := fmt.Sprintf("listen: \"127.0.0.1:0\"\n"+
 		"admin: {listen: \"0.0.0.0:%d\", tls: {cert_file: %q, key_file: %q}}\n"+
 		"tls: {cert_file: %q, key_file: %q}\n"+
@@ -424,4 +420,21 @@ func TestTLSAdminAPI(t *testing.T) {
 		t.Fatalf("after the reload the admin API serves serial %x, want 3102", cs.PeerCertificates[0].SerialNumber)
 	}
 	verifyTrail(t, s)
+}
+
+// freeFixedPort returns a port free on every address, below the kernel's
+// ephemeral range (32768-60999 here), so that no other test's ":0" bind can
+// take it between this check and the gateway's own bind.
+func freeFixedPort(t *testing.T) int {
+	t.Helper()
+	for p := 20000 + mathrand.IntN(10000); ; p++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
+		if err == nil {
+			ln.Close()
+			return p
+		}
+		if p > 32000 {
+			t.Fatal("no free port below the ephemeral range")
+		}
+	}
 }

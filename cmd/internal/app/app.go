@@ -290,9 +290,9 @@ func (a *App) bind() error {
 	return nil
 }
 
-// start starts the components in build order, then says where it
-// listens and writes the run marker: only a gateway that serves leaves
-// one.
+// start starts the components in build order, then writes the run
+// marker and says where it listens: only a gateway that serves leaves a
+// marker.
 func (a *App) start() error {
 	for _, c := range a.built {
 		if err := c.start(); err != nil {
@@ -301,8 +301,11 @@ func (a *App) start() error {
 	}
 	a.emit(audit.Event{Event: audit.KindAdmin, Severity: audit.Notice, Stage: audit.StageSystem, Actor: "serve",
 		Detail: "gateway started, version " + a.o.Version})
-	a.logStartup()
+	// The marker goes down before the first line announces the gateway:
+	// whoever reads that line (a supervisor, a test) and kills the process
+	// must find it on the next start.
 	writeMarker(a.cfg.DataDir)
+	a.logStartup()
 	return nil
 }
 
