@@ -98,6 +98,7 @@ type loopState struct {
 	// and replaying says it is one handled again after its redemption.
 	redeeming       map[uint64]*redeemWait
 	redeemsInFlight int
+	redeemQueue     []redeemJob // redemptions waiting for one of the maxRedeemsPerLoop slots, oldest first
 	current         []byte
 	replaying       bool
 

@@ -53,6 +53,10 @@ const (
 	// maxRedeemsPerLoop is how many redemptions one loop has in flight at
 	// most.
 	maxRedeemsPerLoop = 64
+	// maxQueuedRedeems is how many more wait, per loop, for one of those
+	// slots (a burst of logins); beyond it a token is refused
+	// (token_source_unavailable, no strike).
+	maxQueuedRedeems = 1024
 	// maxHeldMessages is how many messages of one connection wait for its
 	// redemption, the one that presents the token included.
 	maxHeldMessages = 16
@@ -114,9 +118,10 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 		w.ready = false
 		return w.res, false
 	}
-	if ls.redeemsInFlight >= maxRedeemsPerLoop {
+	if ls.redeemsInFlight >= maxRedeemsPerLoop && len(ls.redeemQueue) >= maxQueuedRedeems {
 		return tokens.Result{Reason: reason.TokenSourceUnavailable,
-			Detail: "all " + strconv.Itoa(maxRedeemsPerLoop) + " redemptions of this event loop are in flight"}, false
+			Detail: "all " + strconv.Itoa(maxRedeemsPerLoop) + " redemptions of this event loop are in flight and " +
+				strconv.Itoa(maxQueuedRedeems) + " more wait"}, false
 	}
 	if w == nil {
 		// The message being handled waits for the answer.
@@ -133,14 +138,50 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 	// gets its own copies.
 	token, p.UserID = strings.Clone(token), strings.Clone(p.UserID)
 	w.token, w.user, w.ready, w.asking = token, p.UserID, false, true
-	ls.redeemsInFlight++
-	src, id, now := ls.srv.opts.Tokens, c.id, ls.loop.Now
-	go func() {
-		res := src.Redeem(token, p, now)
-		// A stopped loop runs no more tasks: nothing waits for this one.
-		ls.loop.Post(func() { ls.redeemed(c, id, res) })
-	}()
+	j := redeemJob{c: c, id: c.id, token: token, p: p}
+	if ls.redeemsInFlight >= maxRedeemsPerLoop {
+		ls.redeemQueue = append(ls.redeemQueue, j) // started by redeemed when a slot frees
+		return tokens.Result{}, true
+	}
+	ls.startRedeem(j)
 	return tokens.Result{}, true
+}
+
+// redeemJob is one redemption to run off the loop for connection id.
+type redeemJob struct {
+	c     *conn
+	id    uint64
+	token string
+	p     tokens.Presenter
+}
+
+// startRedeem runs j's redemption on a goroutine of its own and posts the
+// answer back to the loop.
+func (ls *loopState) startRedeem(j redeemJob) {
+	ls.redeemsInFlight++
+	src, now := ls.srv.opts.Tokens, ls.loop.Now
+	go func() {
+		res := src.Redeem(j.token, j.p, now)
+		// A stopped loop runs no more tasks: nothing waits for this one.
+		ls.loop.Post(func() { ls.redeemed(j.c, j.id, res) })
+	}()
+}
+
+// startQueued starts waiting redemptions while slots are free, skipping
+// those whose connection closed meanwhile.
+func (ls *loopState) startQueued() {
+	for len(ls.redeemQueue) > 0 && ls.redeemsInFlight < maxRedeemsPerLoop {
+		j := ls.redeemQueue[0]
+		ls.redeemQueue[0] = redeemJob{}
+		ls.redeemQueue = ls.redeemQueue[1:]
+		if j.c.fd < 0 || j.c.id != j.id || ls.redeeming[j.id] == nil {
+			continue
+		}
+		ls.startRedeem(j)
+	}
+	if len(ls.redeemQueue) == 0 {
+		ls.redeemQueue = nil // let the burst's backing array go
+	}
 }
 
 // redeemed takes the answer of a redemption for connection id (c, unless
@@ -148,6 +189,7 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 // for it.
 func (ls *loopState) redeemed(c *conn, id uint64, res tokens.Result) {
 	ls.redeemsInFlight--
+	ls.startQueued()
 	w := ls.redeeming[id]
 	if w == nil || c.fd < 0 || c.id != id {
 		return // the connection closed meanwhile

@@ -222,3 +222,50 @@ func TestAsyncRedeemWAMP2Ticket(t *testing.T) {
 	}
 	rec.find(t, audit.KindAuthFailed, "token_source_unavailable")
 }
+
+// A burst of logins larger than the redemptions a loop runs at once waits
+// its turn instead of being refused: the first maxRedeemsPerLoop run, the
+// rest queue, and every one is answered once the source answers.
+func TestAsyncRedeemBurstQueues(t *testing.T) {
+	src := newGatedSource()
+	s, rec := startAsyncServer(t, src)
+	const n = maxRedeemsPerLoop + 20
+	clients := make([]*wsClient, n)
+	for i := range clients {
+		user := fmt.Sprintf("u%d", i)
+		tok, _, err := src.store.Mint(user, nil, 0, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = nativeClient(t, s)
+		clients[i].send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":%q,"token":%q}`, user, tok))
+	}
+	for range maxRedeemsPerLoop {
+		<-src.started
+	}
+	// The loop still answers while its slots are full and others queue.
+	probe := nativeClient(t, s)
+	probe.send(`{"op":"ping","id":9}`)
+	if m := probe.recvJSON(); m["op"] != "pong" {
+		t.Fatalf("probe: %v", m)
+	}
+	if got := src.calls.Load(); got != maxRedeemsPerLoop {
+		t.Fatalf("%d redemptions running, want %d (the rest queued)", got, maxRedeemsPerLoop)
+	}
+	for range n {
+		src.gate <- struct{}{}
+	}
+	for i, c := range clients {
+		if m := c.recvJSON(); m["op"] != "subscribed" {
+			t.Fatalf("client %d: %v, want subscribed", i, m)
+		}
+	}
+	if got := src.calls.Load(); got != n {
+		t.Fatalf("%d redemptions, want %d", got, n)
+	}
+	for _, e := range rec.all() {
+		if e.Event == audit.KindAuthFailed {
+			t.Fatalf("a queued login was refused: %+v", e)
+		}
+	}
+}

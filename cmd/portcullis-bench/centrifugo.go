@@ -74,7 +74,23 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// centrifugoOptions are what the nodes of a clustered run share: the
+// token secret, the API key and the redis-server of the Redis engine. The
+// zero value is a single node with the memory engine and secrets of its own.
+type centrifugoOptions struct {
+	secret, apiKey string
+	redisAddr      string // host:port; "" is the memory engine
+}
+
 func startCentrifugo(bin string) (*centrifugo, error) {
+	return startCentrifugoWith(bin, centrifugoOptions{})
+}
+
+// startCentrifugoWith starts a Centrifugo node with o.
+func startCentrifugoWith(bin string, o centrifugoOptions) (*centrifugo, error) {
+	if o.secret == "" {
+		o.secret, o.apiKey = randomHex(32), randomHex(16)
+	}
 	bin, err := centrifugoBinary(bin)
 	if err != nil {
 		return nil, err
@@ -87,7 +103,7 @@ func startCentrifugo(bin string) (*centrifugo, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &centrifugo{dir: dir, port: port, secret: randomHex(32), apiKey: randomHex(16),
+	c := &centrifugo{dir: dir, port: port, secret: o.secret, apiKey: o.apiKey,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	cfg := map[string]any{
 		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
@@ -98,6 +114,13 @@ func startCentrifugo(bin string) (*centrifugo, error) {
 		},
 		"http_api": map[string]any{"key": c.apiKey},
 		"channel":  map[string]any{"without_namespace": map[string]any{"allow_subscribe_for_client": true}},
+	}
+	if o.redisAddr != "" {
+		// Centrifugo v6: engine.type redis, engine.redis.{address, db,
+		// prefix}; publications go through Redis PUBLISH, each node
+		// subscribing to a channel while it has subscribers of it.
+		cfg["engine"] = map[string]any{"type": "redis", "redis": map[string]any{
+			"address": []string{o.redisAddr}, "db": centrifugoRedisDB, "prefix": "centrifugo-bench"}}
 	}
 	if benchTLS != nil {
 		tc, err := clientTLS(benchTLS.certFile)

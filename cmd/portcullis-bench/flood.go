@@ -327,8 +327,9 @@ type phase struct {
 	sent      int
 	expected  int64
 	delivered int64
-	lat       []float64 // sorted, µs
-	calls     []float64 // the publish calls' round trips (POST /v1/publish answered), sorted, µs
+	lat       []float64   // sorted, µs
+	nodeLat   [][]float64 // lat by the node the subscribers are on (workerProc.node), each sorted, µs
+	calls     []float64   // the publish calls' round trips (POST /v1/publish answered), sorted, µs
 	elapsed   time.Duration
 }
 
@@ -371,7 +372,7 @@ func publishPhase(t target, ws []*workerProc, ready int, topic string, rate floa
 	p.expected = int64(p.sent) * int64(ready)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		p.delivered, p.lat = 0, p.lat[:0]
+		p.delivered, p.lat, p.nodeLat = 0, p.lat[:0], p.nodeLat[:0]
 		for _, w := range ws {
 			fmt.Fprintln(w.in, "report")
 			rep, err := w.read()
@@ -380,6 +381,10 @@ func publishPhase(t target, ws []*workerProc, ready int, topic string, rate floa
 			}
 			p.delivered += rep.Delivered
 			p.lat = append(p.lat, rep.Latencies...)
+			for len(p.nodeLat) <= w.node {
+				p.nodeLat = append(p.nodeLat, nil)
+			}
+			p.nodeLat[w.node] = append(p.nodeLat[w.node], rep.Latencies...)
 		}
 		if p.delivered >= p.expected || time.Now().After(deadline) {
 			break
@@ -390,6 +395,9 @@ func publishPhase(t target, ws []*workerProc, ready int, topic string, rate floa
 	fmt.Fprintln(os.Stderr)
 	sortFloats(p.lat)
 	sortFloats(p.calls)
+	for _, l := range p.nodeLat {
+		sortFloats(l)
+	}
 	return p, nil
 }
 

@@ -53,13 +53,17 @@ var listenRE = regexp.MustCompile(`listening on (wss?)://(\S+?)(/\S*) \(WebSocke
 
 // startGateway starts gatewayExe with the bench config in a new temporary
 // directory and waits until it listens.
-func startGateway() (*gateway, error) {
+func startGateway() (*gateway, error) { return startGatewayWith("") }
+
+// startGatewayWith starts gatewayExe with the bench config and extra (YAML
+// top-level keys, such as a cluster: block) appended.
+func startGatewayWith(extra string) (*gateway, error) {
 	dir, err := os.MkdirTemp("", "portcullis-bench")
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "bench.yaml")
-	yaml := benchConfig
+	yaml := benchConfig + extra
 	if benchTLS != nil {
 		yaml += fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", benchTLS.certFile, benchTLS.keyFile)
 	}
@@ -147,6 +151,18 @@ type serverStats struct {
 	HeapSys       uint64 `json:"heap_sys_bytes"`
 	HeapReleased  uint64 `json:"heap_released_bytes"`
 	RuntimeSys    uint64 `json:"runtime_sys_bytes"`
+	// Cluster is the node's view of its cluster; nil without one.
+	Cluster *clusterStats `json:"cluster"`
+}
+
+// clusterStats is the part of /v1/stats "cluster" the benchmarks use.
+type clusterStats struct {
+	Node     string   `json:"node"`
+	Nodes    []string `json:"nodes"`
+	Degraded bool     `json:"degraded"`
+	Sent     uint64   `json:"sent"`
+	Received uint64   `json:"received"`
+	Dropped  uint64   `json:"dropped"`
 }
 
 func (g *gateway) stats() serverStats {

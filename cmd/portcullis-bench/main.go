@@ -3,6 +3,8 @@
 // with load-generator child processes (one process holds at most ~19,900
 // sockets here), and reports server cost read from /proc: RSS per
 // connection, CPU per delivered message, latency, set-ups per second.
+// Clustered runs (fanout --nodes N, idle --cluster) also start a
+// redis-server and N gateways on it (cluster.go).
 //
 // It is a command of its own so that the production binary does not link
 // it. It talks to the gateway only over its public interfaces (WebSocket
@@ -108,6 +110,10 @@ this executable; built with go build from the source tree when run inside
 it (so ` + "`go run ./cmd/portcullis-bench`" + ` measures the code checked out); portcullis
 on PATH. The one used is printed with its version.
 
+fanout --nodes N (N > 1) and idle --cluster start a redis-server (on PATH
+or /usr/bin) on a free loopback port and run the gateways as a cluster on
+it; docs/CLUSTER.md explains the rows they add.
+
 Environment: PORTCULLIS_BENCH_CPUPROFILE=FILE writes the gateway's CPU
 profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 		SilenceUsage:  true,
@@ -116,18 +122,22 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.PersistentFlags().StringVar(gw, "gateway", "",
 		"portcullis binary to start (default: next to portcullis-bench, else built from the source tree, else on PATH)")
-	var conns, subs, count int
+	// Each command has its own variables: flags bound to one variable
+	// would all take the default registered last.
+	var conns, hsConns, subs, count int
 	var fanoutProto string
 	var rate float64
 	var hold time.Duration
 	var useTLS bool
 	var peer, peerBin string
+	var nodes int
+	var idleCluster bool
 	peerFlags := func(c *cobra.Command) {
 		c.Flags().StringVar(&peer, "peer", "", "also run the scenario against this peer and print the ratio (centrifugo)")
 		c.Flags().StringVar(&peerBin, "centrifugo-bin", "", "Centrifugo v6 binary (default: installed with go install into the user cache)")
 	}
 	idle := &cobra.Command{
-		Use:   "idle [--conns 15000] [--hold 5s] [--tls] [--peer centrifugo]",
+		Use:   "idle [--conns 15000] [--hold 5s] [--tls] [--cluster] [--peer centrifugo]",
 		Short: "hold idle subscribed connections; report server RSS per connection and goroutines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -140,15 +150,32 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 				defer c.remove()
 				benchTLS, scheme = c, "wss://"
 			}
-			return compare(fmt.Sprintf("idle: %d subscribed %s connections", conns, scheme), peer, peerBin, idleScenario(conns, hold))
+			starts, err := columns(peer, peerBin, 1, nil)
+			if err != nil {
+				return err
+			}
+			title := fmt.Sprintf("idle: %d subscribed %s connections", conns, scheme)
+			if idleCluster {
+				r, err := startRedis()
+				if err != nil {
+					return err
+				}
+				defer r.stop()
+				clustered := func() (target, error) { return startGatewayNodes(1, r) }
+				starts = append([]starter{clustered}, starts...)
+				title += "; portcullis×1 is a one-node cluster on redis-server, beside a gateway without a cluster"
+			}
+			return compare(title, starts, idleScenario(conns, hold))
 		},
 	}
 	idle.Flags().IntVar(&conns, "conns", 15000, "connections")
 	idle.Flags().DurationVar(&hold, "hold", 5*time.Second, "settle time before measuring")
 	idle.Flags().BoolVar(&useTLS, "tls", false, "serve wss:// from both servers (a self-signed certificate generated for the run)")
+	idle.Flags().BoolVar(&idleCluster, "cluster", false,
+		"also run the gateway as a one-node cluster on a redis-server started for the run, in the first column (the ratio is clustered / single)")
 	peerFlags(idle)
 	fanout := &cobra.Command{
-		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--proto native|wamp1|wamp2] [--peer centrifugo]",
+		Use:   "fanout [--subs 5000] [--rate 5] [--count 100] [--proto native|wamp1|wamp2] [--nodes 1] [--peer centrifugo]",
 		Short: "publish to many subscribers; report server CPU per delivered message and latency",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -160,24 +187,47 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 			default:
 				return fmt.Errorf("--proto %q: native, wamp1 or wamp2", fanoutProto)
 			}
-			return compare(fmt.Sprintf("fanout (%s): %d subscribers × %d messages at %.0f/s", fanoutProto, subs, count, rate), peer, peerBin,
-				fanoutScenario(subs, rate, count))
+			if nodes < 1 {
+				return fmt.Errorf("--nodes %d: at least 1", nodes)
+			}
+			title := fmt.Sprintf("fanout (%s): %d subscribers × %d messages at %.0f/s", fanoutProto, subs, count, rate)
+			var redis *redisServer
+			if nodes > 1 {
+				r, err := startRedis()
+				if err != nil {
+					return err
+				}
+				defer r.stop()
+				redis = r
+				title += fmt.Sprintf(", %d nodes on one redis-server, subscribers round robin, published through node 1", nodes)
+			}
+			starts, err := columns(peer, peerBin, nodes, redis)
+			if err != nil {
+				return err
+			}
+			return compare(title, starts, fanoutScenario(subs, rate, count))
 		},
 	}
 	fanout.Flags().StringVar(&fanoutProto, "proto", "native", "protocol the Portcullis subscribers speak: native, wamp1 (seed topic) or wamp2 (ticket auth)")
 	fanout.Flags().IntVar(&subs, "subs", 5000, "subscribers")
 	fanout.Flags().Float64Var(&rate, "rate", 5, "publications per second")
 	fanout.Flags().IntVar(&count, "count", 100, "publications")
+	fanout.Flags().IntVar(&nodes, "nodes", 1,
+		"servers per column: above 1, a cluster of that many on a redis-server started for the run (Centrifugo with its Redis engine)")
 	peerFlags(fanout)
 	handshake := &cobra.Command{
 		Use:   "handshake [--conns 5000] [--peer centrifugo]",
 		Short: "connect + token + subscribe as fast as possible; report set-ups/s and server CPU per set-up",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return compare(fmt.Sprintf("handshake: %d connect+token+subscribe set-ups", conns), peer, peerBin, handshakeScenario(conns))
+			starts, err := columns(peer, peerBin, 1, nil)
+			if err != nil {
+				return err
+			}
+			return compare(fmt.Sprintf("handshake: %d connect+token+subscribe set-ups", hsConns), starts, handshakeScenario(hsConns))
 		},
 	}
-	handshake.Flags().IntVar(&conns, "conns", 5000, "connections")
+	handshake.Flags().IntVar(&hsConns, "conns", 5000, "connections")
 	peerFlags(handshake)
 	var fs floodSettings
 	flood := &cobra.Command{

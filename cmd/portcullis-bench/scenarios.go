@@ -84,18 +84,37 @@ func printResults(title string, names []string, rs []result) {
 	}
 }
 
-// compare runs scenario against Portcullis and, with peer set, against the
-// peer too, then prints both.
-func compare(title, peer, peerBin string, scenario func(target) (result, error)) error {
+// starter starts the server (or servers) of one column of a comparison.
+type starter func() (target, error)
+
+// columns returns the servers a bench compares: Portcullis, then the peer
+// when one is named. With nodes > 1 each column is that many nodes on
+// redis (a nodeSet).
+func columns(peer, peerBin string, nodes int, redis *redisServer) ([]starter, error) {
+	if peer != "" && peer != "centrifugo" {
+		return nil, fmt.Errorf("--peer %q: only centrifugo is supported", peer)
+	}
+	var s []starter
+	if nodes > 1 {
+		s = append(s, func() (target, error) { return startGatewayNodes(nodes, redis) })
+	} else {
+		s = append(s, func() (target, error) { return startGateway() })
+	}
+	switch {
+	case peer == "":
+	case nodes > 1:
+		s = append(s, func() (target, error) { return startCentrifugoNodes(peerBin, nodes, redis) })
+	default:
+		s = append(s, func() (target, error) { return startCentrifugo(peerBin) })
+	}
+	return s, nil
+}
+
+// compare runs scenario against the server of each column in turn (each
+// stopped before the next starts), then prints them side by side.
+func compare(title string, starts []starter, scenario func(target) (result, error)) error {
 	var names []string
 	var rs []result
-	starts := []func() (target, error){func() (target, error) { return startGateway() }}
-	if peer != "" {
-		if peer != "centrifugo" {
-			return fmt.Errorf("--peer %q: only centrifugo is supported", peer)
-		}
-		starts = append(starts, func() (target, error) { return startCentrifugo(peerBin) })
-	}
 	for _, start := range starts {
 		t, err := start()
 		if err != nil {
@@ -116,41 +135,67 @@ func compare(title, peer, peerBin string, scenario func(target) (result, error))
 
 // workerProc is one load-generator child.
 type workerProc struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Scanner
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	node int // index in members(t) of the server its connections go to
 }
 
+// startWorkers starts load-generator children for toks. Subscribers are
+// spread round robin over the members of t (token i to member i mod n);
+// each child connects to one member, so what it reports is that member's.
 func startWorkers(t target, mode string, toks []string, topic string, parallel int) ([]*workerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
+	nodes := members(t)
 	var ws []*workerProc
-	for w, first := 0, 0; first < len(toks); w, first = w+1, first+perWorker {
-		last := min(first+perWorker, len(toks))
-		cmd := exec.Command(exe, "worker")
-		cmd.Stderr = os.Stderr
-		in, _ := cmd.StdinPipe()
-		outp, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			return ws, fmt.Errorf("start worker: %w", err)
-		}
-		sc := bufio.NewScanner(outp)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		wp := &workerProc{cmd: cmd, in: in, out: sc}
-		ws = append(ws, wp)
-		j := job{Mode: mode, Proto: t.protocol(), URL: t.url(), Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
-			Tokens: toks[first:last], FirstUser: first, Parallel: parallel}
-		if benchTLS != nil {
-			j.CAFile = benchTLS.certFile
-		}
-		b, _ := json.Marshal(j)
-		if _, err := in.Write(append(b, '\n')); err != nil {
-			return ws, fmt.Errorf("send job: %w", err)
+	w := 0
+	for k, node := range nodes {
+		ntoks, users := roundRobin(toks, k, len(nodes))
+		for first := 0; first < len(ntoks); first += perWorker {
+			last := min(first+perWorker, len(ntoks))
+			cmd := exec.Command(exe, "worker")
+			cmd.Stderr = os.Stderr
+			in, _ := cmd.StdinPipe()
+			outp, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				return ws, fmt.Errorf("start worker: %w", err)
+			}
+			sc := bufio.NewScanner(outp)
+			sc.Buffer(make([]byte, 1<<20), 64<<20)
+			wp := &workerProc{cmd: cmd, in: in, out: sc, node: k}
+			ws = append(ws, wp)
+			j := job{Mode: mode, Proto: node.protocol(), URL: node.url(), Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
+				Tokens: ntoks[first:last], FirstUser: first, Parallel: parallel}
+			if len(nodes) > 1 {
+				j.Users = users[first:last]
+			}
+			if benchTLS != nil {
+				j.CAFile = benchTLS.certFile
+			}
+			b, _ := json.Marshal(j)
+			if _, err := in.Write(append(b, '\n')); err != nil {
+				return ws, fmt.Errorf("send job: %w", err)
+			}
+			w++
 		}
 	}
 	return ws, nil
+}
+
+// roundRobin returns the tokens of member k of n, token i going to member
+// i mod n, and their indexes in toks (the user numbers they were minted
+// for).
+func roundRobin(toks []string, k, n int) ([]string, []int) {
+	var mine []string
+	var users []int
+	for i := k; i < len(toks); i += n {
+		mine = append(mine, toks[i])
+		users = append(users, i)
+	}
+	return mine, users
 }
 
 func (w *workerProc) read() (report, error) {
@@ -189,12 +234,12 @@ func connectAll(t target, n int, topic string) ([]*workerProc, int, error) {
 // connectWith opens one subscribed connection per token.
 func connectWith(t target, toks []string, topic string) ([]*workerProc, int, error) {
 	n := len(toks)
-	progress("connecting %d clients in %d worker process(es)…", n, (n+perWorker-1)/perWorker)
 	ws, err := startWorkers(t, "hold", toks, topic, 64)
 	if err != nil {
 		stopWorkers(ws)
 		return nil, 0, err
 	}
+	progress("connecting %d clients in %d worker process(es)…", n, len(ws))
 	ready := 0
 	for _, w := range ws {
 		r, err := w.read()
@@ -219,6 +264,13 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 		rss0, _, err := procStat(t.pid())
 		if err != nil {
 			return r, err
+		}
+		// A clustered gateway keeps its minted tokens in Redis: the
+		// redis-server's growth is shown beside the node's.
+		set, clustered := t.(*nodeSet)
+		var redis0 int64
+		if clustered {
+			redis0, _, _ = procStat(set.redis.pid())
 		}
 		file0 := rssFileKB(t.pid())
 		st0 := t.stats()
@@ -280,6 +332,10 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 		r.set("server RSS per connection, marginal", "KiB", marginalTok+marginalConn)
 		r.set("  marginal: its minted token", "KiB", marginalTok)
 		r.set("  marginal: the connection", "KiB", marginalConn)
+		if clustered {
+			redis1, _, _ := procStat(set.redis.pid())
+			r.set("redis-server RSS per connection", "KiB", float64(redis1-redis0)/float64(max(ready, 1)))
+		}
 		if st1.HeapLiveBytes > 0 {
 			r.set("Go heap per connection", "KiB", (float64(st1.HeapLiveBytes)-float64(st0.HeapLiveBytes))/1024/float64(max(ready, 1)))
 			per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / 1024 / float64(max(ready, 1)) }
@@ -301,28 +357,71 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 			return r, err
 		}
 		defer stopWorkers(ws)
-		time.Sleep(2 * time.Second)
-		_, t0, _ := procStat(t.pid())
+		set, clustered := t.(*nodeSet)
+		var rc redisCounts
+		if clustered {
+			// The settling pause also measures the commands the nodes
+			// send Redis without any publication (presence, pings).
+			if err := rc.idle(set.redis, 2*time.Second); err != nil {
+				return r, err
+			}
+		} else {
+			time.Sleep(2 * time.Second)
+		}
+		t0, err := cpuOf(t)
+		if err != nil {
+			return r, err
+		}
 		p, err := publishPhase(t, ws, ready, "fan", rate, count)
 		if err != nil {
 			return r, err
 		}
-		_, t1, _ := procStat(t.pid())
+		t1, err := cpuOf(t)
+		if err != nil {
+			return r, err
+		}
+		if clustered {
+			if err := rc.end(set.redis); err != nil {
+				return r, err
+			}
+		}
 		delivered, expected, lat, elapsed := p.delivered, p.expected, p.lat, p.elapsed
 		d := t1.sub(t0)
 		cpu := ticksToMicros(d.total())
 		r.set("subscribers", "n", float64(ready))
 		r.set("delivered", "%", 100*float64(delivered)/float64(max(expected, 1)))
-		r.set("server CPU per delivered message", "µs", cpu/float64(max(delivered, 1)))
+		if clustered {
+			r.set("nodes", "n", float64(len(set.nodes)))
+			r.set("server CPU per delivered message, all nodes", "µs", cpu/float64(max(delivered, 1)))
+		} else {
+			r.set("server CPU per delivered message", "µs", cpu/float64(max(delivered, 1)))
+		}
 		r.set("  of which user space", "µs", ticksToMicros(d.user)/float64(max(delivered, 1)))
 		r.set("  of which in the kernel", "µs", ticksToMicros(d.sys)/float64(max(delivered, 1)))
 		r.set("deliveries per second", "1/s", float64(delivered)/elapsed.Seconds())
 		r.set("publish→receive p50", "ms", percentile(lat, 50)/1000)
 		r.set("publish→receive p99", "ms", percentile(lat, 99)/1000)
 		r.set("publish→receive max", "ms", percentile(lat, 100)/1000)
+		if clustered {
+			// Node 1 takes the publications: its subscribers are served
+			// by it directly, the others' through Redis.
+			var cross []float64
+			for _, l := range p.nodeLat[min(1, len(p.nodeLat)):] {
+				cross = append(cross, l...)
+			}
+			sortFloats(cross)
+			var same []float64
+			if len(p.nodeLat) > 0 {
+				same = p.nodeLat[0]
+			}
+			r.set("same-node (node 1) p99", "ms", percentile(same, 99)/1000)
+			r.set("cross-node p50", "ms", percentile(cross, 50)/1000)
+			r.set("cross-node p99", "ms", percentile(cross, 99)/1000)
+			rc.report(&r, p.sent)
+		}
 		r.set("publish call p50", "ms", percentile(p.calls, 50)/1000)
 		r.set("publish call p99", "ms", percentile(p.calls, 99)/1000)
-		if g, ok := t.(*gateway); ok {
+		if g, ok := members(t)[0].(*gateway); ok {
 			// The client-side round trip above includes this process's
 			// own scheduling next to 5,000 readers; the gateway's
 			// histogram says how long the publish took inside it.
@@ -343,7 +442,10 @@ func handshakeScenario(n int) func(target) (result, error) {
 		if err != nil {
 			return r, err
 		}
-		_, t0, _ := procStat(t.pid())
+		t0, err := cpuOf(t)
+		if err != nil {
+			return r, err
+		}
 		start := time.Now()
 		ws, err := startWorkers(t, "setup", toks, "hs", 32)
 		if err != nil {
@@ -365,7 +467,10 @@ func handshakeScenario(n int) func(target) (result, error) {
 		}
 		elapsed := time.Since(start)
 		stopWorkers(ws)
-		_, t1, _ := procStat(t.pid())
+		t1, err := cpuOf(t)
+		if err != nil {
+			return r, err
+		}
 		if failed > 0 {
 			fmt.Fprintf(os.Stderr, "%d set-ups failed (first: %s)\n", failed, strings.TrimSpace(firstErr))
 		}

@@ -21,17 +21,28 @@ import (
 
 // job is what the parent sends a worker on stdin.
 type job struct {
-	Mode      string    `json:"mode"`  // hold | setup
-	Proto     string    `json:"proto"` // portcullis | centrifugo | wamp1 | wamp2
-	URL       string    `json:"url"`
-	Src       string    `json:"src"` // source address prefix, e.g. "127.11.0."
-	Topic     string    `json:"topic"`
-	Tokens    []string  `json:"tokens"`
-	FirstUser int       `json:"first_user"`
-	Parallel  int       `json:"parallel"`
-	Flood     *floodJob `json:"flood,omitempty"`
+	Mode      string   `json:"mode"`  // hold | setup
+	Proto     string   `json:"proto"` // portcullis | centrifugo | wamp1 | wamp2
+	URL       string   `json:"url"`
+	Src       string   `json:"src"` // source address prefix, e.g. "127.11.0."
+	Topic     string   `json:"topic"`
+	Tokens    []string `json:"tokens"`
+	FirstUser int      `json:"first_user"`
+	// Users, when set, are the user numbers of the tokens, one each
+	// (subscribers spread over several nodes); else FirstUser+i.
+	Users    []int     `json:"users,omitempty"`
+	Parallel int       `json:"parallel"`
+	Flood    *floodJob `json:"flood,omitempty"`
 	// CAFile is the certificate a wss:// URL's server is trusted by.
 	CAFile string `json:"ca_file,omitempty"`
+}
+
+// user returns the user number of the i-th token.
+func (j *job) user(i int) int {
+	if j.Users != nil {
+		return j.Users[i]
+	}
+	return j.FirstUser + i
 }
 
 // report is what a worker prints on stdout.
@@ -161,7 +172,7 @@ func subscribe(c net.Conn, j *job, i int) error {
 	if _, err := wsutil.ReadServerText(c); err != nil {
 		return fmt.Errorf("welcome: %w", err)
 	}
-	msg := fmt.Sprintf(`{"op":"subscribe","id":1,"topic":%q,"userId":"u%d","token":%q}`, j.Topic, j.FirstUser+i, j.Tokens[i])
+	msg := fmt.Sprintf(`{"op":"subscribe","id":1,"topic":%q,"userId":"u%d","token":%q}`, j.Topic, j.user(i), j.Tokens[i])
 	if err := wsutil.WriteClientText(c, []byte(msg)); err != nil {
 		return err
 	}
@@ -370,7 +381,7 @@ func subscribeWAMP1(c net.Conn, j *job, i int) error {
 	if err != nil || !strings.HasPrefix(string(b), "[0,") {
 		return fmt.Errorf("WELCOME: %q %v", b, err)
 	}
-	seed, _ := json.Marshal(map[string]string{"topic": j.Topic, "userId": fmt.Sprintf("u%d", j.FirstUser+i), "token": j.Tokens[i]})
+	seed, _ := json.Marshal(map[string]string{"topic": j.Topic, "userId": fmt.Sprintf("u%d", j.user(i)), "token": j.Tokens[i]})
 	msg, _ := json.Marshal([]any{5, string(seed)})
 	return wsutil.WriteClientText(c, msg)
 }
@@ -378,7 +389,7 @@ func subscribeWAMP1(c net.Conn, j *job, i int) error {
 // subscribeWAMP2 authenticates with ticket (authid = userId, ticket =
 // token) and subscribes.
 func subscribeWAMP2(c net.Conn, j *job, i int) error {
-	hello := fmt.Sprintf(`[1,"realm1",{"roles":{"subscriber":{}},"authmethods":["ticket"],"authid":"u%d"}]`, j.FirstUser+i)
+	hello := fmt.Sprintf(`[1,"realm1",{"roles":{"subscriber":{}},"authmethods":["ticket"],"authid":"u%d"}]`, j.user(i))
 	steps := []struct{ send, want string }{
 		{hello, "[4,"},
 		{fmt.Sprintf(`[5,%q,{}]`, j.Tokens[i]), "[2,"},
