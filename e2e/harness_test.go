@@ -127,8 +127,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var listenLine = regexp.MustCompile(`listening on ws://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
-
 // startServer runs `portcullis serve` with extra config YAML (listeners are
 // always on loopback with kernel-chosen ports).
 func startServer(t *testing.T, extra string) *server {
@@ -141,7 +139,6 @@ func startServer(t *testing.T, extra string) *server {
 // config file lives in a fresh temp dir; dataDir is used as it is.
 func startServerIn(t *testing.T, extra, dataDir string) *server {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
 	// The clients nobody on the team wrote connect from 127.0.0.1, which
 	// is allow-listed so that the bad inputs they send one after another
 	// do not ban it; attack tests connect from other 127.x addresses.
@@ -157,6 +154,16 @@ func startServerIn(t *testing.T, extra, dataDir string) *server {
 	if !strings.Contains(extra, "shutdown:") {
 		yaml += "shutdown: {drain: 1s}\n"
 	}
+	return launch(t, yaml, dataDir, "ws")
+}
+
+var listenLine = regexp.MustCompile(`listening on (wss?)://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
+
+// launch runs `portcullis serve` with the whole config yaml on dataDir and
+// waits for its start-up line, which must announce scheme (ws or wss).
+func launch(t *testing.T, yaml, dataDir, scheme string) *server {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +195,10 @@ func startServerIn(t *testing.T, extra, dataDir string) *server {
 	}()
 	select {
 	case m := <-found:
-		s.wsAddr = m[1]
-		s.wsURL = "ws://" + m[1] + m[2]
-		s.adminURL = m[3]
+		if m[1] != scheme {
+			t.Fatalf("the gateway listens on %s://, want %s://", m[1], scheme)
+		}
+		s.wsAddr, s.wsURL, s.adminURL = m[2], scheme+"://"+m[2]+m[3], m[4]
 	case <-time.After(20 * time.Second):
 		t.Fatalf("server did not start: %s", s.stderr.String())
 	}

@@ -20,9 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -109,58 +107,11 @@ func (ca *testCA) httpClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.clientConfig()}}
 }
 
-var tlsListenLine = regexp.MustCompile(`listening on (wss?)://(\S+?)(/\S*) \(WebSocket\), admin API on (\S+)`)
-
 // startTLSServer runs `portcullis serve` with the whole config yaml (the
-// caller names the listeners) and waits for its start-up line, which
-// names the wss:// address and the admin URL.
+// caller names the listeners) and waits for its wss:// start-up line.
 func startTLSServer(t *testing.T, yaml string) *server {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, data: filepath.Join(t.TempDir(), "d"), stderr: &syncBuffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(gwBinary(t), "serve", "--config", cfg, "--data", s.data)
-	pr, pw := io.Pipe()
-	s.cmd.Stderr = io.MultiWriter(pw, s.stderr)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { err := s.cmd.Wait(); s.exited.Store(true); s.done <- err; pw.Close() }()
-	t.Cleanup(func() {
-		if !s.exited.Load() {
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("server stderr:\n%s", s.stderr.String())
-		}
-	})
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := tlsListenLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m
-			}
-		}
-	}()
-	select {
-	case m := <-found:
-		if m[1] != "wss" {
-			t.Fatalf("the gateway listens on %s://, want wss://", m[1])
-		}
-		s.wsAddr, s.wsURL, s.adminURL = m[2], "wss://"+m[2]+m[3], m[4]
-	case <-time.After(20 * time.Second):
-		t.Fatalf("server did not start: %s", s.stderr.String())
-	}
-	key, err := os.ReadFile(filepath.Join(s.data, "admin.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.key = strings.TrimSpace(string(key))
-	return s
+	return launch(t, yaml, filepath.Join(t.TempDir(), "d"), "wss")
 }
 
 // tlsBaseConfig is a wss:// gateway on loopback with a token topic.
