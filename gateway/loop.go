@@ -180,7 +180,7 @@ func (ls *loopState) conn(fd int) *conn {
 func (ls *loopState) accept() {
 	s := ls.srv
 	for i := 0; i < acceptBatch; i++ {
-		fd, sa, err := unix.Accept4(ls.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, sa, err := s.fds.accept(ls.lfd)
 		if err != nil {
 			if err == unix.EMFILE || err == unix.ENFILE {
 				ls.outOfFDs(err)
@@ -389,10 +389,21 @@ type fdShortage struct {
 	last  atomic.Int64  // latest accept that failed for want of a descriptor, unix ns
 	shed  atomic.Uint64 // connections reset for want of a descriptor in this episode
 
-	mu      sync.Mutex
+	// mu guards the reserve. The loops' accepts hold it for reading, so
+	// that no loop takes the descriptor a shed frees between closing the
+	// reserve and retaking it: a reserve lost that way would leave the
+	// next clients waiting in the backlog, neither answered nor reset.
+	mu      sync.RWMutex
 	reserve int       // an open /dev/null while held; guarded by mu
 	held    bool      // reserve is open; guarded by mu
 	since   time.Time // the episode's start; guarded by mu
+}
+
+// accept is a loop's accept4 on lfd, never inside a shed's window (mu).
+func (f *fdShortage) accept(lfd int) (int, unix.Sockaddr, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 }
 
 // openReserve takes the reserve descriptor.
