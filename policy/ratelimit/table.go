@@ -31,8 +31,12 @@ const (
 // the key's PerIPConnections like admitted ones; see HoldRefused.
 const RefusedAllowance = 4
 
-// numShards is the number of independently locked parts of a Table.
-const numShards = 64
+// numShards is the number of independently locked parts of a Table:
+// 1<<shardBits.
+const (
+	shardBits = 6
+	numShards = 1 << shardBits
+)
 
 // sweepBatch is the most entries Sweep removes under one lock hold.
 const sweepBatch = 256
@@ -447,13 +451,16 @@ func (t *Table) shard(p netip.Prefix) *shard {
 
 // shardIndex is a keyed hash of p (wyhash's multiply-fold of the address
 // halves under two random words) reduced to a shard index, so that
-// nobody can aim keys at one shard.
+// nobody can aim keys at one shard. The reduction takes the top bits of a
+// Fibonacci multiply of the fold, not its low bits: for IPv6 /64 keys the
+// low half is the same for every key, and the fold's low bits then depend
+// on few key bits, so some seeds spread keys unevenly.
 func (t *Table) shardIndex(p netip.Prefix) int {
 	a := p.Addr().As16()
 	hi := binary.BigEndian.Uint64(a[:8]) ^ t.seed[0]
 	lo := binary.BigEndian.Uint64(a[8:]) ^ t.seed[1] ^ uint64(p.Bits())
 	h1, h0 := bits.Mul64(hi, lo)
-	return int((h1 ^ h0) % numShards)
+	return int(((h1 ^ h0) * 0x9E3779B97F4A7C15) >> (64 - shardBits))
 }
 
 // allowLocked decides an attempt of e's key at now (Admit's rates).
