@@ -154,7 +154,10 @@ type Rule struct {
 // Config is `alerting:`. A zero field means its default; Rules empty means
 // DefaultRules().
 type Config struct {
-	SMTP           SMTPConfig
+	SMTP SMTPConfig
+	// Webhooks each receive every notification the mail gets, as
+	// Alertmanager webhook JSON, through the same outbox.
+	Webhooks       []WebhookConfig
 	GroupWait      time.Duration
 	GroupInterval  time.Duration
 	RepeatInterval time.Duration
@@ -166,6 +169,10 @@ type Config struct {
 	RetryMax  time.Duration
 	Expire    time.Duration
 }
+
+// Enabled reports whether notifications have anywhere to go: mail
+// (smtp.host and smtp.to) or at least one webhook.
+func (c Config) Enabled() bool { return c.SMTP.Enabled() || len(c.Webhooks) > 0 }
 
 // Names of the default rules, usable in silences and Inhibits.
 const (
@@ -179,6 +186,9 @@ const (
 	RuleAuditDropped  = "audit_dropped"
 	RuleJTITableFull  = "jti_table_full"
 	RuleSystem        = "gateway_trouble"
+	// RuleTokenSourceDown: the database of tokens.source sql fails:
+	// every token is refused until it answers (one mail per episode).
+	RuleTokenSourceDown = "token_source_down"
 	// RuleUntrustedForwarding: one peer outside trusted_proxies kept
 	// sending forwarding headers (audited once per peer per hour) for
 	// three hours: most likely a proxy missing from trusted_proxies, whose
@@ -210,11 +220,13 @@ func DefaultRules() []Rule {
 		{Name: RuleAuditDropped, Event: audit.KindAuditDropped, Severity: audit.Critical, Summary: "audit events lost"},
 		{Name: RuleJTITableFull, Event: audit.KindJTITableFull, Severity: audit.Critical,
 			Summary: "used-jti table full: valid JWTs refused"},
+		{Name: RuleTokenSourceDown, Event: audit.KindTokenSourceDown, Severity: audit.Critical,
+			Summary: "token database unavailable: tokens refused"},
 		{Name: RuleUntrustedForwarding, Event: audit.KindUntrustedForwarding, Threshold: 2, Window: 3 * time.Hour,
 			CountBy: []string{"peer_ip"}, Severity: audit.Warning,
 			Summary: "a peer outside trusted_proxies keeps sending forwarding headers"},
 		{Name: RuleSystem, Stage: audit.StageSystem, MinSeverity: audit.Critical,
-			ExceptEvents: []audit.Kind{audit.KindBan, audit.KindAuditDropped, audit.KindJTITableFull}, Severity: audit.Critical, Summary: "gateway in trouble"},
+			ExceptEvents: []audit.Kind{audit.KindBan, audit.KindAuditDropped, audit.KindJTITableFull, audit.KindTokenSourceDown}, Severity: audit.Critical, Summary: "gateway in trouble"},
 	}
 }
 
@@ -284,6 +296,17 @@ func (c Config) Validate() error {
 		bad("repeat_interval", "(%s) cannot be below group_interval (%s)", full.RepeatInterval, full.GroupInterval)
 	}
 	errs = append(errs, c.SMTP.validate()...)
+	if len(c.Webhooks) > MaxWebhooks {
+		bad("webhooks", "at most %d webhooks, got %d", MaxWebhooks, len(c.Webhooks))
+	}
+	urls := map[string]int{}
+	for i, w := range c.Webhooks {
+		errs = append(errs, w.validate(i)...)
+		if j, dup := urls[w.URL]; dup && w.URL != "" {
+			bad(fmt.Sprintf("webhooks[%d].url", i), "the same URL as webhooks[%d]: every notification would be posted twice", j)
+		}
+		urls[w.URL] = i
+	}
 	if len(c.Rules) > MaxRules {
 		bad("rules", "at most %d rules, got %d", MaxRules, len(c.Rules))
 	}

@@ -1,6 +1,6 @@
-// Package alerting owns the email alerts of docs/ALERTS.md: rules over audit
+// Package alerting owns the alerts of docs/ALERTS.md: rules over audit
 // events, grouping like Alertmanager, inhibition, silences, an hourly cap,
-// a durable bbolt outbox and a hardened SMTP notifier.
+// a durable bbolt outbox, a hardened SMTP notifier and signed webhooks.
 //
 // It is a pipeline of stages, each in its own file:
 //
@@ -9,8 +9,10 @@
 //	inhibit.go   groups muted while an "under attack" rule fires
 //	silence.go   groups muted by operator silences (persisted)
 //	ratecap.go   max_per_hour, with one "N further alerts held back" digest
-//	outbox.go    rendered mails persisted in bbolt before the first attempt, retried with backoff
+//	outbox.go    rendered notifications persisted in bbolt before the first attempt, one
+//	             per destination (mail, each webhook), each retried with backoff
 //	smtp.go      the Notifier that speaks SMTP (go-mail composes, net/smtp transports)
+//	webhook.go   the Notifier that POSTs Alertmanager webhook JSON, HMAC-signed
 //
 // Engine (engine.go) is an audit.Sink: Emit only queues. Rules run on one
 // worker goroutine, delivery on another; neither is ever called back from

@@ -24,8 +24,8 @@ const DefaultQueueSize = 8192
 const DefaultTickEvery = time.Second
 
 // ErrNotConfigured is returned by Open without a Notifier when
-// alerting.smtp has no host or no recipients.
-var ErrNotConfigured = errors.New("alerting: smtp.host and smtp.to are not set; alerting is off")
+// alerting.smtp has no host or no recipients and there is no webhook.
+var ErrNotConfigured = errors.New("alerting: neither smtp.host and smtp.to nor webhooks are set; alerting is off")
 
 // Options configure an Engine. Optional parts have working defaults.
 type Options struct {
@@ -38,8 +38,12 @@ type Options struct {
 	// Paths tell the commands printed in a mail where this gateway keeps
 	// its files, so that they work from any directory; zero: no flags.
 	Paths Paths
-	// Notifier sends mail; nil: NewSMTP(Config.SMTP, Getenv).
+	// Notifier sends mail; nil: NewSMTP(Config.SMTP, Getenv) when
+	// Config.SMTP is enabled, else no mail.
 	Notifier Notifier
+	// Webhooks are the webhook destinations; nil: built from
+	// Config.Webhooks (NewWebhook).
+	Webhooks []*Webhook
 	// Getenv reads the password variable; nil: os.Getenv.
 	Getenv func(string) string
 	// Audit receives the engine's decisions (alert_sent, alert_failed). It
@@ -71,14 +75,14 @@ type Options struct {
 //
 // LOCKORDER: silencer.mu is the only lock; the store relies on bbolt's own.
 type Engine struct {
-	o        Options
-	cfg      Config
-	now      func() time.Time
-	jitter   func() float64
-	log      *logrus.Logger
-	audit    audit.Sink
-	notifier Notifier
-	st       *store
+	o      Options
+	cfg    Config
+	now    func() time.Time
+	jitter func() float64
+	log    *logrus.Logger
+	audit  audit.Sink
+	dests  []*dest // the mail first, then the webhooks in config order
+	st     *store
 
 	q        *audit.Queue
 	batch    []audit.Event // rulesWorker's buffer for drain
@@ -103,7 +107,7 @@ type Engine struct {
 	evalNow time.Time // the now of the evaluation in progress
 
 	// Owned by the delivery worker.
-	pauseUntil time.Time
+	pauseUntil map[string]time.Time // per destination: after a retryable failure
 	nextDue    time.Time
 
 	stats counters
@@ -111,6 +115,15 @@ type Engine struct {
 	// lease is the cluster's group lease (lease.go): Options.Lease, or
 	// what SetLease set; nil inside: this node alone.
 	lease atomic.Pointer[leaseRef]
+}
+
+// dest is one destination of every notification: the mail, or one webhook.
+type dest struct {
+	key     string        // item.Dest: "" for the mail, Webhook.Dest() for a webhook
+	label   string        // in audit lines and logs: "mail" or "webhook:<host>"
+	n       Notifier      // sends one attempt
+	timeout time.Duration // bound on one attempt; sizes the cluster lease
+	webhook bool          // posts Message.JSON rather than a mail
 }
 
 type tickReq struct {
@@ -130,8 +143,8 @@ type counters struct {
 type Stats struct {
 	Events        uint64 `json:"events"`         // events accepted by Emit
 	EventsDropped uint64 `json:"events_dropped"` // events refused: queue full or closed
-	Queued        uint64 `json:"queued"`         // mails put into the outbox
-	Sent          uint64 `json:"sent"`           // mails the SMTP server accepted
+	Queued        uint64 `json:"queued"`         // deliveries put into the outbox (one per notification and destination)
+	Sent          uint64 `json:"sent"`           // deliveries taken: mails the SMTP server accepted, webhook POSTs answered 2xx
 	Failed        uint64 `json:"failed"`         // mails given up: refused or expired
 	Dropped       uint64 `json:"dropped"`        // mails that could not be saved
 	Superseded    uint64 `json:"superseded"`     // unsent mails replaced by a newer update of their group
@@ -159,7 +172,8 @@ func Open(o Options) (*Engine, error) {
 		return nil, err
 	}
 	cfg := o.Config.withDefaults()
-	e := &Engine{o: o, cfg: cfg, now: o.Now, jitter: o.Jitter, log: o.Log, audit: o.Audit, notifier: o.Notifier}
+	e := &Engine{o: o, cfg: cfg, now: o.Now, jitter: o.Jitter, log: o.Log, audit: o.Audit,
+		pauseUntil: map[string]time.Time{}}
 	if o.Lease != nil {
 		e.lease.Store(&leaseRef{o.Lease})
 	}
@@ -179,15 +193,32 @@ func Open(o Options) (*Engine, error) {
 		e.o.Node = "portcullis"
 	}
 	e.o.Node = clean(e.o.Node, 64)
-	if e.notifier == nil {
-		if !cfg.SMTP.Enabled() {
-			return nil, ErrNotConfigured
-		}
+	mail := o.Notifier
+	if mail == nil && cfg.SMTP.Enabled() {
 		s, err := NewSMTP(cfg.SMTP, o.Getenv)
 		if err != nil {
 			return nil, err
 		}
-		e.notifier = s
+		mail = s
+	}
+	if mail != nil {
+		e.dests = append(e.dests, &dest{label: "mail", n: mail, timeout: cfg.SMTP.Timeout})
+	}
+	hooks := o.Webhooks
+	if hooks == nil {
+		for i, wc := range cfg.Webhooks {
+			w, err := NewWebhook(i, wc)
+			if err != nil {
+				return nil, err
+			}
+			hooks = append(hooks, w)
+		}
+	}
+	for _, w := range hooks {
+		e.dests = append(e.dests, &dest{key: w.Dest(), label: w.String(), n: w, timeout: w.cfg.Timeout, webhook: true})
+	}
+	if len(e.dests) == 0 {
+		return nil, ErrNotConfigured
 	}
 	st, err := openStore(o.Path)
 	if err != nil {
@@ -268,16 +299,36 @@ func (e *Engine) Tick(now time.Time) {
 	}
 }
 
-// Test sends a test mail now, bypassing grouping, the cap and the outbox
-// (for `portcullis alert test`). The result is audited.
+// Test sends a test notification now to every destination (a mail, and
+// a POST to each webhook), bypassing grouping, the cap and the outbox (for
+// `portcullis alert test`). Each result is audited; the error joins the
+// failures.
 func (e *Engine) Test(ctx context.Context) error {
 	now := e.now()
-	_, err := e.notifier.Notify(ctx, testMessage(e.o.Node, now))
-	if err != nil {
-		e.decide(now, Refused, "test", nil, "", "test mail failed: "+clean(err.Error(), 200))
-		return err
+	var errs []error
+	for _, d := range e.dests {
+		m := testMessage(e.o.Node, now)
+		if d.webhook {
+			m = testWebhookMessage(e.o.Node, now)
+		}
+		if _, err := d.n.Notify(ctx, m); err != nil {
+			e.decide(now, Refused, "test", nil, "", d.label, "test notification failed: "+clean(err.Error(), 200))
+			errs = append(errs, err)
+			continue
+		}
+		e.decide(now, Sent, "test", nil, "", d.label, "test notification delivered")
 	}
-	e.decide(now, Sent, "test", nil, "", "test mail delivered")
+	return errors.Join(errs...)
+}
+
+// destOf returns the destination of key; nil when it is no longer
+// configured.
+func (e *Engine) destOf(key string) *dest {
+	for _, d := range e.dests {
+		if d.key == key {
+			return d
+		}
+	}
 	return nil
 }
 
@@ -503,12 +554,13 @@ func (e *Engine) suppressed(n *notification, d Decision, detail string) {
 		e.stats.digests.Add(1)
 		return // reported as queued when it reaches the outbox
 	}
-	e.decide(e.evalNow, d, n.Rule, n.Labels, "", detail)
+	e.decide(e.evalNow, d, n.Rule, n.Labels, "", "", detail)
 }
 
 // decide reports a decision as an audit event: alert_failed for failures,
-// alert_sent otherwise, the decision as Reason.
-func (e *Engine) decide(now time.Time, d Decision, rule string, ls Labels, id, detail string) {
+// alert_sent otherwise, the decision as Reason; to names the destination
+// ("mail", "webhook:<host>"; "" when the decision precedes the outbox).
+func (e *Engine) decide(now time.Time, d Decision, rule string, ls Labels, id, to, detail string) {
 	ev := audit.Event{Time: now, Event: audit.KindAlertSent, Severity: audit.Notice, Stage: audit.StageSystem,
 		Reason: d.Reason(), Actor: "alerting"}
 	switch d {
@@ -523,6 +575,9 @@ func (e *Engine) decide(now time.Time, d Decision, rule string, ls Labels, id, d
 	b.WriteString("rule=" + rule)
 	if id != "" {
 		b.WriteString(" outbox=" + id)
+	}
+	if to != "" {
+		b.WriteString(" to=" + to)
 	}
 	if len(ls) > 2 {
 		b.WriteString(" " + Labels(ls[2:]).String())

@@ -9,7 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// One mail per group in a cluster.
+// One mail (and one POST per webhook) per group in a cluster.
 //
 // Every node runs its own rules over its own events, so an attack spread
 // over several nodes fires the same group (rule and group_by values) on
@@ -21,8 +21,8 @@ import (
 //     node). A mark means the cluster mailed this group less than a
 //     group_interval ago, the pace one node keeps alone: the mail is
 //     removed unsent and audited alert_sent with reason sent_by_other_node.
-//  2. Otherwise the node takes the group's lease (SET NX PX, 3 × the SMTP
-//     timeout, so it outlasts one attempt). Held by another node, the mail
+//  2. Otherwise the node takes the group's lease (SET NX PX, 3 × the
+//     destination's timeout, so it outlasts one attempt). Held by another node, the mail
 //     waits in the outbox and looks again a third of the lease later; that
 //     is no attempt and costs no retry.
 //  3. Holding it, the node sends as alone; once the server took the mail it
@@ -51,8 +51,19 @@ type GroupLease interface {
 	Marked(ctx context.Context, name string) (string, bool, error)
 }
 
-// leaseTTL is how long a group's lease lasts: three SMTP attempts.
-func (e *Engine) leaseTTL() time.Duration { return 3 * e.cfg.SMTP.Timeout }
+// leaseTTL is how long a group's lease for d lasts: three of d's attempts.
+func leaseTTL(d *dest) time.Duration { return 3 * d.timeout }
+
+// leaseName is the lease and mark of it's group for its destination: the
+// mail's is "alert:<group>", a webhook's "alert:<dest>:<group>" (a
+// webhook's key derives from its URL, so nodes posting to the same URL
+// share it).
+func leaseName(it *item) string {
+	if it.Dest == "" {
+		return "alert:" + it.GroupKey
+	}
+	return "alert:" + it.Dest + ":" + it.GroupKey
+}
 
 // leaseRef holds a GroupLease behind an atomic pointer.
 type leaseRef struct{ l GroupLease }
@@ -69,13 +80,17 @@ func (e *Engine) SetLease(l GroupLease) {
 }
 
 // attemptLeased is attempt in a cluster, under l.
-func (e *Engine) attemptLeased(ctx context.Context, l GroupLease, it *item, now time.Time) bool {
-	name := "alert:" + it.GroupKey
+func (e *Engine) attemptLeased(ctx context.Context, l GroupLease, d *dest, it *item, now time.Time) bool {
+	name := leaseName(it)
 	mark, marked, err := l.Marked(ctx, name)
 	if err == nil && marked {
 		by, _, _ := strings.Cut(mark, " ")
 		if e.st.remove(it.ID) == nil {
-			e.decide(now, Elsewhere, it.Rule, nil, it.ID, "node "+by+" sent a mail of this group less than "+
+			what := " sent a mail of this group"
+			if d.webhook {
+				what = " posted this group to " + d.label
+			}
+			e.decide(now, Elsewhere, it.Rule, nil, it.ID, d.label, "node "+by+what+" less than "+
 				e.cfg.GroupInterval.String()+" ago")
 		}
 		return true
@@ -83,18 +98,18 @@ func (e *Engine) attemptLeased(ctx context.Context, l GroupLease, it *item, now 
 	var held bool
 	var holder string
 	if err == nil {
-		held, holder, err = l.Hold(ctx, name, e.leaseTTL())
+		held, holder, err = l.Hold(ctx, name, leaseTTL(d))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
 		e.log.WithError(err).WithField("rule", it.Rule).Warn("alert group lease unreadable; sending without it")
-		ok, _ := e.send(ctx, it, now)
+		ok, _ := e.send(ctx, d, it, now)
 		return ok
 	}
 	if !held {
-		it.Next = now.Add(e.leaseTTL() / 3)
+		it.Next = now.Add(leaseTTL(d) / 3)
 		if it.Next.After(it.Expires) {
 			it.Next = it.Expires
 		}
@@ -105,10 +120,10 @@ func (e *Engine) attemptLeased(ctx context.Context, l GroupLease, it *item, now 
 			Debug("alert group mailed by another node meanwhile; waiting")
 		return true
 	}
-	ok, sent := e.send(ctx, it, now)
+	ok, sent := e.send(ctx, d, it, now)
 	// The lease and mark calls get a context of their own: a shutdown
 	// right after the send must still leave the mark.
-	bg, cancel := context.WithTimeout(context.Background(), e.cfg.SMTP.Timeout)
+	bg, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
 	if sent {
 		if err := l.Mark(bg, name, e.o.Node+" "+strconv.FormatInt(now.UnixNano(), 10), max(e.cfg.GroupInterval, time.Second)); err != nil {

@@ -2,26 +2,32 @@ package alerting
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
-// Message is one rendered mail. Subject and bodies may hold attacker-supplied
-// text: the Notifier must put Subject only into an encoded header and the
-// bodies only into the body.
+// Message is one rendered notification: a mail (Subject, Text, HTML), or
+// for a webhook the Alertmanager JSON body (JSON; Subject kept for the
+// logs). Subject and bodies may hold attacker-supplied text: the mail
+// Notifier must put Subject only into an encoded header and the bodies
+// only into the body; the JSON is encoded by encoding/json.
 type Message struct {
-	ID      string    `json:"id"` // outbox id; unique per mail
-	Subject string    `json:"subject"`
-	Text    string    `json:"text"`
-	HTML    string    `json:"html"`
-	Date    time.Time `json:"date"`
+	ID      string          `json:"id"` // outbox id; unique per delivery
+	Subject string          `json:"subject"`
+	Text    string          `json:"text,omitempty"`
+	HTML    string          `json:"html,omitempty"`
+	JSON    json.RawMessage `json:"json,omitempty"`
+	Date    time.Time       `json:"date"`
 }
 
-// Notifier delivers a message. retryable says whether a later attempt may
-// succeed (timeouts, 4xx replies, TLS missing) or not (5xx replies,
-// refused credentials). Notify must return by ctx's deadline.
+// Notifier delivers a message to one destination. retryable says whether a
+// later attempt may succeed (SMTP: timeouts, 4xx replies, TLS missing;
+// webhook: 5xx, 408, 429, timeouts) or not (SMTP: 5xx replies, refused
+// credentials; webhook: other 3xx and 4xx). Notify must return by ctx's
+// deadline.
 type Notifier interface {
 	Notify(ctx context.Context, m Message) (retryable bool, err error)
 }

@@ -23,10 +23,12 @@ var (
 
 const storeVersion = "1"
 
-// item is one mail in the outbox.
+// item is one delivery in the outbox: a notification for one destination
+// (the mail, or one webhook), so that each is retried on its own.
 type item struct {
 	ID       string    `json:"id"`
 	GroupKey string    `json:"group"`
+	Dest     string    `json:"dest,omitempty"` // "": the mail; else a webhook's Dest()
 	Rule     string    `json:"rule"`
 	Summary  string    `json:"summary"`
 	Created  time.Time `json:"created"`
@@ -55,9 +57,9 @@ func openStore(path string) (*store, error) {
 
 func (s *store) close() error { return s.db.Close() }
 
-// enqueue persists it under a new id, replacing any mail of the same group
-// still waiting (one mail per group update: the newest supersedes). It
-// returns the ids replaced.
+// enqueue persists it under a new id, replacing any delivery of the same
+// group to the same destination still waiting (one per group update: the
+// newest supersedes). It returns the ids replaced.
 func (s *store) enqueue(it *item) (replaced []string, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
@@ -71,7 +73,7 @@ func (s *store) enqueue(it *item) (replaced []string, err error) {
 			var old [][]byte
 			err = b.ForEach(func(k, v []byte) error {
 				var o item
-				if json.Unmarshal(v, &o) == nil && o.GroupKey == it.GroupKey {
+				if json.Unmarshal(v, &o) == nil && o.GroupKey == it.GroupKey && o.Dest == it.Dest {
 					old = append(old, slices.Clone(k))
 				}
 				return nil
@@ -159,12 +161,12 @@ func (s *store) pending() (its []item, bad int, err error) {
 	return its, bad, err
 }
 
-// validStored checks a stored mail before it is sent again: the Subject is
-// re-checked for control characters, as a tampered file must not inject
-// headers either.
+// validStored checks a stored delivery before it is attempted again: the
+// Subject is re-checked for control characters, as a tampered file must
+// not inject headers either, and a webhook's body must still be JSON.
 func validStored(it *item) bool {
 	return it.Msg.Subject != "" && !hasCtl(it.Msg.Subject) && !it.Created.IsZero() && !it.Expires.IsZero() &&
-		!strings.ContainsRune(it.Msg.ID, '\n')
+		!strings.ContainsRune(it.Msg.ID, '\n') && !hasCtl(it.Dest) && (it.Dest == "" || json.Valid(it.Msg.JSON))
 }
 
 func (s *store) count() int {

@@ -51,6 +51,8 @@ const (
 	KindClusterRecovered                    // Redis reachable again: resubscribed, bans reloaded
 	KindNodeUp                              // a cluster node joined (or came back)
 	KindNodeLost                            // a cluster node stopped renewing its presence
+	KindTokenSourceDown                     // the sql token source's database fails: redemptions refused
+	KindTokenSourceUp                       // the sql token source's database answers again
 
 	kindEnd // one past the last kind
 )
@@ -94,6 +96,8 @@ var kindNames = [kindEnd]string{
 	KindClusterRecovered:    "cluster_recovered",
 	KindNodeUp:              "node_up",
 	KindNodeLost:            "node_lost",
+	KindTokenSourceDown:     "token_source_down",
+	KindTokenSourceUp:       "token_source_recovered",
 }
 
 // String returns the docs/AUDIT.md spelling of k, as written in a line's

@@ -32,7 +32,7 @@ func alertingOff(err error) error {
 	var ae *apiError
 	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
 		return failf("alerting is off on this gateway: set alerting.smtp.host and alerting.smtp.to " +
-			"(and alerting.smtp.from) in its config, check it with `portcullis config check FILE`, and restart it")
+			"(and alerting.smtp.from), or alerting.webhooks, in its config, check it with `portcullis config check FILE`, and restart it")
 	}
 	return err
 }
@@ -43,7 +43,7 @@ func alertCommand() *cobra.Command {
 	var a adminClient
 	test := &cobra.Command{
 		Use:   "test",
-		Short: "send a test alert email now through the running gateway's SMTP settings",
+		Short: "send a test alert now to every destination of the running gateway (mail, webhooks)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.call("POST", "/v1/alerts/test", map[string]any{}, nil); err != nil {

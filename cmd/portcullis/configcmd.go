@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -23,7 +24,14 @@ func configCommand() *cobra.Command {
 			fmt.Print(config.DefaultYAML())
 			return nil
 		},
-	}, &cobra.Command{
+	}, checkCommand())
+	return cmd
+}
+
+// checkCommand is `config check [--connect] FILE`.
+func checkCommand() *cobra.Command {
+	var connect bool
+	cmd := &cobra.Command{
 		Use:   "check FILE",
 		Short: "validate a config file; errors name the file, line, column and key",
 		Long: `Validate a config file the way serve loads it, and report every problem at
@@ -31,7 +39,9 @@ once, each as FILE:LINE:COL: KEY: message. Checked: YAML syntax, unknown and
 duplicate keys, types and values, the relations between keys, the listen
 addresses (syntax, port, host, no overlap, the admin API on loopback unless
 admin.tls), and what serve reads from other files next: block lists, token
-keys, data schemas, topic patterns and alert rules.`,
+keys, data schemas, topic patterns and alert rules. With --connect it also
+connects to what serve would connect to at its first use: the database of
+tokens.source sql, whose table and columns must exist.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(args[0])
@@ -43,14 +53,40 @@ keys, data schemas, topic patterns and alert rules.`,
 			for _, w := range warnings {
 				fmt.Fprintf(os.Stderr, "%s: warning: %s\n", args[0], w)
 			}
+			if connect && len(problems) == 0 {
+				problems = checkConnect(cmd.Context(), cfg)
+			}
 			if len(problems) > 0 {
 				return &exitError{code: exitFailure, err: config.Errors(problems)}
 			}
 			fmt.Printf("%s: ok\n", args[0])
 			return nil
 		},
-	})
+	}
+	cmd.Flags().BoolVar(&connect, "connect", false, "also connect to the token database (tokens.source sql) and check its table and columns")
 	return cmd
+}
+
+// checkConnect connects to the database of tokens.source sql and checks
+// that its table and columns exist; any other source has nothing to
+// connect to.
+func checkConnect(ctx context.Context, cfg *config.Config) []string {
+	if cfg.Tokens.Source != "sql" {
+		fmt.Fprintf(os.Stderr, "--connect: tokens.source is %s: no database to check\n", cfg.Tokens.Source)
+		return nil
+	}
+	src, err := sqlTokens(cfg)
+	if err == nil {
+		defer src.Close()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		err = src.Check(ctx)
+	}
+	if err != nil {
+		return []string{cfg.Where("tokens.sql") + ": tokens.sql: " + err.Error()}
+	}
+	return nil
 }
 
 // checkBuilt builds what serve builds from a loaded config next, through
@@ -73,8 +109,14 @@ func checkBuilt(cfg *config.Config) (problems, warnings []string) {
 			at(key, fmt.Errorf("%s: %w", key, err))
 		}
 	}
-	if _, err := tokenSource(cfg); err != nil {
-		at("tokens.jwt", err)
+	if src, err := tokenSource(cfg); err != nil {
+		key := "tokens.jwt"
+		if cfg.Tokens.Source == "sql" {
+			key = "tokens.sql"
+		}
+		at(key, err)
+	} else if src.SQL != nil {
+		_ = src.SQL.Close() // opened, never connected: --connect connects
 	}
 	if val, err := schema.New(schema.Limits{MaxBytes: cfg.Limits.MaxMessageBytes}); err != nil {
 		at("limits.max_message_bytes", err)

@@ -5,6 +5,7 @@ import (
 	"github.com/portcullis-gw/portcullis/cmd/internal/app"
 	"github.com/portcullis-gw/portcullis/gateway/config"
 	"github.com/portcullis-gw/portcullis/policy/schema"
+	"github.com/portcullis-gw/portcullis/policy/tokens/sqltokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
@@ -18,6 +19,12 @@ func loadConfig(path string) (*config.Config, error) { return app.LoadConfig(pat
 // tokenSource builds the token source as `config check` sees it.
 func tokenSource(cfg *config.Config) (app.TokenSource, error) {
 	return app.NewTokenSource(cfg, audit.Discard{})
+}
+
+// sqlTokens opens the sql token source (tokens.source sql) without
+// connecting.
+func sqlTokens(cfg *config.Config) (*sqltokens.Source, error) {
+	return app.NewSQLTokens(cfg, audit.Discard{})
 }
 
 // topicRules compiles the topic rules and their data schemas.

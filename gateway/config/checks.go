@@ -39,8 +39,10 @@ func (d *decoder) validateTokens() {
 				d.bad(kv.key, "%q must be at most 256 bytes, without control characters or surrounding spaces", kv.v)
 			}
 		}
+	case "sql":
+		d.validateTokensSQL()
 	default:
-		d.bad("tokens.source", "%q must be store or jwt", t.Source)
+		d.bad("tokens.source", "%q must be store, jwt or sql", t.Source)
 	}
 }
 

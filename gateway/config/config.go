@@ -144,11 +144,12 @@ type Bans struct {
 
 // Tokens configure the token source.
 type Tokens struct {
-	Source     string        `yaml:"source"`      // store | jwt
+	Source     string        `yaml:"source"`      // store | jwt | sql
 	TTL        time.Duration `yaml:"ttl"`         // default lifetime
 	MaxTTL     time.Duration `yaml:"max_ttl"`     // longest lifetime a caller may ask for
 	MaxEntries int           `yaml:"max_entries"` // live tokens (or redeemed jtis) held at most
 	JWT        JWT           `yaml:"jwt"`
+	SQL        TokensSQL     `yaml:"sql"` // tokens.source: sql (tokens_sql.go)
 }
 
 // JWT configures the jwt token source. Secrets never live in the YAML.
@@ -189,9 +190,13 @@ type Audit struct {
 	CheckpointDir string        `yaml:"checkpoint_dir"` // copy of the signed checkpoints (another host)
 }
 
-// Alerting configures the on-call email alerts (docs/ALERTS.md).
+// Alerting configures the on-call alerts (docs/ALERTS.md): mail, webhooks
+// or both.
 type Alerting struct {
-	SMTP           SMTP          `yaml:"smtp"`
+	SMTP SMTP `yaml:"smtp"`
+	// Webhooks each receive every alert as Alertmanager webhook JSON,
+	// HMAC-signed (alerting.go checks them).
+	Webhooks       []Webhook     `yaml:"webhooks"`
 	GroupWait      time.Duration `yaml:"group_wait"`      // wait before a new group's first mail
 	GroupInterval  time.Duration `yaml:"group_interval"`  // least time between mails of one group
 	RepeatInterval time.Duration `yaml:"repeat_interval"` // re-send a still-firing group after this
@@ -484,6 +489,7 @@ func (d *decoder) validate() {
 	d.validateLifecycle()
 	d.validateTLS()
 	d.validateCluster()
+	d.validateAlerting()
 	posd("tokens.ttl", c.Tokens.TTL)
 	posd("tokens.max_ttl", c.Tokens.MaxTTL)
 	pos("tokens.max_entries", c.Tokens.MaxEntries)

@@ -25,7 +25,7 @@ import (
 )
 
 // alerts is the alert engine as a component: off while alerting.smtp.host
-// is empty. A reload that changes any alerting key closes the engine and
+// is empty and no webhook is listed. A reload that changes any alerting key closes the engine and
 // opens it again with the new settings on the same outbox (pending mails
 // and silences are kept there); events in that instant are not seen by
 // the rules. As an audit.Sink it forwards to the engine in force.
@@ -55,8 +55,8 @@ func openAlerts(cfg *config.Config, host string, tr *audit.Writer, decisions aud
 		return nil, err
 	}
 	a := &alerts{path: filepath.Join(cfg.DataDir, "alerts.db"), paths: alerting.NewPaths(cfg.DataDir, cfg.Audit.Dir), host: host, trail: tr, decisions: decisions, log: log}
-	if ac.SMTP.Enabled() {
-		eng, err := a.open(ac, nil)
+	if ac.Enabled() {
+		eng, err := a.open(ac, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -65,9 +65,11 @@ func openAlerts(cfg *config.Config, host string, tr *audit.Writer, decisions aud
 	return a, nil
 }
 
-// open opens an engine on the outbox with notifier (nil: SMTP from ac).
-func (a *alerts) open(ac alerting.Config, n alerting.Notifier) (*alerting.Engine, error) {
-	eng, err := alerting.Open(alerting.Options{Config: ac, Path: a.path, Paths: a.paths, Node: a.host, Audit: a.decisions, Log: a.log, Notifier: n})
+// open opens an engine on the outbox with the mail notifier n (nil: SMTP
+// from ac when set) and the webhooks hooks (nil: from ac).
+func (a *alerts) open(ac alerting.Config, n alerting.Notifier, hooks []*alerting.Webhook) (*alerting.Engine, error) {
+	eng, err := alerting.Open(alerting.Options{Config: ac, Path: a.path, Paths: a.paths, Node: a.host, Audit: a.decisions, Log: a.log,
+		Notifier: n, Webhooks: hooks})
 	if err != nil {
 		return nil, err // "alerting: ..." or "alerting.<key>: ..." already
 	}
@@ -111,8 +113,8 @@ func (a *alerts) start() error {
 	return nil
 }
 
-// prepare checks the new alerting settings, the SMTP password included,
-// before the engine in force is touched.
+// prepare checks the new alerting settings, the SMTP password and the
+// webhook secrets included, before the engine in force is touched.
 func (a *alerts) prepare(next *config.Config, changed keySet) (func() error, error) {
 	if !changed.any("alerting") {
 		return nil, nil
@@ -121,11 +123,21 @@ func (a *alerts) prepare(next *config.Config, changed keySet) (func() error, err
 	if err != nil {
 		return nil, err
 	}
-	var smtp *alerting.SMTP
+	var smtp alerting.Notifier
 	if ac.SMTP.Enabled() {
-		if smtp, err = alerting.NewSMTP(ac.SMTP, os.Getenv); err != nil {
+		s, err := alerting.NewSMTP(ac.SMTP, os.Getenv)
+		if err != nil {
 			return nil, fmt.Errorf("alerting.smtp: %w", err)
 		}
+		smtp = s
+	}
+	var hooks []*alerting.Webhook
+	for i, wc := range ac.Webhooks {
+		w, err := alerting.NewWebhook(i, wc)
+		if err != nil {
+			return nil, err // "alerting.webhooks[i]...: ..." already
+		}
+		hooks = append(hooks, w)
 	}
 	return func() error {
 		a.mu.Lock()
@@ -135,10 +147,10 @@ func (a *alerts) prepare(next *config.Config, changed keySet) (func() error, err
 				a.log.WithError(err).Error("alerting: close the engine for a reload")
 			}
 		}
-		if smtp == nil {
+		if !ac.Enabled() {
 			return nil
 		}
-		eng, err := a.open(ac, smtp)
+		eng, err := a.open(ac, smtp, hooks)
 		if err != nil {
 			return err
 		}
@@ -228,7 +240,7 @@ func (a *alerts) routes() map[string]http.Handler {
 		eng := a.cur.Load()
 		if eng == nil {
 			admin.Error(w, http.StatusConflict, "alerting_off",
-				"alerting is off: set alerting.smtp.host (and from, to) in the config, then reload (docs/ALERTS.md)")
+				"alerting is off: set alerting.smtp.host (and from, to) or alerting.webhooks in the config, then reload (docs/ALERTS.md)")
 		}
 		return eng
 	}
@@ -296,7 +308,7 @@ func (a *alerts) routes() map[string]http.Handler {
 			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 			defer cancel()
 			if err := eng.Test(ctx); err != nil {
-				admin.Error(w, http.StatusBadGateway, "smtp_failed", err.Error())
+				admin.Error(w, http.StatusBadGateway, "alert_test_failed", err.Error())
 				return
 			}
 			writeJSON(w, http.StatusOK, testSent{Sent: true})

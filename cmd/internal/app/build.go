@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 	"github.com/portcullis-gw/portcullis/policy/tokens/redistokens"
+	"github.com/portcullis-gw/portcullis/policy/tokens/sqltokens"
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
@@ -47,6 +48,7 @@ type TokenSource struct {
 	Store    *tokens.Store       // the minting store; nil for jwt (the site mints)
 	JWT      *jwttoken.Source    // nil for store
 	Cluster  *redistokens.Source // a cluster's minting source, in Redis (clusterstate.go); nil alone
+	SQL      *sqltokens.Source   // tokens.source sql: the site's database; nil otherwise
 	Sweep    func(now time.Time) int
 }
 
@@ -67,8 +69,51 @@ func NewTokenSource(cfg *config.Config, sink audit.Sink) (TokenSource, error) {
 		}
 		return TokenSource{Redeemer: src, JWT: src, Sweep: src.Sweep}, nil
 	}
+	if cfg.Tokens.Source == "sql" {
+		src, err := NewSQLTokens(cfg, sink)
+		if err != nil {
+			return TokenSource{}, err
+		}
+		return TokenSource{Redeemer: src, SQL: src, Sweep: src.Sweep}, nil
+	}
 	store := tokens.NewStore(tokens.Options{TTL: cfg.Tokens.TTL, MaxTTL: cfg.Tokens.MaxTTL, MaxEntries: cfg.Tokens.MaxEntries})
 	return TokenSource{Redeemer: store, Store: store, Sweep: store.Sweep}, nil
+}
+
+// NewSQLTokens opens the sql token source of cfg (without connecting),
+// its DSN read from tokens.sql.dsn_file. The database's failing and
+// answering again are audited once per episode: token_source_down
+// (critical, mailed by the default rules), token_source_recovered.
+func NewSQLTokens(cfg *config.Config, sink audit.Sink) (*sqltokens.Source, error) {
+	c := cfg.Tokens.SQL
+	dsn, err := config.ReadSecretFile(c.DSNFile)
+	if err != nil {
+		return nil, fmt.Errorf("tokens.sql.dsn_file: %w", err)
+	}
+	src, err := sqltokens.New(sqltokens.Options{Driver: sqltokens.Driver(c.Driver), DSN: dsn, Table: c.Table,
+		Columns: sqltokens.Columns{Token: c.Columns.Token, User: c.Columns.User, Topics: c.Columns.Topics,
+			Expires: c.Columns.Expires, Used: c.Columns.Used},
+		Hashed: c.Hashed, Timeout: c.Timeout, MaxOpen: c.MaxOpen, MaxRemembered: cfg.Tokens.MaxEntries,
+		OnState: sqlStateAlarm(c.Driver, sink)})
+	if err != nil {
+		return nil, fmt.Errorf("tokens.sql: %w", err)
+	}
+	return src, nil
+}
+
+// sqlStateAlarm audits the transitions of the token database's health.
+func sqlStateAlarm(driver string, sink audit.Sink) func(sqltokens.State) {
+	return func(s sqltokens.State) {
+		if s.Down {
+			sink.Emit(audit.Event{Time: s.At, Event: audit.KindTokenSourceDown, Severity: audit.Critical, Stage: audit.StageSystem,
+				Reason: reason.TokenSourceUnavailable,
+				Detail: audit.Cap("token database (" + driver + ") unavailable: every token is refused until it answers: " + s.Err)})
+			return
+		}
+		sink.Emit(audit.Event{Time: s.At, Event: audit.KindTokenSourceUp, Severity: audit.Notice, Stage: audit.StageSystem,
+			DurationMS: s.At.Sub(s.Since).Milliseconds(), Count: s.Refused,
+			Detail: fmt.Sprintf("token database (%s) answers again; %d redemptions were refused meanwhile", driver, s.Refused)})
+	}
 }
 
 // jtiTableAlarm audits the jwt source's replay table filling up (an
@@ -140,6 +185,10 @@ func AlertConfig(c config.Alerting) (alerting.Config, error) {
 		GroupWait: c.GroupWait, GroupInterval: c.GroupInterval, RepeatInterval: c.RepeatInterval,
 		MaxPerHour: c.MaxPerHour,
 	}
+	for _, w := range c.Webhooks {
+		out.Webhooks = append(out.Webhooks, alerting.WebhookConfig{URL: w.URL, SecretFile: w.SecretFile, Timeout: w.Timeout,
+			AllowInsecure: w.AllowInsecure})
+	}
 	sev := func(key, s string) audit.Severity {
 		if s == "" {
 			return 0
@@ -180,7 +229,7 @@ func AlertConfig(c config.Alerting) (alerting.Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return out, err
 	}
-	if out.SMTP.Enabled() {
+	if out.Enabled() {
 		if err := out.Validate(); err != nil {
 			return out, err
 		}

@@ -98,6 +98,9 @@ func (t *tokenComp) prepare(next *config.Config, changed keySet) (func() error, 
 func (t *tokenComp) close() error {
 	close(t.stop)
 	t.wg.Wait()
+	if err := t.closeSQL(); err != nil {
+		return err
+	}
 	if !t.opened {
 		return nil
 	}
@@ -110,6 +113,17 @@ func (t *tokenComp) close() error {
 		if err := t.src.JWT.Close(time.Now()); err != nil {
 			return fmt.Errorf("tokens: close the jti state file: %w", err)
 		}
+	}
+	return nil
+}
+
+// closeSQL closes the sql source's database connections.
+func (t *tokenComp) closeSQL() error {
+	if t.src.SQL == nil {
+		return nil
+	}
+	if err := t.src.SQL.Close(); err != nil {
+		return fmt.Errorf("tokens.sql: close the database: %w", err)
 	}
 	return nil
 }
