@@ -37,7 +37,9 @@ type gateway struct {
 // the per-address limits are raised far above what it reaches: the
 // connections still pass through the limiter tables and the ban lookup
 // (the real pipeline, at its real cost) but are never refused by them.
-// The flood bench bans its own flood prefix through the admin API.
+// The flood bench bans its own flood prefix through the admin API. The
+// message rate is raised for the stall bench's bystanders, which ping up
+// to 100 times a second (pings count against it).
 const benchConfig = `listen: "127.0.0.1:0"
 admin: {listen: "127.0.0.1:0"}
 limits:
@@ -45,6 +47,7 @@ limits:
   per_ip_connections: 100000
   conn_rate: {rate: 1000000, burst: 1000000}
   handshake_fail_rate: {rate: 1000000, burst: 1000000}
+  msg_rate: {rate: 1000, burst: 1000}
 tokens: {max_ttl: 1h}
 bans: {maxretry: 1000}
 `
@@ -143,6 +146,7 @@ func (g *gateway) post(path string, body any, out any) error {
 
 // serverStats is the part of GET /v1/stats the benchmarks report.
 type serverStats struct {
+	Connections   int64  `json:"connections"`
 	Accepted      uint64 `json:"accepted"`
 	Rejected      uint64 `json:"rejected"`
 	Goroutines    int    `json:"goroutines"`
@@ -153,6 +157,13 @@ type serverStats struct {
 	RuntimeSys    uint64 `json:"runtime_sys_bytes"`
 	// Cluster is the node's view of its cluster; nil without one.
 	Cluster *clusterStats `json:"cluster"`
+	// MaxLoopStall is the longest event-loop turn since start
+	// (time.Duration String form).
+	MaxLoopStall string `json:"max_loop_stall"`
+	// LoopTurns and Syscalls are nil from a gateway that does not report
+	// them (gwstats.go).
+	LoopTurns *loopTurns    `json:"loop_turns"`
+	Syscalls  syscallCounts `json:"syscalls"`
 }
 
 // clusterStats is the part of /v1/stats "cluster" the benchmarks use.
@@ -166,16 +177,30 @@ type clusterStats struct {
 }
 
 func (g *gateway) stats() serverStats {
+	st, err := g.fetchStats()
+	if err != nil {
+		return serverStats{Goroutines: -1}
+	}
+	return st
+}
+
+// fetchStats reads GET /v1/stats.
+func (g *gateway) fetchStats() (serverStats, error) {
+	var st serverStats
 	req, _ := http.NewRequest("GET", g.adminURL+"/v1/stats", nil)
 	req.Header.Set("Authorization", "Bearer "+g.key)
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return serverStats{Goroutines: -1}
+		return st, fmt.Errorf("GET /v1/stats: %w", err)
 	}
 	defer resp.Body.Close()
-	var st serverStats
-	_ = json.NewDecoder(resp.Body).Decode(&st)
-	return st
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /v1/stats: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("GET /v1/stats: %w", err)
+	}
+	return st, nil
 }
 
 // mint returns n tokens for users u0…, bound to topic.

@@ -260,6 +260,39 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	flood.Flags().DurationVar(&fs.window, "window", 5*time.Second, "flood-only window that measures server CPU per refused connection")
 	flood.Flags().IntVar(&fs.flooders, "flooders", 2, "flooding processes")
 	flood.Flags().IntVar(&fs.addrs, "flood-addrs", floodAddrsPerProc, "source addresses per flooding process (of 65,024 in the prefix)")
+	var ss stallSettings
+	stall := &cobra.Command{
+		Use:   "stall [--conns 15000] [--bystanders 100] [--rounds 1] [--peer centrifugo]",
+		Short: "close many connections at once and reconnect them; report bystanders' ping→pong and the loop turns",
+		Long: `stall connects --bystanders connections that ping the server every 10 ms
+(one ping in flight each) and --conns subscribed ones, then closes the
+--conns all at once (their load-generator processes are killed, so the
+kernel closes every socket: a client-side network drop), waits until the
+server holds none of them, and reconnects them with tokens minted
+beforehand until all are subscribed; --rounds times. It reports the
+bystanders' ping→pong round trips over that episode, the time of the
+close and of the reconnect, and the gateway's loop-turn distribution
+(/v1/stats "loop_turns"; n/a from a gateway without it).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ss.conns <= 0 || ss.bystanders <= 0 || ss.rounds <= 0 {
+				return errors.New("--conns, --bystanders and --rounds must be positive")
+			}
+			if ss.bystanders > perWorker {
+				return fmt.Errorf("--bystanders %d: at most %d", ss.bystanders, perWorker)
+			}
+			starts, err := columns(peer, peerBin, 1, nil)
+			if err != nil {
+				return err
+			}
+			return compare(fmt.Sprintf("stall: %d connections closed at once and reconnected (%d round(s)), %d bystanders pinging every %s",
+				ss.conns, ss.rounds, ss.bystanders, pingInterval), starts, stallScenario(ss))
+		},
+	}
+	stall.Flags().IntVar(&ss.conns, "conns", 15000, "connections closed at once and reconnected")
+	stall.Flags().IntVar(&ss.bystanders, "bystanders", 100, "connections that ping throughout and time the pongs")
+	stall.Flags().IntVar(&ss.rounds, "rounds", 1, "close + reconnect episodes")
+	peerFlags(stall)
 	worker := &cobra.Command{
 		Use:    "worker",
 		Short:  "one load-generator child process (started by the benches)",
@@ -268,6 +301,6 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 			return runWorker(os.Stdin, os.Stdout)
 		},
 	}
-	cmd.AddCommand(idle, fanout, handshake, flood, worker)
+	cmd.AddCommand(idle, fanout, handshake, flood, stall, worker)
 	return cmd
 }

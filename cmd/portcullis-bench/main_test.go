@@ -15,7 +15,7 @@ func TestHelpListsBenches(t *testing.T) {
 		t.Fatalf("--help: exit %d, %s", code, errb.String())
 	}
 	help := out.String()
-	for _, want := range []string{"\n  idle ", "\n  fanout ", "\n  handshake ", "\n  flood ", "--gateway", "PORTCULLIS_BENCH_CPUPROFILE"} {
+	for _, want := range []string{"\n  idle ", "\n  fanout ", "\n  handshake ", "\n  flood ", "\n  stall ", "--gateway", "PORTCULLIS_BENCH_CPUPROFILE"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help lacks %q:\n%s", want, help)
 		}

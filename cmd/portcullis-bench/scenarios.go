@@ -47,21 +47,40 @@ type result struct {
 }
 
 func (r *result) set(key, unit string, v float64) {
+	r.na(key, unit)
+	r.vals[key] = v
+}
+
+// na declares a row that r has no value for: it prints n/a (a server
+// that does not report it). A later set gives it its value.
+func (r *result) na(key, unit string) {
 	if r.vals == nil {
 		r.vals, r.unit = map[string]float64{}, map[string]string{}
 	}
-	if _, ok := r.vals[key]; !ok {
+	if _, ok := r.unit[key]; !ok {
 		r.keys = append(r.keys, key)
 	}
-	r.vals[key], r.unit[key] = v, unit
+	r.unit[key] = unit
 }
 
 // printResults prints one column per target and, for two, their ratio.
+// Rows are the first result's, then any the others add; a row a result
+// has no value for prints n/a, and has no ratio.
 func printResults(title string, names []string, rs []result) {
 	fmt.Printf("\n%s\n", title)
+	var keys []string
+	unit := map[string]string{}
+	for _, r := range rs {
+		for _, k := range r.keys {
+			if _, ok := unit[k]; !ok {
+				keys = append(keys, k)
+				unit[k] = r.unit[k]
+			}
+		}
+	}
 	w := 34
-	for _, k := range rs[0].keys {
-		w = max(w, utf8.RuneCountInString(k+" ("+rs[0].unit[k]+")"))
+	for _, k := range keys {
+		w = max(w, utf8.RuneCountInString(k+" ("+unit[k]+")"))
 	}
 	fmt.Printf("  %-*s", w, "metric")
 	for _, n := range names {
@@ -71,14 +90,22 @@ func printResults(title string, names []string, rs []result) {
 		fmt.Printf(" %10s", "ratio")
 	}
 	fmt.Println()
-	for _, k := range rs[0].keys {
-		label := k + " (" + rs[0].unit[k] + ")"
+	for _, k := range keys {
+		label := k + " (" + unit[k] + ")"
 		fmt.Printf("  %s%s", label, strings.Repeat(" ", w-utf8.RuneCountInString(label)))
 		for _, r := range rs {
-			fmt.Printf(" %14.2f", r.vals[k])
+			if v, ok := r.vals[k]; ok {
+				fmt.Printf(" %14.2f", v)
+			} else {
+				fmt.Printf(" %14s", "n/a")
+			}
 		}
-		if len(rs) == 2 && rs[1].vals[k] != 0 {
-			fmt.Printf(" %10.3f", rs[0].vals[k]/rs[1].vals[k])
+		if len(rs) == 2 {
+			a, okA := rs[0].vals[k]
+			b, okB := rs[1].vals[k]
+			if okA && okB && b != 0 {
+				fmt.Printf(" %10.3f", a/b)
+			}
 		}
 		fmt.Println()
 	}
@@ -349,14 +376,19 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 	}
 }
 
+// fanoutScenario publishes count messages at rate to n subscribers. The
+// write floor (floor.go) is measured once per run, after the first
+// column's fan-out, over as many sockets at the same rate, and shown in
+// every column.
 func fanoutScenario(n int, rate float64, count int) func(target) (result, error) {
+	var floor *writeFloor
 	return func(t target) (result, error) {
 		var r result
 		ws, ready, err := connectAll(t, n, "fan")
 		if err != nil {
 			return r, err
 		}
-		defer stopWorkers(ws)
+		defer func() { stopWorkers(ws) }()
 		set, clustered := t.(*nodeSet)
 		var rc redisCounts
 		if clustered {
@@ -367,6 +399,15 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 			}
 		} else {
 			time.Sleep(2 * time.Second)
+		}
+		// A single gateway counts its event loops' syscalls: read around
+		// the CPU window so that the reads cost nothing inside it.
+		g, single := t.(*gateway)
+		var st0 serverStats
+		if single {
+			if st0, err = g.fetchStats(); err != nil {
+				return r, err
+			}
 		}
 		t0, err := cpuOf(t)
 		if err != nil {
@@ -379,6 +420,12 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 		t1, err := cpuOf(t)
 		if err != nil {
 			return r, err
+		}
+		var st1 serverStats
+		if single {
+			if st1, err = g.fetchStats(); err != nil {
+				return r, err
+			}
 		}
 		if clustered {
 			if err := rc.end(set.redis); err != nil {
@@ -398,6 +445,30 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 		}
 		r.set("  of which user space", "µs", ticksToMicros(d.user)/float64(max(delivered, 1)))
 		r.set("  of which in the kernel", "µs", ticksToMicros(d.sys)/float64(max(delivered, 1)))
+		if !clustered {
+			if floor == nil {
+				// The subscribers go first: the floor's sockets and
+				// writes should not share the machine with them.
+				stopWorkers(ws)
+				ws = nil
+				f, err := measureWriteFloor(ready, rate, floorRounds(rate, count))
+				if err != nil {
+					return r, err
+				}
+				if f.short > 0 {
+					fmt.Fprintf(os.Stderr, "write floor: %d of %d writes short or failed: the readers fell behind\n", f.short, f.writes)
+				}
+				floor = &f
+			}
+			r.set("write floor: one write(2) per delivery, same run", "µs", floor.cpu)
+			r.set("  the floor's kernel part", "µs", floor.kernel)
+			r.set("CPU per delivery ÷ write floor", "×", cpu/float64(max(delivered, 1))/floor.cpu)
+		}
+		if single && st0.Syscalls != nil && st1.Syscalls != nil {
+			setSyscallRows(&r, st1.Syscalls.since(st0.Syscalls), delivered)
+		} else if !clustered {
+			naSyscallRows(&r)
+		}
 		r.set("deliveries per second", "1/s", float64(delivered)/elapsed.Seconds())
 		r.set("publish→receive p50", "ms", percentile(lat, 50)/1000)
 		r.set("publish→receive p99", "ms", percentile(lat, 99)/1000)

@@ -21,7 +21,7 @@ import (
 
 // job is what the parent sends a worker on stdin.
 type job struct {
-	Mode      string   `json:"mode"`  // hold | setup
+	Mode      string   `json:"mode"`  // hold | setup | flood | bystand | drain
 	Proto     string   `json:"proto"` // portcullis | centrifugo | wamp1 | wamp2
 	URL       string   `json:"url"`
 	Src       string   `json:"src"` // source address prefix, e.g. "127.11.0."
@@ -35,6 +35,9 @@ type job struct {
 	Flood    *floodJob `json:"flood,omitempty"`
 	// CAFile is the certificate a wss:// URL's server is trusted by.
 	CAFile string `json:"ca_file,omitempty"`
+	// Conns is how many plain TCP connections a drain worker opens to
+	// URL (host:port).
+	Conns int `json:"conns,omitempty"`
 }
 
 // user returns the user number of the i-th token.
@@ -55,6 +58,7 @@ type report struct {
 	Setups    int          `json:"setups,omitempty"`
 	ElapsedMS int64        `json:"elapsed_ms,omitempty"`
 	Flood     *floodCounts `json:"flood,omitempty"`
+	RTT       *rttReport   `json:"rtt,omitempty"` // bystanders' round trips
 }
 
 // latencySamples is how many latencies a worker keeps per phase: a uniform
@@ -227,6 +231,10 @@ func runWorker(in io.Reader, out io.Writer) error {
 		return runSetups(&j, enc)
 	case "flood":
 		return runFlood(&j, rd, enc)
+	case "bystand":
+		return runBystanders(&j, rd, enc)
+	case "drain":
+		return runDrain(&j, rd, enc)
 	}
 	conns := make([]net.Conn, len(j.Tokens))
 	var failed atomic.Int64

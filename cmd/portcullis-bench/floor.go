@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The write floor: the least CPU any server can spend to deliver one small
+// message to one loopback subscriber — one write(2) of a ready WebSocket
+// frame, no protocol, no bookkeeping — measured in the same run as a
+// fan-out so that the two are comparable (the gateway's own
+// BenchmarkWriteFloor measures the same thing from `go test`). The bench
+// process accepts the subscribers' connections itself, opened and read by
+// drain worker processes as the fan-out's subscribers are, and writes the
+// frame to every socket once a round, at the fan-out's rate, from one
+// locked OS thread whose CPU time (getrusage RUSAGE_THREAD) is the
+// measurement. On loopback the kernel runs the receiver's TCP input path
+// inside the sender's write and charges it to the sender, as it does for
+// the gateway.
+
+// floorFrame is a text frame carrying a typical publication, as the
+// fan-out's subscribers receive it.
+var floorFrame = func() []byte {
+	payload := []byte(`{"type":"message","topic":"fan","data":{"seq":12345,"t":1764500000000000}}`)
+	return append([]byte{0x81, byte(len(payload))}, payload...)
+}()
+
+// writeFloor is one measurement of the floor.
+type writeFloor struct {
+	cpu, kernel float64 // µs per write
+	writes      int
+	short       int // writes that were short or failed: the readers fell behind
+}
+
+// floorRounds is how many rounds the floor is measured over for a fan-out
+// of count publications at rate: all of them, up to 4 s of rounds (and at
+// least 20).
+func floorRounds(rate float64, count int) int {
+	return max(1, min(count, max(20, int(4*rate))))
+}
+
+// measureWriteFloor measures the floor over n subscriber sockets, rounds
+// rounds at rate rounds per second.
+func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
+	var f writeFloor
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return f, fmt.Errorf("write floor: %w", err)
+	}
+	defer ln.Close()
+	var readers []*workerProc
+	defer func() { stopWorkers(readers) }()
+	exe, err := os.Executable()
+	if err != nil {
+		return f, err
+	}
+	for first, w := 0, 0; first < n; first, w = first+perWorker, w+1 {
+		cmd := exec.Command(exe, "worker")
+		cmd.Stderr = os.Stderr
+		in, _ := cmd.StdinPipe()
+		outp, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			return f, fmt.Errorf("write floor: start reader: %w", err)
+		}
+		sc := bufio.NewScanner(outp)
+		readers = append(readers, &workerProc{cmd: cmd, in: in, out: sc})
+		j := job{Mode: "drain", URL: ln.Addr().String(), Src: "127." + strconv.Itoa(100+w) + ".0.", Conns: min(perWorker, n-first), Parallel: 64}
+		b, _ := json.Marshal(j)
+		if _, err := in.Write(append(b, '\n')); err != nil {
+			return f, fmt.Errorf("write floor: send job: %w", err)
+		}
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	fds := make([]int, 0, n)
+	progress("write floor: accepting %d connections…", n)
+	_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	for len(conns) < n {
+		c, err := ln.Accept()
+		if err != nil {
+			return f, fmt.Errorf("write floor: accept: %w", err)
+		}
+		conns = append(conns, c)
+		tc := c.(*net.TCPConn)
+		_ = tc.SetNoDelay(true) // the gateway's socket options
+		raw, err := tc.SyscallConn()
+		if err != nil {
+			return f, fmt.Errorf("write floor: %w", err)
+		}
+		_ = raw.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10)
+			fds = append(fds, int(fd))
+		})
+	}
+	for _, w := range readers {
+		r, err := w.read()
+		if err != nil {
+			return f, fmt.Errorf("write floor: reader: %w", err)
+		}
+		if r.Failed > 0 {
+			return f, fmt.Errorf("write floor: %d reader connections failed (first: %s)", r.Failed, r.FirstErr)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the readers settle into their wait
+	progress("write floor: %d rounds to %d sockets…", rounds, n)
+	done := make(chan error, 1)
+	go func() {
+		// The thread that writes is this goroutine's alone, so its CPU
+		// time is the writes' and nothing else's.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var r0, r1 unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r0); err != nil {
+			done <- fmt.Errorf("write floor: getrusage: %w", err)
+			return
+		}
+		every := time.Duration(float64(time.Second) / rate)
+		next := time.Now()
+		for i := 0; i < rounds; i++ {
+			for _, fd := range fds {
+				if k, err := unix.Write(fd, floorFrame); k != len(floorFrame) || err != nil {
+					f.short++
+				}
+			}
+			next = next.Add(every)
+			time.Sleep(time.Until(next))
+		}
+		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r1); err != nil {
+			done <- fmt.Errorf("write floor: getrusage: %w", err)
+			return
+		}
+		f.writes = rounds * len(fds)
+		user := float64(tvMicros(r1.Utime) - tvMicros(r0.Utime))
+		sys := float64(tvMicros(r1.Stime) - tvMicros(r0.Stime))
+		f.cpu = (user + sys) / float64(max(f.writes, 1))
+		f.kernel = sys / float64(max(f.writes, 1))
+		done <- nil
+	}()
+	err = <-done
+	fmt.Fprintln(os.Stderr)
+	return f, err
+}
+
+func tvMicros(tv unix.Timeval) int64 { return tv.Sec*1_000_000 + tv.Usec }
+
+// runDrain opens j.Conns TCP connections to j.URL (host:port), reports how
+// many, and reads and discards everything they receive until stdin closes.
+func runDrain(j *job, rd *bufio.Reader, enc *json.Encoder) error {
+	conns := make([]net.Conn, j.Conns)
+	var mu sync.Mutex
+	var failed int
+	var firstErr string
+	sem := make(chan struct{}, j.Parallel)
+	var wg sync.WaitGroup
+	for i := range conns {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(j.Src + strconv.Itoa(1+i%200))}, Timeout: 20 * time.Second}
+			c, err := d.Dial("tcp", j.URL)
+			if err != nil {
+				mu.Lock()
+				failed++
+				if firstErr == "" {
+					firstErr = err.Error()
+				}
+				mu.Unlock()
+				return
+			}
+			conns[i] = c
+		}(i)
+	}
+	wg.Wait()
+	if err := enc.Encode(report{Ready: j.Conns - failed, Failed: failed, FirstErr: firstErr}); err != nil {
+		return err
+	}
+	for _, c := range conns {
+		if c != nil {
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}
+	_, _ = io.Copy(io.Discard, rd) // until the parent closes stdin
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return nil
+}

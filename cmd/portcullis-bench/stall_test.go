@@ -1,0 +1,381 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the benches' load-generator
+// child: the smoke runs below start os.Executable() worker, as the real
+// command does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// statsJSON is a /v1/stats body with loop_turns and syscalls as the
+// gateway reports them.
+const statsJSON = `{"connections":105,"max_loop_stall":"12.5ms",
+ "loop_turns":{"count":1000,"max":"12.5ms","p50":"50µs","p99":"5ms","buckets":[
+  {"le":"50µs","count":600},{"le":"100µs","count":800},{"le":"250µs","count":900},{"le":"500µs","count":950},
+  {"le":"1ms","count":970},{"le":"2ms","count":980},{"le":"5ms","count":990},{"le":"10ms","count":998},
+  {"le":"20ms","count":1000},{"le":"50ms","count":1000},{"le":"100ms","count":1000},{"le":"250ms","count":1000},
+  {"le":"+Inf","count":1000}]},
+ "syscalls":{"epoll_wait":500,"epoll_ctl":20,"read":300,"write":900,"writev":100,"eventfd_write":40,"eventfd_read":40,"close":5,"accept":5}}`
+
+func decodeStats(t *testing.T, s string) serverStats {
+	t.Helper()
+	var st serverStats
+	if err := json.Unmarshal([]byte(s), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestParseLoopTurns(t *testing.T) {
+	st := decodeStats(t, statsJSON)
+	h, ok, err := parseLoopTurns(st.LoopTurns)
+	if err != nil || !ok {
+		t.Fatalf("present: ok %v, %v", ok, err)
+	}
+	if len(h.bounds) != 13 || h.bounds[0] != 50*time.Microsecond || h.bounds[12] != infBound || h.total() != 1000 || h.max != 12500*time.Microsecond {
+		t.Fatalf("parsed %+v", h)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 50 * time.Microsecond, 0.9: 250 * time.Microsecond, 0.99: 5 * time.Millisecond, 1: 20 * time.Millisecond} {
+		if got := h.quantile(q); got != want {
+			t.Errorf("quantile %v: %s, want %s", q, got, want)
+		}
+	}
+	if n, ok := h.over(5 * time.Millisecond); !ok || n != 10 {
+		t.Errorf("over 5ms: %d %v, want 10", n, ok)
+	}
+	if _, ok := h.over(3 * time.Millisecond); ok {
+		t.Error("over a bound that is no bucket's")
+	}
+
+	// A gateway without the field: not an error, not present.
+	old := decodeStats(t, `{"connections":3,"max_loop_stall":"41ms"}`)
+	if old.LoopTurns != nil || old.Syscalls != nil {
+		t.Fatalf("absent fields decoded as %+v %v", old.LoopTurns, old.Syscalls)
+	}
+	if _, ok, err := parseLoopTurns(old.LoopTurns); ok || err != nil {
+		t.Fatalf("absent: ok %v, %v", ok, err)
+	}
+
+	for name, lt := range map[string]loopTurns{
+		"bad bound":      {Buckets: []turnBucket{{Le: "5 parsecs", Count: 1}, {Le: "+Inf", Count: 1}}},
+		"no +Inf":        {Buckets: []turnBucket{{Le: "1ms", Count: 1}}},
+		"descending":     {Buckets: []turnBucket{{Le: "1ms", Count: 1}, {Le: "50µs", Count: 2}, {Le: "+Inf", Count: 2}}},
+		"not cumulative": {Buckets: []turnBucket{{Le: "1ms", Count: 5}, {Le: "+Inf", Count: 2}}},
+		"bad max":        {Max: "long", Buckets: []turnBucket{{Le: "+Inf", Count: 2}}},
+		"empty":          {},
+	} {
+		if _, ok, err := parseLoopTurns(&lt); err == nil || ok {
+			t.Errorf("%s: accepted", name)
+		} else if !strings.Contains(err.Error(), "loop_turns") {
+			t.Errorf("%s: error does not name the field: %v", name, err)
+		}
+	}
+}
+
+func TestTurnHistogramSince(t *testing.T) {
+	st := decodeStats(t, statsJSON)
+	h1, _, _ := parseLoopTurns(st.LoopTurns)
+	// Earlier: 590 quick turns only.
+	earlier := turnHistogram{bounds: h1.bounds, counts: make([]uint64, len(h1.counts))}
+	for i := range earlier.counts {
+		earlier.counts[i] = 590
+	}
+	d, err := h1.since(earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.total() != 410 || d.counts[0] != 10 || d.max != h1.max {
+		t.Fatalf("since: %+v", d)
+	}
+	// 10 of 410 took ≤ 50µs; the median of the rest is in the 100µs bucket.
+	if got := d.quantile(0.5); got != 100*time.Microsecond {
+		t.Fatalf("median since: %s", got)
+	}
+	if (turnHistogram{}).quantile(0.5) != 0 {
+		t.Fatal("empty histogram has a quantile")
+	}
+	if _, err := h1.since(turnHistogram{bounds: h1.bounds[:3], counts: h1.counts[:3]}); err == nil {
+		t.Fatal("different bucket count accepted")
+	}
+	later := turnHistogram{bounds: h1.bounds, counts: append([]uint64(nil), h1.counts...)}
+	later.counts[0] = 0
+	if _, err := later.since(h1); err == nil {
+		t.Fatal("a count going back accepted")
+	}
+}
+
+func TestSyscallCounts(t *testing.T) {
+	st := decodeStats(t, statsJSON)
+	if st.Syscalls.writes() != 1000 || st.Syscalls.total() != 1910 {
+		t.Fatalf("writes %d total %d", st.Syscalls.writes(), st.Syscalls.total())
+	}
+	earlier := syscallCounts{"write": 400, "writev": 0, "epoll_ctl": 10, "epoll_wait": 500}
+	d := st.Syscalls.since(earlier)
+	if d["write"] != 500 || d["writev"] != 100 || d["epoll_ctl"] != 10 || d["epoll_wait"] != 0 || d["read"] != 300 {
+		t.Fatalf("since: %v", d)
+	}
+	var r result
+	setSyscallRows(&r, d, 1200)
+	want := map[string]float64{
+		"  write syscalls per delivery (write+writev)": 0.5,
+		"  epoll_ctl per delivery":                     10.0 / 1200,
+		"syscalls per delivery (event loops)":          float64(d.total()) / 1200,
+		"deliveries per write syscall":                 2,
+		"  read per delivery":                          0.25,
+	}
+	for k, v := range want {
+		if got, ok := r.vals[k]; !ok || math.Abs(got-v) > 1e-9 {
+			t.Errorf("%s: %v (set %v), want %v", k, got, ok, v)
+		}
+	}
+	if _, ok := r.vals["  epoll_wait per delivery"]; ok {
+		t.Error("a call not made in the window has a row")
+	}
+	var none result
+	setSyscallRows(&none, syscallCounts{"epoll_wait": 3}, 10)
+	if _, ok := none.vals["deliveries per write syscall"]; ok || none.unit["deliveries per write syscall"] == "" {
+		t.Fatal("no write in the window: deliveries per write syscall must be n/a")
+	}
+}
+
+func TestSetTurnRows(t *testing.T) {
+	st1 := decodeStats(t, statsJSON)
+	st0 := decodeStats(t, statsJSON)
+	for i := range st0.LoopTurns.Buckets {
+		st0.LoopTurns.Buckets[i].Count = 590
+	}
+	st0.LoopTurns.Count = 590
+	var r result
+	if err := setTurnRows(&r, st0, st1); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"loop turns over the episode":        410,
+		"  loop turn p50 (bucket bound)":     0.1,
+		"  longest loop turn (bucket bound)": 20,
+		"  loop turns over 20 ms":            0,
+		"longest loop turn since start":      12.5,
+	}
+	for k, v := range want {
+		if got, ok := r.vals[k]; !ok || math.Abs(got-v) > 1e-9 {
+			t.Errorf("%s: %v (set %v), want %v", k, got, ok, v)
+		}
+	}
+
+	// A gateway without loop_turns: its max_loop_stall, the rest n/a.
+	old := decodeStats(t, `{"connections":3,"max_loop_stall":"41ms"}`)
+	var o result
+	if err := setTurnRows(&o, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.keys) != len(turnRows) || len(o.vals) != 1 || o.vals["longest loop turn since start"] != 41 {
+		t.Fatalf("fallback: keys %q vals %v", o.keys, o.vals)
+	}
+	bad := decodeStats(t, `{"max_loop_stall":"forever"}`)
+	if err := setTurnRows(&o, bad, bad); err == nil || !strings.Contains(err.Error(), "max_loop_stall") {
+		t.Fatalf("bad max_loop_stall: %v", err)
+	}
+}
+
+func TestRTTRecorder(t *testing.T) {
+	rec := newRTTRecorder(10*time.Millisecond, 1000, 1)
+	for i := 0; i < 98; i++ {
+		rec.add(time.Millisecond)
+	}
+	rec.add(2 * time.Millisecond)
+	rec.add(45 * time.Millisecond) // 35, 25, 15 ms missed behind it
+	rec.lost()
+	rep := rec.take()
+	if rep.Pongs != 100 || rep.Missing != 1 || rep.MaxUS != 45000 || len(rep.Samples) != 100 || len(rep.Corrected) != 103 {
+		t.Fatalf("report: pongs %d missing %d max %v samples %d corrected %d", rep.Pongs, rep.Missing, rep.MaxUS, len(rep.Samples), len(rep.Corrected))
+	}
+	s := summarize(rep)
+	if s.p50 != 1 || s.p99 != 2 || s.max != 45 || s.pongs != 100 || s.missing != 1 {
+		t.Fatalf("summary %+v", s)
+	}
+	// 103 samples (98 × 1, 2, 15, 25, 35, 45 ms): index int(0.99·102) =
+	// 100 is 25 ms, where the raw p99 saw 2 ms.
+	if s.p99Corrected != 25 {
+		t.Fatalf("corrected p99 %v, want 25", s.p99Corrected)
+	}
+	if next := rec.take(); next.Pongs != 0 || next.Missing != 0 || next.MaxUS != 0 || len(next.Samples) != 0 || len(next.Corrected) != 0 {
+		t.Fatalf("take did not start a new phase: %+v", next)
+	}
+	if s := summarize(rttReport{}); s.p99 != 0 || s.max != 0 {
+		t.Fatalf("empty summary %+v", s)
+	}
+}
+
+func TestFloorRounds(t *testing.T) {
+	for _, c := range []struct {
+		rate  float64
+		count int
+		want  int
+	}{{5, 100, 20}, {200, 100, 100}, {200, 5000, 800}, {5, 10, 10}, {1, 0, 1}} {
+		if got := floorRounds(c.rate, c.count); got != c.want {
+			t.Errorf("floorRounds(%v, %d) = %d, want %d", c.rate, c.count, got, c.want)
+		}
+	}
+}
+
+// captureStdout returns what f prints on os.Stdout.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() { b, _ := io.ReadAll(r); done <- string(b) }()
+	defer func() { os.Stdout = saved }()
+	f()
+	w.Close()
+	os.Stdout = saved
+	return <-done
+}
+
+func TestPrintResultsNA(t *testing.T) {
+	var a, b result
+	a.set("p99", "ms", 4)
+	a.na("loop turns", "n")
+	b.set("p99", "ms", 8)
+	b.set("only the peer's", "n", 3)
+	out := captureStdout(t, func() { printResults("t", []string{"portcullis", "centrifugo"}, []result{a, b}) })
+	lines := strings.Split(out, "\n")
+	find := func(prefix string) string {
+		for _, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return strings.Join(strings.Fields(l), " ")
+			}
+		}
+		t.Fatalf("no row %q in\n%s", prefix, out)
+		return ""
+	}
+	if got := find("p99 (ms)"); got != "p99 (ms) 4.00 8.00 0.500" {
+		t.Errorf("row with both: %q", got)
+	}
+	if got := find("loop turns (n)"); got != "loop turns (n) n/a n/a" {
+		t.Errorf("row with neither: %q", got)
+	}
+	if got := find("only the peer's (n)"); got != "only the peer's (n) n/a 3.00" {
+		t.Errorf("row of the second column only: %q", got)
+	}
+}
+
+// centrifugoForTest returns the Centrifugo binary the benches would use, or
+// "" when it is not installed (the smoke runs then skip the peer).
+func centrifugoForTest() string {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(cache, "portcullis-bench", "centrifugo-"+centrifugoVersion, "centrifugo")
+	if executable(p) != nil {
+		return ""
+	}
+	return p
+}
+
+// A small stall run on loopback against the gateway built from this tree
+// (and Centrifugo when installed): it completes, every connection comes
+// back, and the bystanders' pongs are timed.
+func TestStallSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	args := []string{"stall", "--conns", "200", "--bystanders", "5"}
+	peer := centrifugoForTest() != ""
+	if peer {
+		args = append(args, "--peer", "centrifugo", "--centrifugo-bin", centrifugoForTest())
+	} else {
+		t.Log("centrifugo not installed: Portcullis only")
+	}
+	var errb strings.Builder
+	var code int
+	out := captureStdout(t, func() { code = run(args, io.Discard, &errb) })
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errb.String())
+	}
+	cols := 1
+	if peer {
+		cols = 2
+	}
+	row := func(prefix string) []string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				f := strings.Fields(l[strings.Index(l, ")")+1:])
+				if len(f) < cols {
+					t.Fatalf("row %q: %q", prefix, l)
+				}
+				return f[:cols]
+			}
+		}
+		t.Fatalf("no row %q in\n%s", prefix, out)
+		return nil
+	}
+	for _, v := range row("reconnected (n)") {
+		if v != "200.00" {
+			t.Errorf("reconnected %s of 200\n%s", v, out)
+		}
+	}
+	for _, v := range row("bystanders (n)") {
+		if v != "5.00" {
+			t.Errorf("bystanders %s of 5\n%s", v, out)
+		}
+	}
+	for _, v := range row("bystander pongs over the episode (n)") {
+		if v == "0.00" {
+			t.Errorf("no pong timed\n%s", out)
+		}
+	}
+	if got := row("longest loop turn since start (ms)")[0]; got == "n/a" || got == "0.00" {
+		t.Errorf("the gateway's longest loop turn: %s\n%s", got, out)
+	}
+	if peer {
+		if got := row("loop turns over the episode (n)")[1]; got != "n/a" {
+			t.Errorf("centrifugo has loop turns: %s", got)
+		}
+	}
+}
+
+// A small fan-out: the write floor is measured in the same run and the
+// per-delivery rows are there (n/a where the gateway does not count its
+// syscalls).
+func TestFanoutFloorSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	var errb strings.Builder
+	var code int
+	out := captureStdout(t, func() {
+		code = run([]string{"fanout", "--subs", "200", "--rate", "20", "--count", "20"}, io.Discard, &errb)
+	})
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errb.String())
+	}
+	for _, want := range []string{"write floor: one write(2) per delivery, same run (µs)", "CPU per delivery ÷ write floor",
+		"write syscalls per delivery (write+writev) (n)", "deliveries per write syscall (n)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no row %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(errb.String(), "short or failed") {
+		t.Errorf("the floor's readers fell behind: %s", errb.String())
+	}
+}
