@@ -74,6 +74,8 @@ var importRules = []importRule{
 		says: "It imports nothing from gateway, audit or alerting"},
 	{pkg: "policy/tokens/redistokens", never: []string{"gateway", "audit", "alerting"},
 		says: "It imports nothing from gateway, audit or alerting"},
+	{pkg: "policy/tokens/sqltokens", never: []string{"gateway", "audit", "alerting"},
+		says: "It imports nothing from gateway, audit or alerting"},
 	{pkg: "policy/bans/redisbans", never: []string{"gateway", "audit", "alerting"},
 		says: "It imports nothing from gateway, audit or alerting"},
 	{pkg: "policy/lease", never: []string{"gateway", "audit", "alerting"},
@@ -95,6 +97,7 @@ var importRules = []importRule{
 	{pkg: "gateway/admin", never: []string{"alerting"}, says: "never imports cmd or alerting"},
 	{pkg: "gateway/reactor", only: none, says: "reactor imports nothing from the project"},
 	{pkg: "gateway/config", only: none, says: "config imports nothing from the project"},
+	{pkg: "clients/js", only: none, says: "jsclient imports nothing from the project"},
 	{pkg: "gateway/frame", only: none, says: "It must never import other project packages"},
 	{pkg: "gateway/native", only: []string{vocabulary, "audit"},
 		says: "native imports only audit/reason and audit (its JSON string encoder) from the project"},
@@ -109,6 +112,7 @@ var importRules = []importRule{
 
 	// Test support: a throw-away redis-server.
 	{pkg: "policy/redistest", only: none, says: "redistest imports nothing from the project"},
+	{pkg: "policy/sqltest", only: none, says: "sqltest imports nothing from the project"},
 
 	// The assembler of serve: under the commands, above everything else.
 	{pkg: "cmd/internal/app", never: []string{"cmd/portcullis", "cmd/portcullis-bench"},

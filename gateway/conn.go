@@ -814,7 +814,7 @@ func (c *conn) handshake(ls *loopState, b []byte) {
 		return
 	}
 	if p := probeOf(b[:end]); p != probeNone {
-		c.answerProbe(ls, p)
+		c.answerProbe(ls, p, b[:end])
 		return
 	}
 	if r := c.closeReason; r != reason.None {

@@ -9,31 +9,47 @@ import (
 	"github.com/portcullis-gw/portcullis/audit/reason"
 )
 
-// probe is a health probe on the public listener.
+// probe is a plain HTTP request the public listener answers itself: a
+// health probe, or the browser client's file.
 type probe uint8
 
 const (
-	probeNone    probe = iota
-	probeHealthz       // GET /healthz: the process serves
-	probeReadyz        // GET /readyz: it accepts new clients
+	probeNone         probe = iota
+	probeHealthz            // GET /healthz: the process serves
+	probeReadyz             // GET /readyz: it accepts new clients
+	probeClientJS           // GET /portcullis.js: the browser client (clientjs.go)
+	probeClientJSHead       // HEAD /portcullis.js: its headers
 )
 
-// probeOf tells a health probe from an upgrade request by its request
-// line: GET /healthz or GET /readyz (a query string is ignored), any HTTP
-// version. req is a complete request.
+// probeOf tells a probe from an upgrade request by its request line: GET
+// /healthz, GET /readyz, GET or HEAD /portcullis.js (a query string is
+// ignored), any HTTP version. req is a complete request.
 func probeOf(req []byte) probe {
 	line, _, _ := bytes.Cut(req, []byte("\r\n"))
+	head := false
 	rest, ok := bytes.CutPrefix(line, []byte("GET "))
 	if !ok {
-		return probeNone
+		if rest, ok = bytes.CutPrefix(line, []byte("HEAD ")); !ok {
+			return probeNone
+		}
+		head = true
 	}
 	target, _, _ := bytes.Cut(rest, []byte(" "))
 	target, _, _ = bytes.Cut(target, []byte("?"))
 	switch string(target) {
 	case "/healthz":
-		return probeHealthz
+		if !head {
+			return probeHealthz
+		}
 	case "/readyz":
-		return probeReadyz
+		if !head {
+			return probeReadyz
+		}
+	case clientJSPath:
+		if head {
+			return probeClientJSHead
+		}
+		return probeClientJS
 	}
 	return probeNone
 }
@@ -49,25 +65,30 @@ func probeResponse(status int, text, body string) []byte {
 		strconv.Itoa(len(body)) + "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n" + body)
 }
 
-// answerProbe answers a health probe on the public listener in plain HTTP
-// and closes: /healthz 200 while the process serves, /readyz 200 once
-// Start has returned and until a drain or shutdown begins, 503 otherwise.
-// A probe is never a strike and leaves no audit line (a load balancer
-// probes every second), and it is counted in no per-address rate: the
-// connection attempt it took at accept is given back (see
-// attemptRefunder), so probes cannot get their load balancer refused or
-// banned. A probe on a socket refused at accept for a rate is answered
-// all the same, without the refusal's strike.
-func (c *conn) answerProbe(ls *loopState, p probe) {
+// answerProbe answers probe p, whose complete request is req, on the
+// public listener in plain HTTP and closes: /healthz 200 while the process
+// serves, /readyz 200 once Start has returned and until a drain or
+// shutdown begins, 503 otherwise; /portcullis.js the browser client
+// (clientJSResponse). A probe is never a strike and leaves no audit line
+// (a load balancer probes every second, every page view may fetch the
+// client), and it is counted in no per-address rate: the connection
+// attempt it took at accept is given back (see attemptRefunder), so probes
+// cannot get their load balancer or their users refused or banned. A probe
+// on a socket refused at accept for a rate is answered all the same,
+// without the refusal's strike.
+func (c *conn) answerProbe(ls *loopState, p probe, req []byte) {
 	s := ls.srv
 	resp := probeOK
-	if p == probeReadyz {
+	switch p {
+	case probeReadyz:
 		switch {
 		case s.Draining() || s.closing.Load():
 			resp = probeDraining
 		case !s.started.Load():
 			resp = probeStarting
 		}
+	case probeClientJS, probeClientJSHead:
+		resp = clientJSResponse(p == probeClientJSHead, req)
 	}
 	writeRaw(int(c.fd), resp)
 	if c.flags&flagSlot != 0 && c.closeReason == reason.None {

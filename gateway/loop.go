@@ -692,7 +692,10 @@ func (ls *loopState) deliver(p *Publication) int {
 func (ls *loopState) disconnectPrefix(p netip.Prefix, why string) int {
 	n := 0
 	for _, c := range ls.conns {
-		if c != nil && c.fd >= 0 && p.Contains(c.client()) && !ls.srv.opts.Guard.Exempt(c.client()) {
+		// A connection already closing (the one whose strike banned, see
+		// banNow) keeps its close frame: a reset now could discard it
+		// unread, and the client would see 1006 instead of 1008.
+		if c != nil && c.fd >= 0 && c.state != stateClosing && p.Contains(c.client()) && !ls.srv.opts.Guard.Exempt(c.client()) {
 			c.fail(ls, 1008, reason.Banned, why)
 			n++
 		}

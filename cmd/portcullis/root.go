@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	jsclient "github.com/portcullis-gw/portcullis/clients/js"
 )
 
 // Exit codes of every command.
@@ -119,11 +121,17 @@ func auditCommand() *cobra.Command {
 func defaultDataDir() string { return "./portcullis-data" }
 
 func versionCommand() *cobra.Command {
-	return &cobra.Command{
+	var sri bool
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "print version, commit and Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sri {
+				// The integrity attribute of the /portcullis.js this binary serves.
+				fmt.Println(jsclient.Integrity())
+				return nil
+			}
 			commit := "unknown"
 			if bi, ok := debug.ReadBuildInfo(); ok {
 				for _, s := range bi.Settings {
@@ -136,4 +144,6 @@ func versionCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&sri, "client-sri", false, "print only the Subresource Integrity string (sha384-…) of the /portcullis.js this binary serves")
+	return cmd
 }
