@@ -42,9 +42,13 @@ type conn struct {
 	closeReason reason.Reason // why it closed, once known
 	closeCode   uint16        // close code sent or received
 
-	peer4 bool                 // the peer is an IPv4 address (peerIP holds it mapped)
-	unsup uint8                // unsupported requests in a row; see unsupported
-	msg   ratelimit.ConnBucket // message-rate bucket
+	peer4 bool  // the peer is an IPv4 address (peerIP holds it mapped)
+	unsup uint8 // unsupported requests in a row; see unsupported
+	// pollOut says the socket is registered for EPOLLOUT: set when a write
+	// leaves bytes queued, cleared when the queue drains, so epoll_ctl is
+	// called on those two transitions only (it fits in padding).
+	pollOut bool
+	msg     ratelimit.ConnBucket // message-rate bucket
 	// held is how many inbound bytes this connection has charged to its
 	// address's budget (Server.inbound): its parser's partial frame and
 	// message, its WAMP v1 PREFIX table and stored topic strings.
@@ -237,6 +241,7 @@ func (c *conn) onReadable(ls *loopState) {
 			buf = buf[:room]
 		}
 	}
+	ls.loop.Sys.Read++
 	n, err := unix.Read(fd, buf)
 	if err != nil {
 		if err == unix.EAGAIN || err == unix.EINTR {
@@ -456,10 +461,15 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 	return true
 }
 
-// write sends queued frames: write for one, writev for several. On a short
-// write the rest waits for EPOLLOUT.
+// write sends queued frames: write for one, writev for several (every
+// frame queued since the last write: the frames of all the publications and
+// replies of a turn go out in one syscall). On a short write the rest waits
+// for EPOLLOUT: the socket is registered for it when bytes are left, and
+// unregistered once they are written (pollOut tracks it), and the write
+// stall timer is armed on that transition only.
 func (c *conn) write(ls *loopState) {
 	if c.out == nil || len(c.out.frames) == 0 || c.fd < 0 {
+		c.wantWritable(ls, false)
 		return
 	}
 	fd := int(c.fd)
@@ -467,6 +477,7 @@ func (c *conn) write(ls *loopState) {
 	var n int
 	var err error
 	if len(b.frames) == 1 {
+		ls.loop.Sys.Write++
 		n, err = unix.Write(fd, b.frames[0][b.off:])
 	} else {
 		iov := b.frames
@@ -475,6 +486,7 @@ func (c *conn) write(ls *loopState) {
 		}
 		first := iov[0]
 		iov[0] = first[b.off:]
+		ls.loop.Sys.Writev++
 		n, err = unix.Writev(fd, iov)
 		iov[0] = first
 	}
@@ -488,13 +500,32 @@ func (c *conn) write(ls *loopState) {
 	}
 	wantOut := c.queued() > 0
 	if wantOut {
-		_ = ls.loop.Modify(fd, c.gen, reactor.Readable|reactor.Writable|reactor.Events(unix.EPOLLRDHUP))
-		if c.state == stateOpen {
+		if !c.pollOut && c.state == stateOpen {
 			c.rescheduleOpen(ls, &ls.rules().limits)
 		}
-	} else if c.state == stateClosing && c.flags&flagSent != 0 {
-		c.afterCloseSent(ls)
+		c.wantWritable(ls, true)
+	} else {
+		c.wantWritable(ls, false)
+		if c.state == stateClosing && c.flags&flagSent != 0 {
+			c.afterCloseSent(ls)
+		}
 	}
+}
+
+// wantWritable registers the socket for EPOLLOUT (on) or not, calling
+// epoll_ctl only when that changes.
+func (c *conn) wantWritable(ls *loopState, on bool) {
+	if c.pollOut == on || c.fd < 0 {
+		return
+	}
+	ev := reactor.Readable | reactor.Events(unix.EPOLLRDHUP)
+	if on {
+		ev |= reactor.Writable
+	}
+	if err := ls.loop.Modify(int(c.fd), c.gen, ev); err != nil {
+		return // the socket is gone; its hang-up or a failed write finishes it
+	}
+	c.pollOut = on
 }
 
 // consume drops n written bytes from the head of the queue; a drained
@@ -526,9 +557,6 @@ func (c *conn) consume(ls *loopState, n int) {
 
 func (c *conn) onWritable(ls *loopState) {
 	c.write(ls)
-	if c.fd >= 0 && c.queued() == 0 {
-		_ = ls.loop.Modify(int(c.fd), c.gen, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
-	}
 }
 
 // slowConsumer applies the disconnect policy: a close frame, then a reset so
@@ -548,6 +576,7 @@ func (c *conn) fail(ls *loopState, code uint16, r reason.Reason, text string) {
 	}
 	if c.state == stateOpen || c.state == stateClosing {
 		if c.flags&flagSent == 0 {
+			ls.loop.Sys.Write++
 			writeRaw(int(c.fd), frame.AppendClose(nil, ws.StatusCode(code), text))
 		}
 	}
@@ -682,6 +711,7 @@ func (c *conn) refuse(ls *loopState, e audit.Event, d decision.Decision, q *requ
 	if c.state == stateHandshake {
 		r := d.Why()
 		ls.srv.rejected.Add(1)
+		ls.loop.Sys.Write++
 		writeRaw(int(c.fd), httpReject(d))
 		if e.Event == 0 {
 			e.Event = audit.KindConnRejected

@@ -149,7 +149,7 @@ func (ls *loopState) OnEvent(fd int, ev reactor.Events) {
 	if ev&(reactor.Readable|reactor.HangUp) != 0 && c.fd >= 0 {
 		c.onReadable(ls)
 	}
-	ls.flush()
+	// What the event queued is written at the end of the turn (EndTurn).
 }
 
 // OnTimer implements reactor.Handler.
@@ -167,7 +167,12 @@ func (ls *loopState) OnTimer(fd int, at int64) {
 	}
 	c.timerAt = 0
 	c.onTimer(ls, ls.loop.Now)
-	ls.flush()
+}
+
+// EndTurn implements reactor.TurnEnder: it writes what the turn queued
+// (flushUntil).
+func (ls *loopState) EndTurn(deadline time.Time) bool {
+	return ls.flushUntil(deadline)
 }
 
 func (ls *loopState) conn(fd int) *conn {
@@ -180,6 +185,7 @@ func (ls *loopState) conn(fd int) *conn {
 func (ls *loopState) accept() {
 	s := ls.srv
 	for i := 0; i < acceptBatch; i++ {
+		ls.loop.Sys.Accept++
 		fd, sa, err := s.fds.accept(ls.lfd)
 		if err != nil {
 			if err == unix.EMFILE || err == unix.ENFILE {
@@ -195,6 +201,7 @@ func (ls *loopState) accept() {
 		}
 		peer := reactor.SockaddrToAddrPort(sa)
 		if ls.shuttingDown {
+			ls.loop.Sys.Close++
 			unix.Close(fd)
 			continue
 		}
@@ -218,11 +225,13 @@ func (ls *loopState) admit(fd int, peer netip.AddrPort) {
 			if !proxy {
 				s.opts.Guard.Release(addr)
 			}
+			ls.countReset(true)
 			s.resetAtAccept(fd, peer, decision.Deny(reason.GlobalConnections), "", true)
 			return
 		}
 		ls.open(fd, peer, !proxy, d)
 	case reason.Blocked, reason.Banned, reason.ProxyHeader:
+		ls.countReset(false)
 		s.resetAtAccept(fd, peer, d, "", false)
 	case reason.AuditUnavailable, reason.ClusterUnavailable:
 		if s.opts.Guard.Exempt(addr) {
@@ -284,8 +293,18 @@ func (ls *loopState) refuseLater(fd int, peer netip.AddrPort, d decision.Decisio
 			detail = "reset at accept: the per-address limiter table is full"
 		}
 	}
+	ls.countReset(false)
 	s.resetAtAccept(fd, peer, d, detail, false)
 	s.opts.Guard.Strike(addr, d.Reason, ls.loop.Now)
+}
+
+// countReset counts the syscalls of a resetAtAccept on this loop: the
+// close, and the answer's write.
+func (ls *loopState) countReset(answer bool) {
+	ls.loop.Sys.Close++
+	if answer {
+		ls.loop.Sys.Write++
+	}
 }
 
 // releaseSlot gives back what c's flagSlot stands for: a refused socket
@@ -350,6 +369,7 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending decisi
 		} else if slot {
 			s.opts.Guard.Release(peer.Addr())
 		}
+		ls.loop.Sys.Close++
 		unix.Close(fd)
 		return
 	}
@@ -646,25 +666,48 @@ func (ls *loopState) markDirty(c *conn) {
 // otherwise wait for a processor.
 const flushYield = 256
 
+// flushMin is how many dirty connections a turn writes to at least,
+// whatever its budget, so that every turn makes progress.
+const flushMin = 64
+
 // flush writes what every dirty connection has queued: one write or one
-// writev per connection, however many frames were queued in this batch.
+// writev per connection, however many frames were queued since its last
+// write.
 func (ls *loopState) flush() {
-	for i := 0; i < len(ls.dirty); i++ {
+	for ls.flushUntil(time.Time{}) {
+	}
+}
+
+// flushUntil is flush within a turn's budget: past deadline (the zero time:
+// none), after at least flushMin connections, it stops and reports that
+// connections are left, to be written in the next turn (their frames keep
+// their order: a connection's queue only grows at its tail). A connection
+// waiting for EPOLLOUT is left to it: writing now would only meet a full
+// socket buffer.
+func (ls *loopState) flushUntil(deadline time.Time) bool {
+	i := 0
+	for ; i < len(ls.dirty); i++ {
+		if i >= flushMin && i%16 == 0 && !deadline.IsZero() && time.Now().After(deadline) {
+			break
+		}
 		c := ls.dirty[i]
 		ls.dirty[i] = nil
 		c.dirty = false
-		if c.fd >= 0 {
+		if c.fd >= 0 && !c.pollOut {
 			c.write(ls)
 		}
 		if i%flushYield == flushYield-1 {
 			runtime.Gosched()
 		}
 	}
-	ls.dirty = ls.dirty[:0]
+	m := copy(ls.dirty, ls.dirty[i:])
+	clear(ls.dirty[m:])
+	ls.dirty = ls.dirty[:m]
+	return m > 0
 }
 
 // deliver queues publication p to every subscriber of its topic on this
-// loop's hub and writes them.
+// loop's hub; the turn's end writes them.
 func (ls *loopState) deliver(p *Publication) int {
 	ts := ls.hub.topics[p.topic]
 	if ts == nil {
@@ -685,7 +728,8 @@ func (ls *loopState) deliver(p *Publication) int {
 			n++
 		}
 	}
-	ls.flush()
+	// Written at the end of the turn, with every other publication and
+	// reply the turn queued for the same connections (EndTurn).
 	return n
 }
 

@@ -28,6 +28,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -440,6 +441,64 @@ type Stats struct {
 	// InboundHeldBytes is what unfinished messages and WAMP v1 tables
 	// hold against limits.inbound_buffer_total.
 	InboundHeldBytes int64 `json:"inbound_held_bytes"`
+
+	// LoopTurns is how long the event loops' turns that did work took,
+	// over every loop since start.
+	LoopTurns LoopTurns `json:"loop_turns"`
+	// Syscalls counts the system calls the event loops made since start
+	// (and the wake-ups posted to them), summed over the loops.
+	Syscalls reactor.Syscalls `json:"syscalls"`
+}
+
+// LoopTurns is the distribution of the event loops' turn durations: P50
+// and P99 are the upper bounds of the buckets holding those quantiles (the
+// longest turn when beyond the last bound).
+type LoopTurns struct {
+	Count   uint64       `json:"count"`
+	Max     Duration     `json:"max"`
+	P50     Duration     `json:"p50"`
+	P99     Duration     `json:"p99"`
+	Buckets []TurnBucket `json:"buckets"`
+	// Sum is the turns' total time (the metric's _sum).
+	Sum time.Duration `json:"-"`
+}
+
+// TurnBucket is a cumulative bucket of LoopTurns: Count turns took at most
+// Le.
+type TurnBucket struct {
+	Le    TurnBound `json:"le"`
+	Count uint64    `json:"count"`
+}
+
+// TurnBound is a bucket's upper bound, written like Duration; InfBound,
+// the last bucket's, is written "+Inf".
+type TurnBound time.Duration
+
+// InfBound is the bound of the last bucket, which takes every turn.
+const InfBound = TurnBound(math.MaxInt64)
+
+// MarshalText writes b as time.Duration.String, or "+Inf".
+func (b TurnBound) MarshalText() ([]byte, error) {
+	if b == InfBound {
+		return []byte("+Inf"), nil
+	}
+	return []byte(time.Duration(b).String()), nil
+}
+
+// loopTurns sums the loops' turn histograms.
+func loopTurns(t reactor.Turns) LoopTurns {
+	lt := LoopTurns{Count: t.Count(), Max: Duration(t.Max), P50: Duration(t.Quantile(0.5)),
+		P99: Duration(t.Quantile(0.99)), Sum: t.Sum, Buckets: make([]TurnBucket, 0, len(t.Counts))}
+	var cum uint64
+	for i, n := range t.Counts {
+		cum += n
+		le := InfBound
+		if i < len(reactor.TurnBounds) {
+			le = TurnBound(reactor.TurnBounds[i])
+		}
+		lt.Buckets = append(lt.Buckets, TurnBucket{Le: le, Count: cum})
+	}
+	return lt
 }
 
 // Stats returns current counters.
@@ -459,13 +518,17 @@ func (s *Server) Stats() Stats {
 	}
 	st.InboundHeldBytes = s.inbound.HeldTotal()
 	var stall int64
+	var turns reactor.Turns
 	for _, ls := range s.loops {
 		st.Topics += ls.hub.topicCount.Load()
 		if v := ls.loop.Stall.Load(); v > stall {
 			stall = v
 		}
+		turns.Add(ls.loop.Turns())
+		st.Syscalls.Add(ls.loop.Syscalls())
 	}
 	st.MaxLoopStall = Duration(stall)
+	st.LoopTurns = loopTurns(turns)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st.HeapLiveBytes = ms.HeapAlloc

@@ -49,6 +49,10 @@ var (
 		"Bans held.", nil, nil)
 	descAuditDropped = prometheus.NewDesc("portcullis_audit_dropped_total",
 		"Audit events lost: the queue was full or the disk refused writes.", nil, nil)
+	descLoopTurn = prometheus.NewDesc("portcullis_loop_turn_seconds",
+		"Duration of the event loops' turns that did work (events, tasks, timers), in seconds.", nil, nil)
+	descSyscalls = prometheus.NewDesc("portcullis_syscalls_total",
+		"System calls made by the event loops (eventfd_write: wake-ups posted to them), by call.", []string{"call"}, nil)
 )
 
 // collector exports the counters and the State at scrape time. Label text
@@ -60,7 +64,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descConnectionsTotal, descRefusals, descMessages,
 		descBansTotal, descTokens, descAuditEvents, descAlerts, descSockets, descAccepted, descSubscriptions,
 		descTopics, descPublications, descDeliveries, descSlowConsumers, descInboundHeld, descLoopStall,
-		descBans, descAuditDropped} {
+		descBans, descAuditDropped, descLoopTurn, descSyscalls} {
 		ch <- d
 	}
 }
@@ -139,4 +143,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLoopStall, st.MaxLoopStall.Seconds())
 	gauge(descBans, float64(st.Bans))
 	counter(descAuditDropped, st.AuditDropped)
+	if h := st.LoopTurns; len(h.Cumulative) == len(h.Bounds)+1 {
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		for i, b := range h.Bounds {
+			buckets[b.Seconds()] = h.Cumulative[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(descLoopTurn, h.Cumulative[len(h.Bounds)], h.Sum.Seconds(), buckets)
+	}
+	for _, sc := range st.Syscalls {
+		counter(descSyscalls, sc.Count, sc.Call)
+	}
 }

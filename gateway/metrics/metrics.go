@@ -27,6 +27,24 @@ type State struct {
 	MaxLoopStall     time.Duration // the longest an event loop spent on one batch of work since start
 	Bans             int64         // enforced bans held (policy/guard Stats.Bans: ended ones not yet swept included)
 	AuditDropped     uint64        // audit events lost since start: queue full or disk failing
+	LoopTurns        Histogram     // the event loops' turns that did work, by duration, since start
+	Syscalls         []Syscall     // the event loops' system calls since start, by call
+}
+
+// Histogram is a distribution read at scrape time: Cumulative[i] is the
+// number of observations of at most Bounds[i]; a last element, one past
+// the bounds, counts them all.
+type Histogram struct {
+	Bounds     []time.Duration
+	Cumulative []uint64
+	Sum        time.Duration
+}
+
+// Syscall is a count of one system call (Call is its name: "write",
+// "epoll_ctl", ...).
+type Syscall struct {
+	Call  string
+	Count uint64
 }
 
 // Options configure New.

@@ -5,6 +5,9 @@
 //
 // Everything a Loop owns (its fds, its handler state, its timers) is touched
 // only by the Loop's own goroutine; other goroutines reach it through Post.
+// A turn of the loop is bounded (MaxEvents, TurnBudget): a burst is spread
+// over short turns. Each loop counts its syscalls (Syscalls) and its turns'
+// durations (Turns).
 // reactor imports nothing from the project.
 package reactor
 
@@ -52,13 +55,34 @@ type Loop struct {
 	gens []uint32 // current generation per fd; owned by the loop goroutine
 	next uint32
 
+	ender TurnEnder // handler's end-of-turn work, nil if it has none
+
 	mu    sync.Mutex
 	tasks []func() // guarded by mu
 	// closed is set, under mu, by the final drain that takes the last
 	// tasks: from then on Post refuses, so a task is either queued before
 	// that drain (and runs) or refused (and Post returns false).
-	closed  bool // guarded by mu
-	pending atomic.Bool
+	closed bool // guarded by mu
+	// pending says tasks were queued since the loop last took them;
+	// sleeping says the loop is in (or about to enter) an epoll_wait that
+	// may block. Post writes the eventfd only when it sets pending while
+	// the loop sleeps: a loop that is awake finds the tasks at the end of
+	// its turn without a wake-up (see Post and Run for the ordering).
+	pending  atomic.Bool
+	sleeping atomic.Bool
+	// efdMu guards the eventfd against closing while a waker writes to it:
+	// wakers hold it for reading around the write, finish takes it for
+	// writing to set efdClosed and close the descriptor. It is never held
+	// with mu, so a woken loop never blocks on a poster's lock.
+	efdMu     sync.RWMutex
+	efdClosed bool // guarded by efdMu
+	wakes     atomic.Uint64
+
+	// batch holds the tasks taken from the queue and not yet run (from
+	// next on): a turn stops running tasks at its budget and the next
+	// turn resumes them before it takes new ones, so their order is kept.
+	batch    []func()
+	nextTask int
 
 	wheel wheel
 
@@ -67,9 +91,19 @@ type Loop struct {
 	events []unix.EpollEvent
 	// Now is the loop's cached clock, refreshed after every wait.
 	Now time.Time
-	// Stall is the longest time a batch of events and tasks took, in
-	// nanoseconds; read it with atomic loads from other goroutines.
+	// Stall is the longest turn (events, tasks, timers and the
+	// handler's end-of-turn work), in nanoseconds; read it with atomic
+	// loads from other goroutines.
 	Stall atomic.Int64
+
+	// Sys counts the syscalls made on the loop's goroutine: the reactor's
+	// own and those the handler makes on its sockets (it increments the
+	// fields directly). Loop goroutine only; published at the end of
+	// every turn for Syscalls.
+	Sys Syscalls
+	// pub is Sys as of the end of the latest turn, for other goroutines.
+	pub   [numSyscalls]atomic.Uint64
+	turns turnHistogram
 }
 
 // New creates a loop whose fds report to h.
@@ -86,9 +120,10 @@ func New(id int, h Handler) (*Loop, error) {
 	l := &Loop{
 		ID: id, epfd: epfd, efd: efd, handler: h,
 		done:   make(chan struct{}),
-		events: make([]unix.EpollEvent, 256),
+		events: make([]unix.EpollEvent, MaxEvents),
 		Now:    time.Now(),
 	}
+	l.ender, _ = h.(TurnEnder)
 	l.wheel.init(l.Now)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd), Pad: 0}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
@@ -112,6 +147,7 @@ func (l *Loop) Add(fd int, ev Events) (uint32, error) {
 	gen := l.next
 	l.gens[fd] = gen
 	e := unix.EpollEvent{Events: uint32(ev), Fd: int32(fd), Pad: int32(gen)}
+	l.Sys.EpollCtl++
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &e); err != nil {
 		l.gens[fd] = 0
 		return 0, fmt.Errorf("epoll add fd %d: %w", fd, err)
@@ -122,6 +158,7 @@ func (l *Loop) Add(fd int, ev Events) (uint32, error) {
 // Modify changes the events fd is registered for. Loop goroutine only.
 func (l *Loop) Modify(fd int, gen uint32, ev Events) error {
 	e := unix.EpollEvent{Events: uint32(ev), Fd: int32(fd), Pad: int32(gen)}
+	l.Sys.EpollCtl++
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &e); err != nil {
 		return fmt.Errorf("epoll mod fd %d: %w", fd, err)
 	}
@@ -133,6 +170,8 @@ func (l *Loop) Remove(fd int) {
 	if fd < len(l.gens) {
 		l.gens[fd] = 0
 	}
+	l.Sys.EpollCtl++
+	l.Sys.Close++
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	unix.Close(fd)
 }
@@ -143,6 +182,7 @@ func (l *Loop) Remove(fd int) {
 // act on (no descriptor to accept into) from spinning the loop. Loop
 // goroutine only.
 func (l *Loop) Detach(fd int) error {
+	l.Sys.EpollCtl++
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		return fmt.Errorf("epoll del fd %d: %w", fd, err)
 	}
@@ -157,6 +197,7 @@ func (l *Loop) Attach(fd int, ev Events) error {
 		return fmt.Errorf("epoll attach fd %d: not registered", fd)
 	}
 	e := unix.EpollEvent{Events: uint32(ev), Fd: int32(fd), Pad: int32(gen)}
+	l.Sys.EpollCtl++
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &e); err != nil {
 		return fmt.Errorf("epoll attach fd %d: %w", fd, err)
 	}
@@ -171,30 +212,44 @@ func (l *Loop) Gen(fd int) uint32 {
 	return 0
 }
 
-// Post queues f to run on the loop goroutine and wakes the loop. Safe for
-// use by multiple goroutines. It returns true when f will run, and false
-// (f never runs) once Stop has been called or Run has taken its final
-// batch; the check and the queueing happen under the lock the final drain
-// takes, so no task can slip in after it.
+// Post queues f to run on the loop goroutine and wakes the loop if it
+// sleeps. Safe for use by multiple goroutines. It returns true when f will
+// run, and false (f never runs) once Stop has been called or Run has taken
+// its final batch; the check and the queueing happen under the lock the
+// final drain takes, so no task can slip in after it.
+//
+// The wake-up is written after the lock is released, so a loop woken at
+// once never waits for the poster to release it. It is skipped when
+// another Post already set pending (its wake-up, or the loop's own check,
+// covers this task) and when the loop is awake: the loop announces that it
+// may block (sleeping) before it checks pending for the last time, and
+// Post sets pending before it reads sleeping, so either the loop sees the
+// task or Post sees the loop asleep and wakes it.
 func (l *Loop) Post(f func()) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed || l.stop.Load() {
+		l.mu.Unlock()
 		return false
 	}
 	l.tasks = append(l.tasks, f)
-	// The wake-up is written under mu too: Run closes the eventfd only after
-	// its final drain has set closed under mu, so the descriptor written to
-	// here is still the loop's own and never a reused number.
-	if !l.pending.Swap(true) {
+	l.mu.Unlock()
+	if !l.pending.Swap(true) && l.sleeping.Load() {
 		l.wake()
 	}
 	return true
 }
 
-// wake makes the loop's epoll_wait return. l.mu must be held, so that the
-// eventfd is not closed meanwhile (see Post).
+// wake makes the loop's epoll_wait return. Safe for use by multiple
+// goroutines: the eventfd is written under efdMu held for reading, and not
+// at all once finish has closed it, so a wake-up never reaches a reused
+// descriptor number.
 func (l *Loop) wake() {
+	l.efdMu.RLock()
+	defer l.efdMu.RUnlock()
+	if l.efdClosed {
+		return
+	}
+	l.wakes.Add(1)
 	var one = [8]byte{1}
 	_, _ = unix.Write(l.efd, one[:])
 }
@@ -211,11 +266,9 @@ func (l *Loop) SetTimer(fd int, gen uint32, at time.Time) {
 // returns false. Calling Stop again, or after Run has returned, does nothing.
 func (l *Loop) Stop() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.stop.Store(true)
-	if !l.closed {
-		l.wake()
-	}
+	l.mu.Unlock()
+	l.wake()
 }
 
 // Done is closed when Run has returned.
@@ -223,13 +276,37 @@ func (l *Loop) Done() <-chan struct{} { return l.done }
 
 // Run waits for events until Stop. It must be called on its own goroutine,
 // which it keeps for the loop's whole life.
+//
+// One turn handles what one epoll_wait returned (at most MaxEvents), the
+// posted tasks, the timers due, then the handler's end-of-turn work
+// (TurnEnder). A turn stops handling events and running tasks once it has
+// taken TurnBudget: the events left are reported again by the next
+// epoll_wait (every registration is level-triggered), the tasks left run
+// first in the next turn, and the loop polls without blocking while any
+// work is left, so a burst (thousands of clients hanging up at once, a
+// publication to thousands of subscribers) is spread over short turns
+// between which every other connection is served.
 func (l *Loop) Run() error {
 	defer close(l.done)
 	defer l.finish()
-	var batch []func()
+	more := false // work left for the next turn: poll without blocking
 	for !l.stop.Load() {
-		timeout := l.wheel.timeout(time.Now())
+		timeout := 0
+		if !more && l.nextTask == len(l.batch) {
+			timeout = l.wheel.timeout(time.Now())
+		}
+		if timeout != 0 {
+			// Announce the sleep, then look at pending once more: a Post
+			// that set pending before this store is seen here; one after
+			// it sees sleeping and writes the eventfd (see Post).
+			l.sleeping.Store(true)
+			if l.pending.Load() {
+				timeout = 0
+			}
+		}
+		l.Sys.EpollWait++
 		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		l.sleeping.Store(false)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -238,11 +315,17 @@ func (l *Loop) Run() error {
 		}
 		l.Now = time.Now()
 		start := l.Now
+		deadline := start.Add(TurnBudget)
+		worked := n > 0
 		for i := 0; i < n; i++ {
+			if i&7 == 7 && time.Now().After(deadline) {
+				break // the rest is reported again by the next epoll_wait
+			}
 			e := &l.events[i]
 			fd := int(e.Fd)
 			if fd == l.efd {
 				var buf [8]byte
+				l.Sys.EventfdRead++
 				_, _ = unix.Read(l.efd, buf[:])
 				continue
 			}
@@ -251,41 +334,83 @@ func (l *Loop) Run() error {
 			}
 			l.handler.OnEvent(fd, Events(e.Events))
 		}
-		if l.pending.Load() {
-			l.pending.Store(false)
-			l.mu.Lock()
-			batch, l.tasks = l.tasks, batch[:0]
-			l.mu.Unlock()
-			for i, f := range batch {
-				f()
-				batch[i] = nil
-			}
+		if l.runTasks(deadline) {
+			worked = true
 		}
 		l.Now = time.Now()
+		fired := 0
 		l.wheel.advance(l.Now, func(r timerRef) {
 			fd := int(r.fd)
 			if fd < len(l.gens) && l.gens[fd] == r.gen {
+				fired++
 				l.handler.OnTimer(fd, r.at)
 			}
 		})
-		if d := time.Since(start).Nanoseconds(); d > l.Stall.Load() {
-			l.Stall.Store(d)
+		left := more
+		more = false
+		if l.ender != nil && (worked || fired > 0 || left) {
+			more = l.ender.EndTurn(deadline)
 		}
-		if n == len(l.events) && len(l.events) < 4096 {
-			l.events = make([]unix.EpollEvent, 2*len(l.events))
+		l.publish()
+		if worked || fired > 0 || left {
+			d := time.Since(start)
+			l.turns.observe(d)
+			if ns := d.Nanoseconds(); ns > l.Stall.Load() {
+				l.Stall.Store(ns)
+			}
 		}
 	}
 	return nil
 }
 
+// runTasks runs the tasks left from the last turn, then those posted
+// since, until deadline (at least one per turn); it reports whether it ran
+// any. Loop goroutine only.
+func (l *Loop) runTasks(deadline time.Time) bool {
+	ran := 0
+	for {
+		if l.nextTask == len(l.batch) {
+			if !l.pending.Load() {
+				break
+			}
+			l.pending.Store(false)
+			clear(l.batch)
+			l.mu.Lock()
+			l.batch, l.tasks = l.tasks, l.batch[:0]
+			l.mu.Unlock()
+			l.nextTask = 0
+			if len(l.batch) == 0 {
+				break
+			}
+		}
+		for l.nextTask < len(l.batch) {
+			if ran > 0 && ran&3 == 0 && time.Now().After(deadline) {
+				return true
+			}
+			f := l.batch[l.nextTask]
+			l.batch[l.nextTask] = nil
+			l.nextTask++
+			ran++
+			f()
+		}
+	}
+	return ran > 0
+}
+
 // finish ends Run, also when epoll_wait failed: it runs the tasks posted
-// before Stop, so nobody waits on them forever, then closes the loop's
-// descriptors. Setting closed in the same critical section that takes the
-// last tasks makes every later Post return false: a task is run here or
-// refused, never queued and lost. Once closed is set nobody writes to the
-// eventfd (Post and Stop write only under mu while it is unset), so closing
-// it cannot make them write to a reused descriptor number.
+// before Stop (and those a budget left over), so nobody waits on them
+// forever, then closes the loop's descriptors. Setting closed in the same
+// critical section that takes the last tasks makes every later Post return
+// false: a task is run here or refused, never queued and lost. The eventfd
+// is closed under efdMu with efdClosed set, so no waker (Post, Stop) can
+// write to a reused descriptor number.
 func (l *Loop) finish() {
+	for l.nextTask < len(l.batch) {
+		f := l.batch[l.nextTask]
+		l.batch[l.nextTask] = nil
+		l.nextTask++
+		f()
+	}
 	l.mu.Lock()
 	batch := l.tasks
 	l.tasks = nil
@@ -295,6 +420,14 @@ func (l *Loop) finish() {
 		f()
 		batch[i] = nil
 	}
+	if l.ender != nil {
+		for l.ender.EndTurn(time.Now().Add(TurnBudget)) {
+		}
+	}
+	l.publish()
+	l.efdMu.Lock()
+	l.efdClosed = true
 	unix.Close(l.efd)
+	l.efdMu.Unlock()
 	unix.Close(l.epfd)
 }

@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// startOneLoopServer is startTestServer with one event loop, so that every
+// connection's syscalls are counted by the same loop.
+func startOneLoopServer(t *testing.T) (*Server, *tokens.Store) {
+	t.Helper()
+	chk, _ := origin.NewChecker(nil, true)
+	set, err := topics.Compile(nil, topics.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := tokens.NewStore(tokens.Options{})
+	val, err := schema.New(schema.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Listen: "127.0.0.1:0", Loops: 1, Origins: chk, Topics: set, Tokens: store, Schema: val, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	return s, store
+}
+
+// onLoop runs f on s's (only) loop and waits for it.
+func onLoop(t *testing.T, s *Server, f func(ls *loopState)) {
+	t.Helper()
+	done := make(chan struct{})
+	ls := s.loops[0]
+	if !ls.loop.Post(func() { f(ls); close(done) }) {
+		t.Fatal("loop refused the task")
+	}
+	<-done
+}
+
+// loopSyscalls reads the loop's syscall counts on its goroutine: exact,
+// unlike Stats, which sees them as of the end of the latest turn.
+func loopSyscalls(t *testing.T, s *Server) reactor.Syscalls {
+	var sc reactor.Syscalls
+	onLoop(t, s, func(ls *loopState) { sc = ls.loop.Sys })
+	return sc
+}
+
+// readEvents reads n text frames from c and returns their payloads.
+func readEvents(t *testing.T, c net.Conn, n int) []string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{c, c}
+	var got []string
+	for range n {
+		b, err := wsutil.ReadServerText(rw)
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(got), err)
+		}
+		got = append(got, string(b))
+	}
+	return got
+}
+
+// A publication to N subscribers whose sockets have room costs N writes
+// and nothing else: no epoll_ctl (EPOLLOUT is never asked for), no read.
+func TestDeliverySyscalls(t *testing.T) {
+	s, store := startOneLoopServer(t)
+	const n = 20
+	var clients []net.Conn
+	for i := range n {
+		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	before := loopSyscalls(t, s)
+	if got, err := s.Publish("news", []byte(`{"n":1}`)); err != nil || got != n {
+		t.Fatalf("Publish: %d, %v", got, err)
+	}
+	for _, c := range clients {
+		if ev := readEvents(t, c, 1); !strings.Contains(ev[0], `"n":1`) {
+			t.Fatalf("event %q", ev[0])
+		}
+	}
+	after := loopSyscalls(t, s)
+	if w, v := after.Write-before.Write, after.Writev-before.Writev; w != n || v != 0 {
+		t.Errorf("%d write and %d writev for one publication to %d subscribers, want %d and 0", w, v, n, n)
+	}
+	if d := after.EpollCtl - before.EpollCtl; d != 0 {
+		t.Errorf("%d epoll_ctl for one publication to idle sockets, want 0", d)
+	}
+	if d := after.Read - before.Read; d != 0 {
+		t.Errorf("%d reads for one publication, want 0", d)
+	}
+	if st := s.Stats(); st.Syscalls.Write < n || st.LoopTurns.Count == 0 || len(st.LoopTurns.Buckets) != len(reactor.TurnBounds)+1 {
+		t.Errorf("stats: syscalls %+v, loop turns %+v", st.Syscalls, st.LoopTurns)
+	}
+}
+
+// Publications queued in one turn go to each subscriber in one writev, in
+// the order they were published.
+func TestDeliveriesCoalesce(t *testing.T) {
+	s, store := startOneLoopServer(t)
+	const n, k = 10, 5
+	var clients []net.Conn
+	for i := range n {
+		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	before := loopSyscalls(t, s)
+	// Published from the loop itself: the k tasks the Broker posts are
+	// taken in the same turn as this one, as publications arriving faster
+	// than a turn are.
+	onLoop(t, s, func(*loopState) {
+		for i := 1; i <= k; i++ {
+			if _, err := s.Publish("news", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	for _, c := range clients {
+		evs := readEvents(t, c, k)
+		for i, ev := range evs {
+			if want := fmt.Sprintf(`"n":%d`, i+1); !strings.Contains(ev, want) {
+				t.Fatalf("event %d is %q, want %s: order lost", i, ev, want)
+			}
+		}
+	}
+	after := loopSyscalls(t, s)
+	if w, v := after.Write-before.Write, after.Writev-before.Writev; w != 0 || v != n {
+		t.Errorf("%d write and %d writev for %d publications to %d subscribers, want 0 and %d", w, v, k, n, n)
+	}
+	if d := after.EpollCtl - before.EpollCtl; d != 0 {
+		t.Errorf("%d epoll_ctl, want 0", d)
+	}
+}
+
+// A subscriber that does not read fills its socket: the rest of its queue
+// waits for EPOLLOUT, asked for once (one epoll_ctl), and further
+// publications are not written to the full socket meanwhile.
+func TestFullSocketWaitsForWritable(t *testing.T) {
+	s, store := startOneLoopServer(t)
+	c := dialSubscribed(t, s, store, "slow", "news")
+	defer c.Close()
+	before := loopSyscalls(t, s)
+	big := []byte(`{"pad":"` + strings.Repeat("x", 32<<10) + `"}`)
+	var full bool
+	for i := 0; i < 64 && !full; i++ {
+		if _, err := s.Publish("news", big); err != nil {
+			t.Fatal(err)
+		}
+		onLoop(t, s, func(ls *loopState) {
+			cs := ls.hub.topics["news"]
+			full = cs != nil && len(cs.conns) == 1 && cs.conns[0].pollOut
+		})
+	}
+	if !full {
+		t.Fatal("the socket never filled")
+	}
+	mid := loopSyscalls(t, s)
+	for range 3 {
+		if _, err := s.Publish("news", []byte(`{"n":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := loopSyscalls(t, s)
+	if d := mid.EpollCtl - before.EpollCtl; d != 1 {
+		t.Errorf("%d epoll_ctl while the socket filled, want 1 (EPOLLOUT on)", d)
+	}
+	if d := (after.Write + after.Writev) - (mid.Write + mid.Writev); d != 0 {
+		t.Errorf("%d writes to a socket waiting for EPOLLOUT, want 0", d)
+	}
+	// Reading it all drains the queue; EPOLLOUT is dropped again.
+	go func() { _, _ = io.Copy(io.Discard, c) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		onLoop(t, s, func(ls *loopState) {
+			cs := ls.hub.topics["news"]
+			waiting = cs == nil || len(cs.conns) != 1 || cs.conns[0].pollOut || cs.conns[0].queued() != 0
+		})
+		if !waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue never drained")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := loopSyscalls(t, s).EpollCtl - before.EpollCtl; d != 2 {
+		t.Errorf("%d epoll_ctl over fill and drain, want 2", d)
+	}
+}
