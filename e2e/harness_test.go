@@ -39,7 +39,7 @@ var (
 // gwBinary returns the portcullis binary, building it on first use, so
 // that the tests that need no binary (TestImportRules) run while another
 // package is mid-edit.
-func gwBinary(t *testing.T) string {
+func gwBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "portcullis-e2e")
@@ -98,7 +98,7 @@ const (
 
 // server is one running gateway process.
 type server struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	data     string
 	wsURL    string
@@ -129,7 +129,7 @@ func (s *syncBuffer) String() string {
 
 // startServer runs `portcullis serve` with extra config YAML (listeners are
 // always on loopback with kernel-chosen ports).
-func startServer(t *testing.T, extra string) *server {
+func startServer(t testing.TB, extra string) *server {
 	t.Helper()
 	return startServerIn(t, extra, filepath.Join(t.TempDir(), "d"))
 }
@@ -137,7 +137,7 @@ func startServer(t *testing.T, extra string) *server {
 // startServerIn is startServer on a data directory the caller chose, so a
 // test can stop the gateway and start it again on the same state. The
 // config file lives in a fresh temp dir; dataDir is used as it is.
-func startServerIn(t *testing.T, extra, dataDir string) *server {
+func startServerIn(t testing.TB, extra, dataDir string) *server {
 	t.Helper()
 	// The clients nobody on the team wrote connect from 127.0.0.1, which
 	// is allow-listed so that the bad inputs they send one after another
@@ -161,7 +161,7 @@ var listenLine = regexp.MustCompile(`listening on (wss?)://(\S+?)(/\S*) \(WebSoc
 
 // launch runs `portcullis serve` with the whole config yaml on dataDir and
 // waits for its start-up line, which must announce scheme (ws or wss).
-func launch(t *testing.T, yaml, dataDir, scheme string) *server {
+func launch(t testing.TB, yaml, dataDir, scheme string) *server {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
@@ -283,7 +283,7 @@ func matches(e, want map[string]any) bool {
 }
 
 // checkFor polls f until it returns nil or timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
+func checkFor(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error

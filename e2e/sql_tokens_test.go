@@ -14,7 +14,7 @@ import (
 
 // sqlSchema returns the CREATE statements docs/TOKENS-SQL.md gives for k:
 // the gateway is tested against the table the docs tell sites to create.
-func sqlSchema(t *testing.T, k sqltest.Kind) []string {
+func sqlSchema(t testing.TB, k sqltest.Kind) []string {
 	t.Helper()
 	b, err := os.ReadFile("../docs/TOKENS-SQL.md")
 	if err != nil {

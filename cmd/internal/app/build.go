@@ -110,7 +110,7 @@ func sqlStateAlarm(driver string, sink audit.Sink) func(sqltokens.State) {
 				Detail: audit.Cap("token database (" + driver + ") unavailable: every token is refused until it answers: " + s.Err)})
 			return
 		}
-		sink.Emit(audit.Event{Time: s.At, Event: audit.KindTokenSourceUp, Severity: audit.Notice, Stage: audit.StageSystem,
+		sink.Emit(audit.Event{Time: s.At, Event: audit.KindTokenSourceRecovered, Severity: audit.Notice, Stage: audit.StageSystem,
 			DurationMS: s.At.Sub(s.Since).Milliseconds(), Count: s.Refused,
 			Detail: fmt.Sprintf("token database (%s) answers again; %d redemptions were refused meanwhile", driver, s.Refused)})
 	}
