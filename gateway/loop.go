@@ -98,7 +98,9 @@ type loopState struct {
 	// and replaying says it is one handled again after its redemption.
 	redeeming       map[uint64]*redeemWait
 	redeemsInFlight int
-	redeemQueue     []redeemJob // redemptions waiting for one of the maxRedeemsPerLoop slots, oldest first
+	redeemQueue     []redeemJob   // redemptions waiting for one of the redeemSlots slots, oldest first
+	redeemSlots     int           // how many redemptions may be in flight (redeemSlots)
+	redeemWaitMax   time.Duration // the longest a queued one may wait (redeemQueueTimeout); 0: no bound
 	current         []byte
 	replaying       bool
 
@@ -115,6 +117,8 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 		readBuf: make([]byte, readBufSize),
 		hub:     hub{topics: make(map[string]*topicSubs)},
 	}
+	ls.redeemSlots = redeemSlots(s.opts.Tokens, s.opts.Loops)
+	ls.redeemWaitMax = redeemQueueTimeout(s.opts.Tokens)
 	loop, err := reactor.New(id, ls)
 	if err != nil {
 		return nil, err

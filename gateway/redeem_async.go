@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
@@ -48,10 +49,27 @@ type remoteRedeemer interface {
 	RedeemsRemotely() bool
 }
 
+// concurrencyBound is implemented by a remote source that can serve only
+// so many redemptions at once (the SQL source: its pool of database
+// connections). The loops together then keep at most that many in flight,
+// each its share rounded up, so that no goroutine is started only to wait
+// for the source's pool.
+type concurrencyBound interface {
+	MaxConcurrent() int
+}
+
+// queueBound is implemented by a remote source that bounds each call
+// (Options.Timeout): a redemption that waited longer than that in a loop's
+// queue is refused without being started (fail closed), so a client never
+// waits for its answer much beyond the source's timeout, even in a burst.
+type queueBound interface {
+	QueueTimeout() time.Duration
+}
+
 // Bounds of the asynchronous redemption.
 const (
 	// maxRedeemsPerLoop is how many redemptions one loop has in flight at
-	// most.
+	// most (fewer for a concurrencyBound source).
 	maxRedeemsPerLoop = 64
 	// maxQueuedRedeems is how many more wait, per loop, for one of those
 	// slots (a burst of logins); beyond it a token is refused
@@ -76,6 +94,26 @@ type redeemWait struct {
 func (s *Server) remoteTokens() bool {
 	r, ok := s.opts.Tokens.(remoteRedeemer)
 	return ok && r.RedeemsRemotely()
+}
+
+// redeemSlots is how many redemptions each of loops loops may have in
+// flight: maxRedeemsPerLoop, or its share of a concurrencyBound source's
+// limit, rounded up (at least 1).
+func redeemSlots(src TokenSource, loops int) int {
+	b, ok := src.(concurrencyBound)
+	if !ok || b.MaxConcurrent() <= 0 || loops <= 0 {
+		return maxRedeemsPerLoop
+	}
+	return min(maxRedeemsPerLoop, max(1, (b.MaxConcurrent()+loops-1)/loops))
+}
+
+// redeemQueueTimeout is how long a redemption may wait in a loop's queue
+// before it is refused unstarted; 0: no bound (the source has none).
+func redeemQueueTimeout(src TokenSource) time.Duration {
+	if b, ok := src.(queueBound); ok {
+		return max(0, b.QueueTimeout())
+	}
+	return 0
 }
 
 // handleMessage hands one complete text message to the codec, or holds it
@@ -118,9 +156,9 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 		w.ready = false
 		return w.res, false
 	}
-	if ls.redeemsInFlight >= maxRedeemsPerLoop && len(ls.redeemQueue) >= maxQueuedRedeems {
+	if ls.redeemsInFlight >= ls.redeemSlots && len(ls.redeemQueue) >= maxQueuedRedeems {
 		return tokens.Result{Reason: reason.TokenSourceUnavailable,
-			Detail: "all " + strconv.Itoa(maxRedeemsPerLoop) + " redemptions of this event loop are in flight and " +
+			Detail: "all " + strconv.Itoa(ls.redeemSlots) + " redemptions of this event loop are in flight and " +
 				strconv.Itoa(maxQueuedRedeems) + " more wait"}, false
 	}
 	if w == nil {
@@ -138,8 +176,8 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 	// gets its own copies.
 	token, p.UserID = strings.Clone(token), strings.Clone(p.UserID)
 	w.token, w.user, w.ready, w.asking = token, p.UserID, false, true
-	j := redeemJob{c: c, id: c.id, token: token, p: p}
-	if ls.redeemsInFlight >= maxRedeemsPerLoop {
+	j := redeemJob{c: c, id: c.id, token: token, p: p, queued: ls.loop.Now}
+	if ls.redeemsInFlight >= ls.redeemSlots {
 		ls.redeemQueue = append(ls.redeemQueue, j) // started by redeemed when a slot frees
 		return tokens.Result{}, true
 	}
@@ -149,10 +187,11 @@ func (c *conn) redeemOffLoop(ls *loopState, token string, p tokens.Presenter) (t
 
 // redeemJob is one redemption to run off the loop for connection id.
 type redeemJob struct {
-	c     *conn
-	id    uint64
-	token string
-	p     tokens.Presenter
+	c      *conn
+	id     uint64
+	token  string
+	p      tokens.Presenter
+	queued time.Time // when it was asked for (the loop's clock)
 }
 
 // startRedeem runs j's redemption on a goroutine of its own and posts the
@@ -168,14 +207,24 @@ func (ls *loopState) startRedeem(j redeemJob) {
 }
 
 // startQueued starts waiting redemptions while slots are free, skipping
-// those whose connection closed meanwhile.
+// those whose connection closed meanwhile and refusing, unstarted, those
+// that waited longer than the source's timeout (redeemQueueTimeout).
 func (ls *loopState) startQueued() {
-	for len(ls.redeemQueue) > 0 && ls.redeemsInFlight < maxRedeemsPerLoop {
+	for len(ls.redeemQueue) > 0 && ls.redeemsInFlight < ls.redeemSlots {
 		j := ls.redeemQueue[0]
 		ls.redeemQueue[0] = redeemJob{}
 		ls.redeemQueue = ls.redeemQueue[1:]
 		if j.c.fd < 0 || j.c.id != j.id || ls.redeeming[j.id] == nil {
 			continue
+		}
+		if ls.redeemWaitMax > 0 {
+			if waited := ls.loop.Now.Sub(j.queued); waited > ls.redeemWaitMax {
+				ls.answer(j.c, j.id, tokens.Result{Reason: reason.TokenSourceUnavailable,
+					Detail: "waited " + waited.Round(time.Millisecond).String() + " for one of the " +
+						strconv.Itoa(ls.redeemSlots) + " redemption slots of this event loop (more than the source's timeout " +
+						ls.redeemWaitMax.String() + "): refused unstarted"})
+				continue
+			}
 		}
 		ls.startRedeem(j)
 	}
@@ -190,6 +239,12 @@ func (ls *loopState) startQueued() {
 func (ls *loopState) redeemed(c *conn, id uint64, res tokens.Result) {
 	ls.redeemsInFlight--
 	ls.startQueued()
+	ls.answer(c, id, res)
+}
+
+// answer hands res, the answer to connection id's redemption, to the
+// message that waits for it, then handles the messages held behind it.
+func (ls *loopState) answer(c *conn, id uint64, res tokens.Result) {
 	w := ls.redeeming[id]
 	if w == nil || c.fd < 0 || c.id != id {
 		return // the connection closed meanwhile

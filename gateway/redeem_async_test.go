@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,6 +45,13 @@ func (g *gatedSource) Redeem(token string, p tokens.Presenter, now time.Time) to
 
 func startAsyncServer(t *testing.T, src *gatedSource) (*Server, *recSink) {
 	t.Helper()
+	return startAsyncServerWith(t, src, src)
+}
+
+// startAsyncServerWith starts the server of startAsyncServer with tokens
+// from src, a source whose redemptions g gates.
+func startAsyncServerWith(t *testing.T, g *gatedSource, src TokenSource) (*Server, *recSink) {
+	t.Helper()
 	chk, _ := origin.NewChecker(nil, true)
 	set, err := topics.Compile([]topics.Rule{{Match: "news"}, {Match: "open", Subscribe: topics.Public}}, topics.Deny)
 	if err != nil {
@@ -62,7 +70,7 @@ func startAsyncServer(t *testing.T, src *gatedSource) (*Server, *recSink) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		close(src.gate) // let any redemption still waiting finish
+		close(g.gate) // let any redemption still waiting finish
 		_ = s.Shutdown(t.Context())
 	})
 	return s, rec
@@ -267,5 +275,73 @@ func TestAsyncRedeemBurstQueues(t *testing.T) {
 		if e.Event == audit.KindAuthFailed {
 			t.Fatalf("a queued login was refused: %+v", e)
 		}
+	}
+}
+
+// boundedSource is a gatedSource that serves at most conc redemptions at
+// once and bounds each call by wait, like the SQL source's pool.
+type boundedSource struct {
+	*gatedSource
+	conc int
+	wait time.Duration
+}
+
+func (b boundedSource) MaxConcurrent() int          { return b.conc }
+func (b boundedSource) QueueTimeout() time.Duration { return b.wait }
+
+// A source with a bounded pool gets no more redemptions at once than its
+// pool serves, and a redemption that waited in the queue longer than the
+// source's timeout is refused without being started (fail closed), so a
+// burst never leaves clients waiting far beyond the timeout.
+func TestAsyncRedeemBoundedBySource(t *testing.T) {
+	g := newGatedSource()
+	src := boundedSource{gatedSource: g, conc: 2, wait: 30 * time.Millisecond}
+	s, rec := startAsyncServerWith(t, g, src)
+	clients := make([]*wsClient, 4)
+	for i := range clients {
+		user := fmt.Sprintf("u%d", i)
+		tok, _, err := g.store.Mint(user, nil, 0, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = nativeClient(t, s)
+		clients[i].send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":%q,"token":%q}`, user, tok))
+		if i < 2 {
+			<-g.started // the first two run, in order
+		}
+	}
+	probe := nativeClient(t, s)
+	probe.send(`{"op":"ping","id":9}`)
+	if m := probe.recvJSON(); m["op"] != "pong" {
+		t.Fatalf("probe: %v", m)
+	}
+	if got := g.calls.Load(); got != 2 {
+		t.Fatalf("%d redemptions running, want 2 (the pool's size; the rest queued)", got)
+	}
+	time.Sleep(2 * src.wait) // the queued two now waited longer than the source's timeout
+	g.gate <- struct{}{}
+	if m := clients[0].recvJSON(); m["op"] != "subscribed" {
+		t.Fatalf("client 0: %v, want subscribed", m)
+	}
+	for _, c := range clients[2:] {
+		if m := c.recvJSON(); m["op"] != "error" || m["code"] == "" {
+			t.Fatalf("queued past the timeout: %v, want an error", m)
+		}
+	}
+	g.gate <- struct{}{}
+	if m := clients[1].recvJSON(); m["op"] != "subscribed" {
+		t.Fatalf("client 1: %v, want subscribed", m)
+	}
+	if got := g.calls.Load(); got != 2 {
+		t.Fatalf("%d redemptions started, want 2: the late ones are refused unstarted", got)
+	}
+	n := 0
+	for _, e := range rec.all() {
+		if e.Event == audit.KindAuthFailed && e.Reason == reason.TokenSourceUnavailable && strings.Contains(e.Detail, "refused unstarted") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d auth_failed token_source_unavailable lines for the late redemptions, want 2", n)
 	}
 }

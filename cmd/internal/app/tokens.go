@@ -3,6 +3,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -21,6 +22,10 @@ import (
 
 // tokenSweepEvery is how often expired tokens (or used jtis) are dropped.
 const tokenSweepEvery = 30 * time.Second
+
+// sqlWarmConns is how many of the sql source's pool connections are opened
+// at start (at most tokens.sql.max_open).
+const sqlWarmConns = 4
 
 // tokenComp is the token source as a component: the store the admin API
 // mints into, with its tokens kept in <data>/tokens.db across restarts,
@@ -69,6 +74,17 @@ func (t *tokenComp) start() error {
 			return fmt.Errorf("tokens.jwt: %w", err)
 		}
 		t.opened = true
+	}
+	if sq := t.src.SQL; sq != nil {
+		// Connect part of the pool now, so the first page views do not
+		// wait for connection set-ups; a database that is down is
+		// reported by the first redemption (token_source_down).
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			n := sq.Warm(context.Background(), sqlWarmConns)
+			t.log.WithField("connections", n).Info("token database: pool warmed")
+		}()
 	}
 	t.wg.Add(1)
 	go func() {

@@ -282,6 +282,43 @@ func (s *Source) Close() error { return s.db.Close() }
 // the gateway calls it off its event loops.
 func (s *Source) RedeemsRemotely() bool { return true }
 
+// MaxConcurrent is how many redemptions the source serves at once (its
+// pool, Options.MaxOpen): the gateway keeps no more in flight, so no
+// goroutine waits for a database connection.
+func (s *Source) MaxConcurrent() int { return s.opts.MaxOpen }
+
+// QueueTimeout is how long a redemption may wait for its turn in the
+// gateway before it is refused unstarted: the bound of one call
+// (Options.Timeout), so a client's wait stays near that bound in a burst.
+func (s *Source) QueueTimeout() time.Duration { return s.opts.Timeout }
+
+// Warm opens up to n of the pool's connections (at most MaxOpen) before
+// the first redemption needs them, so the first burst of page views does
+// not pay for connecting; each attempt is bounded by Options.Timeout. It
+// returns how many connections it opened; a database that is down is
+// not an error here (redemptions then fail closed and report it).
+func (s *Source) Warm(ctx context.Context, n int) int {
+	n = min(n, s.opts.MaxOpen)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	conns := make([]*sql.Conn, 0, n)
+	for range n {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			break
+		}
+		if err := c.PingContext(ctx); err != nil {
+			_ = c.Close()
+			break
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		_ = c.Close() // back to the pool, which keeps MaxOpen idle
+	}
+	return len(conns)
+}
+
 // Remembered is how many of this node's redemptions the source holds.
 func (s *Source) Remembered() int {
 	s.mu.Lock()

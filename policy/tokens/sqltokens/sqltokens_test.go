@@ -452,3 +452,28 @@ func TestStatements(t *testing.T) {
 		t.Errorf("mysql redeem:\n%s\nwant\n%s", my.redeem, want)
 	}
 }
+
+// Warm opens pool connections ahead of the first redemption (the pool
+// keeps them: MaxOpen idle), never more than MaxOpen, and opens none, with
+// no error and no state report, while the database is down.
+func TestWarm(t *testing.T) {
+	for _, k := range kinds {
+		t.Run(string(k), func(t *testing.T) {
+			f := newFixture(t, k, Options{Hashed: true, Timeout: 300 * time.Millisecond, MaxOpen: 3})
+			if n := f.src.Warm(t.Context(), 5); n != 3 {
+				t.Fatalf("Warm(5) with max_open 3 opened %d, want 3", n)
+			}
+			if st := f.src.db.Stats(); st.OpenConnections != 3 || st.Idle != 3 {
+				t.Fatalf("after Warm: %d open, %d idle; want 3 and 3", st.OpenConnections, st.Idle)
+			}
+			f.srv.Stop()
+			g := f.source(Options{Hashed: true, Timeout: 300 * time.Millisecond, MaxOpen: 3})
+			if n := g.Warm(t.Context(), 2); n != 0 {
+				t.Fatalf("Warm with the database down opened %d", n)
+			}
+			if g.Down() {
+				t.Fatal("Warm reported the database down: only redemptions do")
+			}
+		})
+	}
+}
