@@ -22,13 +22,14 @@ const foldWindow = time.Second
 // through the queue like any other event).
 const maxFoldKeys = 4096
 
-// foldable reports whether e may be folded: only warning-or-lower
-// rejections, never conn_open/close, ban or admin events.
+// foldable reports whether e may be folded: warning-or-lower rejections
+// (floods) and conn_close (mass closes, see closeFold); never conn_open,
+// ban or admin events, nor an event that is already a summary.
 func foldable(e *Event) bool {
 	if e.Severity > Warning || e.Count != 0 {
 		return false
 	}
-	return e.Event.Refusal()
+	return e.Event.Refusal() || e.Event == KindConnClose
 }
 
 type foldKey struct {
@@ -48,21 +49,33 @@ type foldWin struct {
 	sameIP      bool
 }
 
-// folder folds floods. It is safe for use by multiple goroutines.
+// folder folds floods and mass closes. It is safe for use by multiple
+// goroutines.
 type folder struct {
-	after int // events per key and window written verbatim
+	after      int // rejections per key and window written verbatim
+	closeAfter int // closes per cause and window written verbatim
 
-	mu    sync.Mutex
-	keys  map[foldKey]*foldWin
-	ready []Event // summaries of windows that ended on an Emit
+	mu     sync.Mutex
+	keys   map[foldKey]*foldWin
+	closes map[closeKey]*closeWin
+	addrs  int     // addresses held by the closes' windows, bounded by maxCloseAddrs
+	ready  []Event // summaries of windows that ended on an Emit
 }
 
+// newFolder returns a folder that writes the first after rejections of a
+// key per window verbatim, and the first max(after, DefaultCloseFoldAfter)
+// closes of a cause.
 func newFolder(after int) *folder {
-	return &folder{after: after, keys: make(map[foldKey]*foldWin)}
+	return &folder{after: after, closeAfter: max(after, DefaultCloseFoldAfter),
+		keys: make(map[foldKey]*foldWin), closes: make(map[closeKey]*closeWin)}
 }
 
 // add reports whether e was folded (the caller must then not write it).
+// e must be foldable.
 func (f *folder) add(e *Event) bool {
+	if e.Event == KindConnClose {
+		return f.addClose(e)
+	}
 	k := foldKey{event: e.Event, reason: e.Reason, prefix: e.CountedPrefix, sev: e.Severity}
 	if !k.prefix.IsValid() {
 		k.ip = e.IP
@@ -118,6 +131,16 @@ func (f *folder) take(now time.Time, all bool) []Event {
 			out = append(out, w.summary())
 		}
 		delete(f.keys, k)
+	}
+	for k, w := range f.closes {
+		if !all && now.Sub(w.start) < foldWindow {
+			continue
+		}
+		if w.folded > 0 {
+			out = append(out, w.summary())
+		}
+		f.addrs -= len(w.addrs)
+		delete(f.closes, k)
 	}
 	return out
 }

@@ -609,8 +609,9 @@ func (c *conn) afterCloseSent(ls *loopState) {
 	_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
 }
 
-// finish closes the socket and releases everything the connection holds.
-// rst resets instead of a graceful FIN.
+// finish closes the connection and releases everything it holds: the
+// socket leaves epoll at once and is closed at the end of the turn
+// (closeLater). rst resets instead of a graceful FIN.
 func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	if c.fd < 0 {
 		return
@@ -624,10 +625,19 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	for len(c.subs) > 0 {
 		ls.hub.unsubscribe(ls, c, len(c.subs)-1)
 	}
-	delete(ls.wamp, c.id)
-	delete(ls.older, c.id)
-	delete(ls.redeeming, c.id)
-	ls.loop.Remove(fd)
+	// Most loops hold no entry in these maps: skip hashing the id then.
+	if len(ls.wamp) > 0 {
+		delete(ls.wamp, c.id)
+	}
+	if len(ls.older) > 0 {
+		delete(ls.older, c.id)
+	}
+	if len(ls.redeeming) > 0 {
+		delete(ls.redeeming, c.id)
+	}
+	// Out of epoll now; the close(2), the costly part, at the end of the
+	// turn (closing.go).
+	ls.closeLater(fd)
 	ls.conns[fd] = nil
 	ls.nconns--
 	c.fd = -1

@@ -20,8 +20,11 @@ import (
 // readBufSize is the per-loop read buffer shared by all its connections.
 const readBufSize = 64 << 10
 
-// acceptBatch bounds the accepts handled per readiness event, for fairness.
-const acceptBatch = 128
+// acceptBatch bounds the accepts handled per readiness event, for fairness:
+// in a connect burst a turn takes this many, the listener (level-triggered)
+// reports the rest again next turn, and the connections ready meanwhile are
+// served in between.
+const acceptBatch = 64
 
 // Accept back-off while the process is out of file descriptors: the
 // listener leaves epoll for acceptPauseMin, doubling up to acceptPauseMax
@@ -80,6 +83,7 @@ type loopState struct {
 	readBuf []byte
 	hub     hub     // this loop's topics and their subscribers
 	dirty   []*conn // connections with queued frames to flush
+	closing []int32 // sockets of finished connections, out of epoll, to close at the end of the turn (closing.go)
 	scratch []byte  // reply encoding buffer
 	// wamp holds the WAMP session state of the connections that have any
 	// (a v1 PREFIX table, a v2 session awaiting its ticket), by conn id;
@@ -174,9 +178,11 @@ func (ls *loopState) OnTimer(fd int, at int64) {
 }
 
 // EndTurn implements reactor.TurnEnder: it writes what the turn queued
-// (flushUntil).
+// (flushUntil), then closes the sockets of the connections the turn
+// finished (closeDeferred).
 func (ls *loopState) EndTurn(deadline time.Time) bool {
-	return ls.flushUntil(deadline)
+	more := ls.flushUntil(deadline)
+	return ls.closeDeferred(deadline) || more
 }
 
 func (ls *loopState) conn(fd int) *conn {

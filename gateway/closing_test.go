@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-gw/portcullis/audit"
+	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/policy/origin"
+	"github.com/portcullis-gw/portcullis/policy/schema"
+	"github.com/portcullis-gw/portcullis/policy/tokens"
+	"github.com/portcullis-gw/portcullis/policy/topics"
+)
+
+// startRecordedOneLoop is startOneLoopServer with its audit events recorded.
+func startRecordedOneLoop(t *testing.T) (*Server, *tokens.Store, *recSink) {
+	t.Helper()
+	chk, _ := origin.NewChecker(nil, true)
+	set, err := topics.Compile(nil, topics.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := schema.New(schema.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := tokens.NewStore(tokens.Options{})
+	rec := &recSink{}
+	s, err := Start(Options{Listen: "127.0.0.1:0", Loops: 1, Origins: chk, Topics: set, Tokens: store, Schema: val,
+		Version: "test", Audit: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	return s, store, rec
+}
+
+// waitUntil polls cond on s's loop until it holds, for at most 10 s.
+func waitUntil(t *testing.T, s *Server, what string, cond func(ls *loopState) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		onLoop(t, s, func(ls *loopState) { ok = cond(ls) })
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// closesOf returns the recorded conn_close events.
+func closesOf(rec *recSink) []audit.Event {
+	var out []audit.Event
+	for _, e := range rec.all() {
+		if e.Event == audit.KindConnClose {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// When every subscriber hangs up at once, each connection is finished
+// (audited, unsubscribed, released) as its hang-up is read, its socket
+// leaves epoll then (one epoll_ctl) and is closed once (one close), and
+// the topic goes when its last subscriber leaves.
+func TestMassHangUp(t *testing.T) {
+	s, store, rec := startRecordedOneLoop(t)
+	const n = 100
+	var clients []net.Conn
+	for i := range n {
+		clients = append(clients, dialSubscribed(t, s, store, fmt.Sprint("u", i), "news"))
+	}
+	before := loopSyscalls(t, s)
+	for _, c := range clients {
+		_ = c.Close()
+	}
+	waitUntil(t, s, "every connection finished and its socket closed", func(ls *loopState) bool {
+		return ls.nconns == 0 && len(ls.closing) == 0
+	})
+	after := loopSyscalls(t, s)
+	if d := after.Close - before.Close; d != n {
+		t.Errorf("%d close for %d hang-ups, want %d", d, n, n)
+	}
+	if d := after.EpollCtl - before.EpollCtl; d != n {
+		t.Errorf("%d epoll_ctl for %d hang-ups, want %d (one DEL each)", d, n, n)
+	}
+	if st := s.Stats(); st.Connections != 0 || st.Subscriptions != 0 || st.Topics != 0 {
+		t.Errorf("after the hang-ups: %d connections, %d subscriptions, %d topics", st.Connections, st.Subscriptions, st.Topics)
+	}
+	closes := closesOf(rec)
+	if len(closes) != n {
+		t.Fatalf("%d conn_close events, want %d", len(closes), n)
+	}
+	for _, e := range closes {
+		if e.Reason != reason.ClientClosed || e.Code != 1006 || e.Stage != audit.StageClose || e.UserID == "" {
+			t.Fatalf("conn_close %+v", e)
+		}
+	}
+}
+
+// A finished connection's socket leaves epoll at once but is closed at the
+// end of the turn, after the flush: at least closeMin per turn, the rest
+// within the turn's budget, in the next turns if need be. The clients get
+// their close frame, then the end of the stream.
+func TestCloseAtEndOfTurn(t *testing.T) {
+	s, store, rec := startRecordedOneLoop(t)
+	const n = closeMin + 20
+	var clients []net.Conn
+	for i := range n {
+		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	onLoop(t, s, func(ls *loopState) {
+		var fds []int
+		for _, c := range ls.conns {
+			if c != nil && c.fd >= 0 {
+				fds = append(fds, int(c.fd))
+				c.closeWith(ls, 1001, reason.ShuttingDown, "going away", closeGrace)
+			}
+		}
+		if len(fds) != n {
+			t.Errorf("%d open connections on the loop, want %d", len(fds), n)
+			return
+		}
+		ls.flush()
+		for _, fd := range fds {
+			ls.conns[fd].finish(ls, reason.ShuttingDown, 1001, false)
+		}
+		if len(ls.closing) != n || ls.nconns != 0 {
+			t.Errorf("%d sockets queued to close, %d connections left; want %d and 0", len(ls.closing), ls.nconns, n)
+			return
+		}
+		for _, fd := range fds {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+				t.Errorf("socket %d closed before the end of the turn: %v", fd, err)
+			}
+		}
+		// Past the budget a turn still closes closeMin.
+		if !ls.closeDeferred(time.Now().Add(-time.Second)) || len(ls.closing) != n-closeMin {
+			t.Errorf("%d sockets left after a turn over budget, want %d", len(ls.closing), n-closeMin)
+		}
+	})
+	waitUntil(t, s, "the deferred closes done", func(ls *loopState) bool { return len(ls.closing) == 0 })
+	for i, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		h, err := readUntilClose(c)
+		if err != nil || h != 1001 {
+			t.Fatalf("client %d: close code %d, %v", i, h, err)
+		}
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("client %d after the close frame: %v, want EOF", i, err)
+		}
+	}
+	if closes := closesOf(rec); len(closes) != n || closes[0].Reason != reason.ShuttingDown || closes[0].Code != 1001 {
+		t.Fatalf("%d conn_close events (%+v), want %d shutting_down 1001", len(closes), closes, n)
+	}
+}
+
+// readUntilClose reads server frames up to the close frame and returns its
+// code.
+func readUntilClose(c net.Conn) (int, error) {
+	for {
+		h, err := ws.ReadHeader(c)
+		if err != nil {
+			return 0, err
+		}
+		if h.Length > 1<<20 {
+			return 0, fmt.Errorf("frame of %d bytes", h.Length)
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return 0, err
+		}
+		if h.OpCode == ws.OpClose {
+			code, _ := ws.ParseCloseFrameData(payload)
+			return int(code), nil
+		}
+	}
+}
+
+// A connect burst is accepted acceptBatch sockets per readiness event: the
+// listener stays readable, so the rest are accepted in the next turns.
+func TestAcceptBatch(t *testing.T) {
+	s, _ := startOneLoopServer(t)
+	const n = acceptBatch + 36
+	started, release, done := make(chan struct{}), make(chan struct{}), make(chan uint64)
+	ls := s.loops[0]
+	// Hold the loop while the burst queues up in the listen backlog.
+	ls.loop.Post(func() {
+		close(started)
+		<-release
+		before := s.accepted.Load()
+		ls.accept()
+		done <- s.accepted.Load() - before
+	})
+	<-started
+	for range n {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	close(release)
+	if got := <-done; got != acceptBatch {
+		t.Fatalf("one readiness event accepted %d of %d waiting sockets, want %d", got, n, acceptBatch)
+	}
+	waitUntil(t, s, "the rest of the burst accepted", func(ls *loopState) bool { return ls.nconns == n })
+}
