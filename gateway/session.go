@@ -32,16 +32,16 @@ func (s *Server) sessionID(id uint64) string {
 // the JSON Schema, an error reply to every refused request.
 type nativeCodec struct{}
 
-func (nativeCodec) welcome(c *conn, ls *loopState) {
+func (n nativeCodec) welcome(c *conn, ls *loopState) {
 	ls.scratch = native.AppendWelcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
 
 // answer: every request has an error reply; nothing to change.
-func (nativeCodec) answer(d decision.Decision, _ *request) decision.Decision { return d }
+func (n nativeCodec) answer(d decision.Decision, _ *request) decision.Decision { return d }
 
 // reply sends the error reply to q (nil: an error without an id).
-func (nativeCodec) reply(c *conn, ls *loopState, q *request, d decision.Decision) {
+func (n nativeCodec) reply(c *conn, ls *loopState, q *request, d decision.Decision) {
 	var id int64
 	var has bool
 	if q != nil {
@@ -51,24 +51,24 @@ func (nativeCodec) reply(c *conn, ls *loopState, q *request, d decision.Decision
 	c.sendText(ls, ls.scratch)
 }
 
-func (nativeCodec) lastWord(*conn, *loopState, *request, decision.Decision) {}
+func (n nativeCodec) lastWord(*conn, *loopState, *request, decision.Decision) {}
 
-func (nativeCodec) encode(p *Publication) []byte {
+func (n nativeCodec) encode(p *Publication) []byte {
 	return textFrame(native.AppendEvent(make([]byte, 0, len(p.data)+len(p.topic)+40), p.topic, p.data))
 }
 
-func (nativeCodec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
+func (n nativeCodec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
 	return p.frame(protoNative)
 }
 
-func (nativeCodec) eventPrefix(_ *conn, ts *topicSubs) []byte { return ts.prefix }
+func (n nativeCodec) eventPrefix(_ *conn, ts *topicSubs) []byte { return ts.prefix }
 
 // nativeRequest is what an error reply to m echoes.
 func nativeRequest(m *schema.Message) *request { return &request{id: m.ID, hasID: m.HasID} }
 
 // message handles one complete text message of portcullis.v1:
 // size/depth → schema → token → topic rule, cheapest first (docs/ARCHITECTURE.md).
-func (nativeCodec) message(c *conn, ls *loopState, payload []byte) {
+func (n nativeCodec) message(c *conn, ls *loopState, payload []byte) {
 	m, v := ls.srv.opts.Schema.Check(payload)
 	if v != nil {
 		msg, op := v.Message, metrics.OpInvalid
@@ -82,13 +82,13 @@ func (nativeCodec) message(c *conn, ls *loopState, payload []byte) {
 	switch m.Op {
 	case "subscribe":
 		ls.counted(c, metrics.OpSubscribe)
-		c.onSubscribe(ls, &m)
+		n.subscribe(c, ls, &m)
 	case "unsubscribe":
 		ls.counted(c, metrics.OpUnsubscribe)
-		c.onUnsubscribe(ls, &m)
+		n.unsubscribe(c, ls, &m)
 	case "publish":
 		ls.counted(c, metrics.OpPublish)
-		c.onPublish(ls, &m)
+		n.publish(c, ls, &m)
 	case "ping":
 		ls.counted(c, metrics.OpPing)
 		ls.scratch = native.AppendPong(ls.scratch[:0], m.ID, m.HasID)
@@ -280,7 +280,10 @@ func (c *conn) userID() string {
 	return c.grant.UserID()
 }
 
-func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
+// subscribe answers `subscribe`: already subscribed, or authorized now
+// (token and topic rule; it may wait for an off-loop redemption), or
+// refused.
+func (n nativeCodec) subscribe(c *conn, ls *loopState, m *schema.Message) {
 	if c.subs.find(m.Topic) < 0 {
 		a := c.authorize(ls, m, nil)
 		if a.pending {
@@ -296,7 +299,9 @@ func (c *conn) onSubscribe(ls *loopState, m *schema.Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
+// unsubscribe answers `unsubscribe`; a topic c is not subscribed to is
+// refused (not_subscribed).
+func (n nativeCodec) unsubscribe(c *conn, ls *loopState, m *schema.Message) {
 	i := c.subs.find(m.Topic)
 	if i < 0 {
 		c.refuse(ls, audit.Event{Severity: audit.Notice, Topic: m.Topic}, decision.Reply(reason.NotSubscribed, ""), nativeRequest(m))
@@ -309,9 +314,9 @@ func (c *conn) onUnsubscribe(ls *loopState, m *schema.Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-// onPublish lets a client publish where the topic rule says `publish: token`
+// publish lets a client publish where the topic rule says `publish: token`
 // and a token redeemed on this connection covers the topic.
-func (c *conn) onPublish(ls *loopState, m *schema.Message) {
+func (n nativeCodec) publish(c *conn, ls *loopState, m *schema.Message) {
 	if !c.publishable(ls, m.Topic, m.Data, nativeRequest(m)) {
 		return
 	}

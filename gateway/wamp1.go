@@ -127,7 +127,7 @@ func parseReason(err error) reason.Reason {
 // client subscribed with.
 type wamp1Codec struct{}
 
-func (wamp1Codec) welcome(c *conn, ls *loopState) {
+func (w wamp1Codec) welcome(c *conn, ls *loopState) {
 	ls.scratch = wamp.AppendV1Welcome(ls.scratch[:0], ls.srv.sessionID(c.id), "portcullis/"+ls.srv.opts.Version)
 	c.sendText(ls, ls.scratch)
 }
@@ -135,7 +135,7 @@ func (wamp1Codec) welcome(c *conn, ls *loopState) {
 // answer: v1 has no error reply to a request: a refused request (q not
 // nil) closes the connection with 1008 instead; a refusal that answers no
 // request (a message over the rate) is only audited.
-func (wamp1Codec) answer(d decision.Decision, q *request) decision.Decision {
+func (w wamp1Codec) answer(d decision.Decision, q *request) decision.Decision {
 	if d.Close == 0 && q != nil {
 		return d.Closing(1008, "request refused")
 	}
@@ -143,24 +143,24 @@ func (wamp1Codec) answer(d decision.Decision, q *request) decision.Decision {
 }
 
 // reply has nothing to send: v1 refusals close (see answer).
-func (wamp1Codec) reply(*conn, *loopState, *request, decision.Decision) {}
+func (w wamp1Codec) reply(*conn, *loopState, *request, decision.Decision) {}
 
-func (wamp1Codec) lastWord(*conn, *loopState, *request, decision.Decision) {}
+func (w wamp1Codec) lastWord(*conn, *loopState, *request, decision.Decision) {}
 
-func (wamp1Codec) encode(p *Publication) []byte {
+func (w wamp1Codec) encode(p *Publication) []byte {
 	return textFrame(wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(p.topic)+16), p.topic, p.data))
 }
 
 // eventFrame: a subscription made with another string than the topic name
 // gets EVENTs that echo that string, encoded for it alone.
-func (wamp1Codec) eventFrame(c *conn, p *Publication, ts *topicSubs) []byte {
+func (w wamp1Codec) eventFrame(c *conn, p *Publication, ts *topicSubs) []byte {
 	if raw := c.subs.of(ts).v1String(); raw != "" {
 		return textFrame(wamp.AppendV1Event(make([]byte, 0, len(p.data)+len(raw)+16), raw, p.data))
 	}
 	return p.frame(protoWAMP1)
 }
 
-func (wamp1Codec) eventPrefix(c *conn, ts *topicSubs) []byte {
+func (w wamp1Codec) eventPrefix(c *conn, ts *topicSubs) []byte {
 	raw := c.subs.of(ts).v1String()
 	if raw == "" {
 		raw = ts.name
@@ -172,15 +172,15 @@ func (wamp1Codec) eventPrefix(c *conn, ts *topicSubs) []byte {
 // close (see wamp1Codec.answer).
 var v1Request = &request{}
 
-// wamp1Malformed refuses a malformed message: 1007, as Ratchet does.
-func (c *conn) wamp1Malformed(ls *loopState, r reason.Reason, detail string) {
+// malformed refuses a malformed message: 1007, as Ratchet does.
+func (w wamp1Codec) malformed(c *conn, ls *loopState, r reason.Reason, detail string) {
 	c.refuse(ls, audit.Event{Detail: capString(detail, 200)},
 		decision.Deny(r).Closing(1007, "malformed WAMP message"), nil)
 }
 
 // wampOversize refuses a WAMP message over the size cap of its type
 // before it is parsed: 1009, a strike, and the connection closes.
-func (c *conn) wampOversize(ls *loopState, limit int) {
+func wampOversize(c *conn, ls *loopState, limit int) {
 	c.refuse(ls, audit.Event{Detail: "message over the " + strconv.Itoa(limit) + "-byte cap of its type"},
 		decision.Deny(reason.MessageTooLarge).Closing(1009, "message too large for its type"), nil)
 }
@@ -188,29 +188,29 @@ func (c *conn) wampOversize(ls *loopState, limit int) {
 // message handles one complete text message of WAMP v1. The type
 // code is read first: a type a client may not send, or a message over its
 // type's size cap, is refused before anything else is parsed.
-func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
+func (w wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 	if code, ok := wamp.PeekType(payload); ok {
 		limit, known := wamp.V1MaxBytes(wamp.V1Type(code))
 		switch {
 		case !known:
 			ls.counted(c, metrics.OpUnknown)
-			c.wamp1Malformed(ls, reason.UnknownOp, "message type not accepted from a client")
+			w.malformed(c, ls, reason.UnknownOp, "message type not accepted from a client")
 			return
 		case len(payload) > limit:
 			ls.counted(c, metrics.OpInvalid)
-			c.wampOversize(ls, limit)
+			wampOversize(c, ls, limit)
 			return
 		}
 	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
 		ls.counted(c, metrics.OpInvalid)
-		c.wamp1Malformed(ls, reason.TooDeep, "message nesting too deep")
+		w.malformed(c, ls, reason.TooDeep, "message nesting too deep")
 		return
 	}
 	m, err := wamp.ParseV1(payload)
 	if err != nil {
 		ls.counted(c, metrics.OpInvalid)
-		c.wamp1Malformed(ls, parseReason(err), err.Error())
+		w.malformed(c, ls, parseReason(err), err.Error())
 		return
 	}
 	ls.counted(c, v1Op(m.Type))
@@ -219,7 +219,7 @@ func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 		st := ls.wampState(c)
 		before := st.prefixes.Bytes()
 		if err := st.prefixes.Set(m.Prefix, m.Topic); err != nil {
-			c.wamp1Malformed(ls, parseReason(err), err.Error())
+			w.malformed(c, ls, parseReason(err), err.Error())
 			return
 		}
 		c.hold(ls, st.prefixes.Bytes()-before) // the table counts against the inbound budget
@@ -230,11 +230,11 @@ func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 			c.sendText(ls, ls.scratch)
 		}
 	case wamp.V1Subscribe:
-		c.onWAMP1Subscribe(ls, m.Topic)
+		w.subscribe(c, ls, m.Topic)
 	case wamp.V1Unsubscribe:
-		c.onWAMP1Unsubscribe(ls, m.Topic)
+		w.unsubscribe(c, ls, m.Topic)
 	case wamp.V1Publish:
-		c.onWAMP1Publish(ls, &m)
+		w.publish(c, ls, &m)
 	}
 }
 
@@ -243,18 +243,18 @@ func (wamp1Codec) message(c *conn, ls *loopState, payload []byte) {
 func v1StringBytes(raw string) int { return len(raw) + 16 }
 
 // expand resolves a CURIE with c's PREFIX table.
-func (c *conn) expand(ls *loopState, raw string) string {
+func (w wamp1Codec) expand(c *conn, ls *loopState, raw string) string {
 	if st := ls.wamp[c.id]; st != nil {
 		return st.prefixes.Expand(raw)
 	}
 	return raw
 }
 
-// resolveWAMP1 turns a v1 topic string (a topic name, a CURIE or a seed
+// resolve turns a v1 topic string (a topic name, a CURIE or a seed
 // JSON topic) into a schema-checked subscribe message. On a refusal it
 // has emitted the audit event, closed with 1008 and returns false.
-func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
-	s := c.expand(ls, raw)
+func (w wamp1Codec) resolve(c *conn, ls *loopState, raw string) (schema.Message, bool) {
+	s := w.expand(c, ls, raw)
 	var m schema.Message
 	var v *schema.Violation
 	if wamp.IsSeed(s) {
@@ -274,10 +274,10 @@ func (c *conn) resolveWAMP1(ls *loopState, raw string) (schema.Message, bool) {
 	return m, true
 }
 
-// onWAMP1Subscribe validates first and only then subscribes (unlike
+// subscribe validates first and only then subscribes (unlike
 // Ratchet); a refusal closes with 1008, as v1 has no error reply.
-func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
-	m, ok := c.resolveWAMP1(ls, raw)
+func (w wamp1Codec) subscribe(c *conn, ls *loopState, raw string) {
+	m, ok := w.resolve(c, ls, raw)
 	if !ok {
 		return
 	}
@@ -301,9 +301,9 @@ func (c *conn) onWAMP1Subscribe(ls *loopState, raw string) {
 	}
 }
 
-// onWAMP1Unsubscribe finds the subscription by the exact string or, for a
+// unsubscribe finds the subscription by the exact string or, for a
 // topic name or CURIE, by its expansion.
-func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
+func (w wamp1Codec) unsubscribe(c *conn, ls *loopState, raw string) {
 	i := -1
 	for j := range c.subs {
 		if c.subs[j].v1String() == raw {
@@ -311,7 +311,7 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 			break
 		}
 	}
-	if s := c.expand(ls, raw); i < 0 && !wamp.IsSeed(s) {
+	if s := w.expand(c, ls, raw); i < 0 && !wamp.IsSeed(s) {
 		if j := c.subs.find(s); j >= 0 && !wamp.IsSeed(c.subs[j].v1String()) {
 			i = j
 		}
@@ -331,10 +331,10 @@ func (c *conn) onWAMP1Unsubscribe(ls *loopState, raw string) {
 		Topic: topic, UserID: c.userID()}, reason.None)
 }
 
-// onWAMP1Publish publishes where the topic rule allows it, honouring
+// publish publishes where the topic rule allows it, honouring
 // excludeMe and the exclude/eligible session lists; a refusal closes 1008.
-func (c *conn) onWAMP1Publish(ls *loopState, m *wamp.V1Message) {
-	t, ok := c.resolveWAMP1(ls, m.Topic)
+func (w wamp1Codec) publish(c *conn, ls *loopState, m *wamp.V1Message) {
+	t, ok := w.resolve(c, ls, m.Topic)
 	if !ok || !c.publishable(ls, t.Topic, m.Event, v1Request) {
 		return
 	}

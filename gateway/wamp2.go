@@ -8,7 +8,6 @@ import (
 	"github.com/portcullis-gw/portcullis/gateway/wamp"
 	"github.com/portcullis-gw/portcullis/policy/decision"
 	"github.com/portcullis-gw/portcullis/policy/schema"
-	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
 // WAMP v2 ("wamp.2.json", docs/PROTOCOL.md): a broker, basic profile, with ticket
@@ -37,7 +36,8 @@ const (
 	wamp2Open                         // WELCOME sent
 )
 
-func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
+// phase is where c's session stands in the opening.
+func (w wamp2Codec) phase(c *conn, ls *loopState) wamp2Phase {
 	if st := ls.wamp[c.id]; st != nil && st.authid != "" {
 		return wamp2Challenged
 	}
@@ -53,13 +53,13 @@ func (c *conn) wamp2Phase(ls *loopState) wamp2Phase {
 type wamp2Codec struct{}
 
 // welcome: v2 waits for the client's HELLO.
-func (wamp2Codec) welcome(*conn, *loopState) {}
+func (w wamp2Codec) welcome(*conn, *loopState) {}
 
-func (wamp2Codec) answer(d decision.Decision, _ *request) decision.Decision { return d }
+func (w wamp2Codec) answer(d decision.Decision, _ *request) decision.Decision { return d }
 
 // reply sends ERROR for q, unless q asked for no answer (a PUBLISH without
 // acknowledge) or names no request (a message over the rate).
-func (wamp2Codec) reply(c *conn, ls *loopState, q *request, _ decision.Decision) {
+func (w wamp2Codec) reply(c *conn, ls *loopState, q *request, _ decision.Decision) {
 	if q == nil || q.quiet || q.typ == 0 {
 		return
 	}
@@ -69,7 +69,7 @@ func (wamp2Codec) reply(c *conn, ls *loopState, q *request, _ decision.Decision)
 
 // lastWord sends ABORT with q's URI before the close of a session that
 // never opened or broke the protocol.
-func (wamp2Codec) lastWord(c *conn, ls *loopState, q *request, d decision.Decision) {
+func (w wamp2Codec) lastWord(c *conn, ls *loopState, q *request, d decision.Decision) {
 	if q == nil || q.uri == "" {
 		return
 	}
@@ -81,27 +81,27 @@ func (wamp2Codec) lastWord(c *conn, ls *loopState, q *request, d decision.Decisi
 	c.sendText(ls, ls.scratch)
 }
 
-func (wamp2Codec) encode(p *Publication) []byte {
+func (w wamp2Codec) encode(p *Publication) []byte {
 	return textFrame(wamp.AppendV2Event(make([]byte, 0, len(p.data)+56), wampIDs.Subscription(p.topic), p.id, p.data))
 }
 
-func (wamp2Codec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
+func (w wamp2Codec) eventFrame(_ *conn, p *Publication, _ *topicSubs) []byte {
 	return p.frame(protoWAMP2)
 }
 
-func (wamp2Codec) eventPrefix(_ *conn, ts *topicSubs) []byte {
+func (w wamp2Codec) eventPrefix(_ *conn, ts *topicSubs) []byte {
 	return wamp.AppendV2EventPrefix(nil, wampIDs.Subscription(ts.name))
 }
 
-// wamp2Abort refuses the session's opening (HELLO, AUTHENTICATE) for
+// abort refuses the session's opening (HELLO, AUTHENTICATE) for
 // reason r: ABORT with uri, then close with code (1007 after a protocol
 // violation, 1008 after a refused authentication).
-func (c *conn) wamp2Abort(ls *loopState, uri string, code uint16, e audit.Event, r reason.Reason) {
+func (w wamp2Codec) abort(c *conn, ls *loopState, uri string, code uint16, e audit.Event, r reason.Reason) {
 	c.refuse(ls, e, decision.Deny(r).Closing(code, ""), &request{uri: uri})
 }
 
-func (c *conn) wamp2Violation(ls *loopState, r reason.Reason, detail string) {
-	c.wamp2Abort(ls, wamp.ErrProtocolViolation, 1007, audit.Event{Detail: capString(detail, 200)}, r)
+func (w wamp2Codec) violation(c *conn, ls *loopState, r reason.Reason, detail string) {
+	w.abort(c, ls, wamp.ErrProtocolViolation, 1007, audit.Event{Detail: capString(detail, 200)}, r)
 }
 
 // v2Request is a v2 request refused with ERROR uri (quiet: none sent).
@@ -112,53 +112,53 @@ func v2Request(typ wamp.V2Type, id uint64, uri string, quiet bool) *request {
 // message handles one complete text message of WAMP v2. The type
 // code is read first: a type a broker does not take, or a message over its
 // type's size cap, is refused before anything else is parsed.
-func (wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
+func (w wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
 	if code, ok := wamp.PeekType(payload); ok {
 		limit, known := wamp.V2MaxBytes(wamp.V2Type(code))
 		switch {
 		case !known:
 			ls.counted(c, metrics.OpUnknown)
-			c.wamp2Violation(ls, reason.UnknownOp, "message type not accepted from a client by a broker")
+			w.violation(c, ls, reason.UnknownOp, "message type not accepted from a client by a broker")
 			return
 		case len(payload) > limit:
 			ls.counted(c, metrics.OpInvalid)
-			c.wampOversize(ls, limit)
+			wampOversize(c, ls, limit)
 			return
 		}
 	}
 	if !schema.DepthWithin(payload, ls.srv.opts.Schema.Limits().MaxDepth) {
 		ls.counted(c, metrics.OpInvalid)
-		c.wamp2Violation(ls, reason.TooDeep, "message nesting too deep")
+		w.violation(c, ls, reason.TooDeep, "message nesting too deep")
 		return
 	}
 	m, err := wamp.ParseV2(payload)
 	if err != nil {
 		ls.counted(c, metrics.OpInvalid)
-		c.wamp2Violation(ls, parseReason(err), err.Error())
+		w.violation(c, ls, parseReason(err), err.Error())
 		return
 	}
 	ls.counted(c, v2Op(m.Type))
-	phase := c.wamp2Phase(ls)
+	phase := w.phase(c, ls)
 	switch {
 	case m.Type == wamp.V2Abort:
 		c.closeWith(ls, 1000, reason.ClientClosed, "", closeGrace)
 		return
 	case m.Type == wamp.V2Hello:
 		if phase != wamp2Fresh {
-			c.wamp2Violation(ls, reason.ProtocolError, "HELLO in a session")
+			w.violation(c, ls, reason.ProtocolError, "HELLO in a session")
 			return
 		}
-		c.onWAMP2Hello(ls, &m)
+		w.hello(c, ls, &m)
 		return
 	case m.Type == wamp.V2Authenticate:
 		if phase != wamp2Challenged {
-			c.wamp2Violation(ls, reason.ProtocolError, "AUTHENTICATE without a CHALLENGE")
+			w.violation(c, ls, reason.ProtocolError, "AUTHENTICATE without a CHALLENGE")
 			return
 		}
-		c.onWAMP2Authenticate(ls, &m)
+		w.authenticate(c, ls, &m)
 		return
 	case phase != wamp2Open:
-		c.wamp2Violation(ls, reason.ProtocolError, "message before WELCOME")
+		w.violation(c, ls, reason.ProtocolError, "message before WELCOME")
 		return
 	}
 	switch m.Type {
@@ -167,11 +167,11 @@ func (wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
 		c.sendText(ls, ls.scratch)
 		c.closeWith(ls, 1000, reason.ClientClosed, "", closeGrace)
 	case wamp.V2Subscribe:
-		c.onWAMP2Subscribe(ls, &m)
+		w.subscribe(c, ls, &m)
 	case wamp.V2Unsubscribe:
-		c.onWAMP2Unsubscribe(ls, &m)
+		w.unsubscribe(c, ls, &m)
 	case wamp.V2Publish:
-		c.onWAMP2Publish(ls, &m)
+		w.publish(c, ls, &m)
 	case wamp.V2Call, wamp.V2Register:
 		uri := wamp.ErrNoSuchProcedure
 		if m.Type == wamp.V2Register {
@@ -181,14 +181,14 @@ func (wamp2Codec) message(c *conn, ls *loopState, payload []byte) {
 	}
 }
 
-// onWAMP2Hello checks the roles and asks for the ticket.
-func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
+// hello checks the roles and asks for the ticket.
+func (w wamp2Codec) hello(c *conn, ls *loopState, m *wamp.V2Message) {
 	if !m.ClientRole {
-		c.wamp2Violation(ls, reason.SchemaViolation, "HELLO names no client role")
+		w.violation(c, ls, reason.SchemaViolation, "HELLO names no client role")
 		return
 	}
 	if !wamp.ValidURI(m.Realm) {
-		c.wamp2Abort(ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Detail: "HELLO realm is not a WAMP URI"}, reason.SchemaViolation)
+		w.abort(c, ls, wamp.ErrNoSuchRealm, 1007, audit.Event{Detail: "HELLO realm is not a WAMP URI"}, reason.SchemaViolation)
 		return
 	}
 	ticket := false
@@ -196,12 +196,12 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 		ticket = ticket || am == "ticket"
 	}
 	if !ticket || m.AuthID == "" {
-		c.wamp2Abort(ls, wamp.ErrNoMatchingAuthMethod, 1008, audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning,
+		w.abort(c, ls, wamp.ErrNoMatchingAuthMethod, 1008, audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning,
 			Detail: "HELLO offers no ticket authentication with an authid"}, reason.TokenMissing)
 		return
 	}
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, m.AuthID), ""); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Detail: "HELLO authid: " + violationDetail(v)}, v.Reason)
+		w.abort(c, ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{Detail: "HELLO authid: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	ls.wampState(c).authid = m.AuthID
@@ -209,11 +209,11 @@ func (c *conn) onWAMP2Hello(ls *loopState, m *wamp.V2Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-// onWAMP2Authenticate redeems the ticket as the token of authid.
-func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
+// authenticate redeems the ticket as the token of authid.
+func (w wamp2Codec) authenticate(c *conn, ls *loopState, m *wamp.V2Message) {
 	authid := ls.wamp[c.id].authid
 	if _, v := ls.checkSubscribe(ticketTopic, native.AppendString(nil, authid), m.Signature); v != nil {
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
+		w.abort(c, ls, wamp.ErrAuthenticationFailed, 1008, audit.Event{UserID: authid, Detail: "ticket: " + violationDetail(v)}, v.Reason)
 		return
 	}
 	res, pending := c.redeem(ls, m.Signature, authid)
@@ -228,7 +228,7 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 	if r != reason.None {
 		e := audit.Event{Event: audit.KindAuthFailed, Severity: audit.Warning, UserID: authid, TokenFP: fp}
 		spentEvent(&e, r, res, ls.loop.Now)
-		c.wamp2Abort(ls, wamp.ErrAuthenticationFailed, 1008, e, r)
+		w.abort(c, ls, wamp.ErrAuthenticationFailed, 1008, e, r)
 		return
 	}
 	c.addGrant(ls, g)
@@ -239,11 +239,10 @@ func (c *conn) onWAMP2Authenticate(ls *loopState, m *wamp.V2Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-// ticketGrant is the grant an open v2 session's ticket redeemed.
-func (c *conn) ticketGrant() *tokens.Grant { return c.grant }
-
-func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
-	g := c.ticketGrant()
+// subscribe handles SUBSCRIBE on an open session: the topic is checked
+// with the grant the session's ticket redeemed (c.grant).
+func (w wamp2Codec) subscribe(c *conn, ls *loopState, m *wamp.V2Message) {
+	g := c.grant
 	ev := audit.Event{Severity: audit.Notice, UserID: g.UserID()}
 	if m.Match != "" {
 		ev.Detail = "pattern-based subscriptions are not supported"
@@ -283,7 +282,7 @@ func (c *conn) onWAMP2Subscribe(ls *loopState, m *wamp.V2Message) {
 	c.sendText(ls, ls.scratch)
 }
 
-func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
+func (w wamp2Codec) unsubscribe(c *conn, ls *loopState, m *wamp.V2Message) {
 	for i := range c.subs {
 		if wampIDs.Subscription(c.subs[i].topic.name) == m.Subscription {
 			topic := c.subs[i].topic.name
@@ -299,10 +298,10 @@ func (c *conn) onWAMP2Unsubscribe(ls *loopState, m *wamp.V2Message) {
 		v2Request(wamp.V2Unsubscribe, m.Request, wamp.ErrNoSuchSubscription, false))
 }
 
-// onWAMP2Publish publishes where the topic rule allows it. The publisher is
+// publish publishes where the topic rule allows it. The publisher is
 // excluded unless options.exclude_me is false; PUBLISHED and ERROR are sent
 // only when options.acknowledge asks for them.
-func (c *conn) onWAMP2Publish(ls *loopState, m *wamp.V2Message) {
+func (w wamp2Codec) publish(c *conn, ls *loopState, m *wamp.V2Message) {
 	quiet := !m.Acknowledge
 	msg, v := ls.checkSubscribe(m.Topic, nil, "")
 	if v != nil {
