@@ -64,6 +64,8 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  string // the server's output
+
+	pools []*sql.DB // opened by Open: their idle connections die with a Stop
 }
 
 // SQLDriver is the database/sql driver name for s.DSN.
@@ -332,6 +334,7 @@ func (s *Server) Open(t testing.TB) *sql.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	s.pools = append(s.pools, db)
 	return db
 }
 
@@ -381,6 +384,13 @@ func (s *Server) Kill() {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
+	// The test's own pools would hand out their idle connections, dead
+	// since the stop (PostgreSQL answers the first use of one with 57P01):
+	// drop them, as a pool does with connections it finds bad.
+	for _, db := range s.pools {
+		db.SetMaxIdleConns(0)
+		db.SetMaxIdleConns(2)
+	}
 	if s.Kind == Postgres {
 		// A killed postmaster leaves its pid file; the new one checks
 		// that the pid is gone, which it is.
