@@ -136,7 +136,7 @@ func startCentrifugoWith(bin string, o centrifugoOptions) (*centrifugo, error) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(bin, "--config", path)
+	c.cmd = serverCommand(bin, "--config", path)
 	c.cmd.Stderr = os.Stderr
 	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start centrifugo: %w", err)

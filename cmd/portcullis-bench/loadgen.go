@@ -81,7 +81,7 @@ func startGatewayWith(extra string) (*gateway, error) {
 	if p := os.Getenv("PORTCULLIS_BENCH_MEMPROFILE"); p != "" {
 		args = append(args, "--memprofile", p) // written on SIGUSR1
 	}
-	g.cmd = exec.Command(gatewayExe, args...)
+	g.cmd = serverCommand(gatewayExe, args...)
 	stderr, _ := g.cmd.StderrPipe()
 	if err := g.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)

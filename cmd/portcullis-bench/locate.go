@@ -21,6 +21,19 @@ const modulePath = "github.com/portcullis-gw/portcullis"
 // before any bench starts.
 var gatewayExe string
 
+// serverCPUs is --server-cpus: the CPU list the servers run on ("" any).
+var serverCPUs string
+
+// serverCommand is exec.Command(bin, args...) for a server, under
+// `taskset -c serverCPUs` when --server-cpus is set (set before the exec,
+// so that the Go runtime of the server sizes itself to those CPUs).
+func serverCommand(bin string, args ...string) *exec.Cmd {
+	if serverCPUs == "" {
+		return exec.Command(bin, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", serverCPUs, bin}, args...)...)
+}
+
 // gatewayBinary is the portcullis binary a run uses.
 type gatewayBinary struct {
 	path    string // absolute path of the binary

@@ -122,6 +122,8 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.PersistentFlags().StringVar(gw, "gateway", "",
 		"portcullis binary to start (default: next to portcullis-bench, else built from the source tree, else on PATH)")
+	cmd.PersistentFlags().StringVar(&serverCPUs, "server-cpus", "",
+		"run the servers (gateway, Centrifugo) on these CPUs only (taskset -c LIST, e.g. 1); run the bench itself under taskset -c for the others, so that the load generator does not take the servers' cores")
 	// Each command has its own variables: flags bound to one variable
 	// would all take the default registered last.
 	var conns, hsConns, subs, count int
