@@ -203,15 +203,7 @@ func TestJSClientMariaDBRows(t *testing.T) {
 	if len(toks) != 2 || toks[0] == toks[1] || l.Tokens != 2 {
 		t.Fatalf("after the restart: %d rows written, getToken called %d times; want a second, new one", len(toks), l.Tokens)
 	}
-	var waited bool
-	for _, st := range l.States {
-		if st.S == "waiting" && st.Info["code"] == 1001.0 {
-			waited = true
-		}
-	}
-	if !waited || len(l.Errors) != 0 {
-		t.Fatalf("states %+v, errors %v: want a wait after the gateway's 1001 and no error", l.States, l.errorCodes())
-	}
+	l.requireWaitedAfterRestart(t)
 	s2.waitAll(map[string]any{"event": "auth_ok", "topic": "news", "userId": jsUser, "token_fp": fp(toks[1])},
 		map[string]any{"event": "subscribe", "topic": "news", "userId": jsUser, "token_fp": fp(toks[1])})
 	if !kit.row(t, toks[1]).used {
@@ -228,35 +220,5 @@ func TestJSClientMariaDBRows(t *testing.T) {
 	c.next("closed")
 	c.wait()
 
-	if n := s2.strikes(); n != 0 {
-		t.Fatalf("%d strikes after the restart", n)
-	}
-	if b := s2.bans(); len(b) != 0 {
-		t.Fatalf("bans: %v", b)
-	}
-	s2.stop()
-	for _, e := range audEvents(t, filepath.Join(data, "audit")) {
-		b, _ := json.Marshal(e)
-		switch e["event"] {
-		case "ban", "conn_rejected", "auth_failed", "message_rejected", "subscribe_denied", "token_source_down":
-			t.Fatalf("a refusal in the trail: %s", b)
-		}
-		for _, tok := range toks {
-			if strings.Contains(string(b), tok) {
-				t.Fatalf("audit line holds a token: %s", b)
-			}
-		}
-	}
-	logs := s.stderr.String() + s2.stderr.String()
-	for _, tok := range toks {
-		if strings.Contains(logs, tok) {
-			t.Fatal("the gateway's log holds a token")
-		}
-	}
-	if strings.Contains(logs, kit.db.DSN) {
-		t.Fatal("the gateway's log holds the DSN")
-	}
-	if out, code := audVerify(t, data); code != 0 || !strings.Contains(out, "intact: ") {
-		t.Fatalf("audit verify: exit %d, want 0:\n%s", code, out)
-	}
+	requireCleanRestart(t, s, s2, data, toks, kit.db.DSN)
 }

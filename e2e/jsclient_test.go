@@ -323,15 +323,7 @@ func TestJSClientChromiumRestart(t *testing.T) {
 	if len(toks) != 2 || toks[0] == toks[1] || l.Tokens != 2 {
 		t.Fatalf("after the restart: %d tokens minted, getToken called %d times; want a second, new one", len(toks), l.Tokens)
 	}
-	var waited bool
-	for _, st := range l.States {
-		if st.S == "waiting" && st.Info["code"] == 1001.0 {
-			waited = true
-		}
-	}
-	if !waited || len(l.Errors) != 0 {
-		t.Fatalf("states %+v, errors %v: want a wait after the gateway's 1001 and no error", l.States, l.errorCodes())
-	}
+	l.requireWaitedAfterRestart(t)
 	s2.waitAll(map[string]any{"event": "auth_ok", "topic": "news", "userId": jsUser, "token_fp": fp(toks[1])},
 		map[string]any{"event": "subscribe", "topic": "news", "userId": jsUser, "token_fp": fp(toks[1])})
 	if n := s2.publish("news", `{"n":2}`); n != 1 {
@@ -344,6 +336,30 @@ func TestJSClientChromiumRestart(t *testing.T) {
 	c.next("closed")
 	c.wait()
 
+	requireCleanRestart(t, s, s2, data, toks)
+}
+
+// requireWaitedAfterRestart checks that the page waited after the
+// gateway's 1001 (going away) and reported no error.
+func (l jsLog) requireWaitedAfterRestart(t *testing.T) {
+	t.Helper()
+	var waited bool
+	for _, st := range l.States {
+		if st.S == "waiting" && st.Info["code"] == 1001.0 {
+			waited = true
+		}
+	}
+	if !waited || len(l.Errors) != 0 {
+		t.Fatalf("states %+v, errors %v: want a wait after the gateway's 1001 and no error", l.States, l.errorCodes())
+	}
+}
+
+// requireCleanRestart stops s2, the gateway restarted after s on data,
+// and checks that the page's reconnection cost its address nothing: no
+// strike, no ban, no refusal in the trail; that no token (nor any of
+// secrets) is in the trail or either log; and that the trail verifies.
+func requireCleanRestart(t *testing.T, s, s2 *server, data string, toks []string, secrets ...string) {
+	t.Helper()
 	if n := s2.strikes(); n != 0 {
 		t.Fatalf("%d strikes after the restart", n)
 	}
@@ -351,11 +367,10 @@ func TestJSClientChromiumRestart(t *testing.T) {
 		t.Fatalf("bans: %v", b)
 	}
 	s2.stop()
-	evs := audEvents(t, filepath.Join(data, "audit"))
-	for _, e := range evs {
+	for _, e := range audEvents(t, filepath.Join(data, "audit")) {
 		b, _ := json.Marshal(e)
 		switch e["event"] {
-		case "ban", "conn_rejected", "auth_failed", "message_rejected", "subscribe_denied":
+		case "ban", "conn_rejected", "auth_failed", "message_rejected", "subscribe_denied", "token_source_down":
 			t.Fatalf("a refusal in the trail: %s", b)
 		}
 		for _, tok := range toks {
@@ -364,9 +379,15 @@ func TestJSClientChromiumRestart(t *testing.T) {
 			}
 		}
 	}
+	logs := s.stderr.String() + s2.stderr.String()
 	for _, tok := range toks {
-		if strings.Contains(s.stderr.String()+s2.stderr.String(), tok) {
+		if strings.Contains(logs, tok) {
 			t.Fatal("the gateway's log holds a token")
+		}
+	}
+	for _, sec := range secrets {
+		if strings.Contains(logs, sec) {
+			t.Fatal("the gateway's log holds a secret (the DSN)")
 		}
 	}
 	if out, code := audVerify(t, data); code != 0 || !strings.Contains(out, "intact: ") {
