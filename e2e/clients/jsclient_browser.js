@@ -10,88 +10,60 @@
 //            resubscribed (after the test restarted the gateway), event2, closed, end
 //   refusal: loaded, same, fresh (each the page's log after WINDOW_MS from its first
 //            connection attempt, or after it closed for good plus WINDOW_MS/2), end
-// Playwright never downloads a browser here: only executablePath is used.
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const { chromium } = require('playwright-core');
+// The browser is launched by chromium.js.
+const { out, run } = require('./chromium');
 
 const [mode, urlA, urlB, timeoutStr, windowStr] = process.argv.slice(2);
 const timeout = parseInt(timeoutStr, 10);
-const out = (step, o = {}) => process.stdout.write(JSON.stringify({ ...o, step }) + '\n');
 
-(async () => {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-chromium-'));
-  let ctx;
-  try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    out('launched'); // Chromium is up (slow on a loaded machine): each step below has its own wait
-    const open = async (name, url) => {
-      const page = await ctx.newPage();
-      page.on('console', (m) => process.stderr.write(`[${name} console] ${m.text()}\n`));
-      page.on('pageerror', (e) => process.stderr.write(`[${name} pageerror] ${e}\n`));
-      await page.goto(url, { timeout });
-      return page;
-    };
-    // until waits for the page's window.log to satisfy cond (a function
-    // source taking log) and returns the log.
-    const until = async (page, cond, ms = timeout) => {
-      await page.waitForFunction(`window.log && (${cond})(window.log)`, null, { timeout: ms, polling: 50 });
-      return page.evaluate(() => window.log);
-    };
-    const loaded = (page) => page.waitForFunction('window.loaded !== undefined', null, { timeout, polling: 50 })
-      .then(() => page.evaluate(() => ({ loaded: window.loaded, error: window.loadError || null })));
+run(timeout, [], async (open) => {
+  out('launched'); // Chromium is up (slow on a loaded machine): each step below has its own wait
+  // until waits for the page's window.log to satisfy cond (a function
+  // source taking log) and returns the log.
+  const until = async (page, cond, ms = timeout) => {
+    await page.waitForFunction(`window.log && (${cond})(window.log)`, null, { timeout: ms, polling: 50 });
+    return page.evaluate(() => window.log);
+  };
+  const loaded = (page) => page.waitForFunction('window.loaded !== undefined', null, { timeout, polling: 50 })
+    .then(() => page.evaluate(() => ({ loaded: window.loaded, error: window.loadError || null })));
 
-    if (mode === 'restart') {
-      const bad = await open('bad-sri', urlB);
-      out('sri', await loaded(bad));
-      await bad.close();
+  if (mode === 'restart') {
+    const bad = await open('bad-sri', urlB);
+    out('sri', await loaded(bad));
+    await bad.close();
 
-      const page = await open('page', urlA);
+    const page = await open('page', urlA);
+    const l = await loaded(page);
+    if (!l.loaded) throw new Error(`the page could not load /portcullis.js: ${l.error}`);
+    out('subscribed', { log: await until(page, '(l) => l.subscribed.length >= 1') });
+    out('event', { log: await until(page, '(l) => l.messages.length >= 1') });
+    // The test restarts the gateway now: the client reconnects and
+    // resubscribes with a fresh token by itself.
+    out('resubscribed', { log: await until(page, '(l) => l.subscribed.length >= 2', 2 * timeout) });
+    out('event2', { log: await until(page, '(l) => l.messages.length >= 2') });
+    await page.evaluate(() => window.pc.close());
+    out('closed', { log: await until(page, "(l) => l.states.length > 0 && l.states[l.states.length - 1].s === 'closed'") });
+  } else if (mode === 'refusal') {
+    const windowMS = parseInt(windowStr, 10);
+    const load = async (name, url) => {
+      const page = await open(name, url);
       const l = await loaded(page);
       if (!l.loaded) throw new Error(`the page could not load /portcullis.js: ${l.error}`);
-      out('subscribed', { log: await until(page, '(l) => l.subscribed.length >= 1') });
-      out('event', { log: await until(page, '(l) => l.messages.length >= 1') });
-      // The test restarts the gateway now: the client reconnects and
-      // resubscribes with a fresh token by itself.
-      out('resubscribed', { log: await until(page, '(l) => l.subscribed.length >= 2', 2 * timeout) });
-      out('event2', { log: await until(page, '(l) => l.messages.length >= 2') });
-      await page.evaluate(() => window.pc.close());
-      out('closed', { log: await until(page, "(l) => l.states.length > 0 && l.states[l.states.length - 1].s === 'closed'") });
-    } else if (mode === 'refusal') {
-      const windowMS = parseInt(windowStr, 10);
-      const load = async (name, url) => {
-        const page = await open(name, url);
-        const l = await loaded(page);
-        if (!l.loaded) throw new Error(`the page could not load /portcullis.js: ${l.error}`);
-        return page;
-      };
-      const watch = async (page) => {
-        // WINDOW_MS from the first attempt, or half of it after the client
-        // closed for good (to see that nothing follows the close).
-        await until(page, `(l) => l.attempts > 0 && (performance.now() - l.states[0].t >= ${windowMS} ||
-          (l.closedAt && performance.now() - l.closedAt >= ${windowMS / 2}))`, timeout + windowMS);
-        return page.evaluate(() => ({ ...window.log, state: window.pc.state, topics: window.pc.topics() }));
-      };
-      const pages = await Promise.all([load('same', urlA), load('fresh', urlB)]);
-      out('loaded');
-      const [same, fresh] = await Promise.all(pages.map(watch));
-      out('same', { log: same });
-      out('fresh', { log: fresh });
-    } else {
-      throw new Error(`unknown mode ${mode}`);
-    }
-  } catch (e) {
-    out('error', { error: String(e && e.stack || e) });
-  } finally {
-    if (ctx) await ctx.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+      return page;
+    };
+    const watch = async (page) => {
+      // WINDOW_MS from the first attempt, or half of it after the client
+      // closed for good (to see that nothing follows the close).
+      await until(page, `(l) => l.attempts > 0 && (performance.now() - l.states[0].t >= ${windowMS} ||
+        (l.closedAt && performance.now() - l.closedAt >= ${windowMS / 2}))`, timeout + windowMS);
+      return page.evaluate(() => ({ ...window.log, state: window.pc.state, topics: window.pc.topics() }));
+    };
+    const pages = await Promise.all([load('same', urlA), load('fresh', urlB)]);
+    out('loaded');
+    const [same, fresh] = await Promise.all(pages.map(watch));
+    out('same', { log: same });
+    out('fresh', { log: fresh });
+  } else {
+    throw new Error(`unknown mode ${mode}`);
   }
-  out('end');
-})();
+});

@@ -10,61 +10,34 @@
 //   event2          the first page's next frame (the test publishes again)
 //   foreign         the same page from an origin the gateway does not allow: how it ended
 //   end
-// Playwright never downloads a browser here: only executablePath is used.
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const { chromium } = require('playwright-core');
+// The browser is launched by chromium.js.
+const { out, run } = require('./chromium');
 
 const [pageURL, foreignURL, wsURL, topic, user, token, timeoutStr] = process.argv.slice(2);
 const timeout = parseInt(timeoutStr, 10);
-const out = (step, o = {}) => process.stdout.write(JSON.stringify({ ...o, step }) + '\n');
 
-(async () => {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-chromium-'));
-  let ctx;
-  try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const open = async (name, url = pageURL) => {
-      const page = await ctx.newPage();
-      page.on('console', (m) => process.stderr.write(`[${name} console] ${m.text()}\n`));
-      page.on('pageerror', (e) => process.stderr.write(`[${name} pageerror] ${e}\n`));
-      await page.goto(url, { timeout });
-      return page;
-    };
+run(timeout, [], async (openPage) => {
+  const open = (name, url = pageURL) => openPage(name, url);
 
-    const first = await open('first');
-    const w = await first.evaluate((u) => window.wamp1.open(u), wsURL);
-    out('welcome', w);
-    const sent = await first.evaluate(([t, u, k]) => window.wamp1.subscribeSeed(t, u, k), [topic, user, token]);
-    out('subscribe_sent', { topic: sent });
-    out('event', await first.evaluate((ms) => window.wamp1.next(ms), timeout) || { msg: null });
+  const first = await open('first');
+  const w = await first.evaluate((u) => window.wamp1.open(u), wsURL);
+  out('welcome', w);
+  const sent = await first.evaluate(([t, u, k]) => window.wamp1.subscribeSeed(t, u, k), [topic, user, token]);
+  out('subscribe_sent', { topic: sent });
+  out('event', await first.evaluate((ms) => window.wamp1.next(ms), timeout) || { msg: null });
 
-    const second = await open('second');
-    const w2 = await second.evaluate((u) => window.wamp1.open(u), wsURL);
-    await second.evaluate(([t, u, k]) => window.wamp1.subscribeSeed(t, u, k), [topic, user, token]);
-    const c = await second.evaluate((ms) => window.wamp1.closeEvent(ms), timeout);
-    const extra = await second.evaluate(() => window.wamp1.queue.map((i) => i.raw));
-    out('replay_close', { ...(c || { code: null }), welcomed: w2.msg[0] === 0, frames: extra });
+  const second = await open('second');
+  const w2 = await second.evaluate((u) => window.wamp1.open(u), wsURL);
+  await second.evaluate(([t, u, k]) => window.wamp1.subscribeSeed(t, u, k), [topic, user, token]);
+  const c = await second.evaluate((ms) => window.wamp1.closeEvent(ms), timeout);
+  const extra = await second.evaluate(() => window.wamp1.queue.map((i) => i.raw));
+  out('replay_close', { ...(c || { code: null }), welcomed: w2.msg[0] === 0, frames: extra });
 
-    out('event2', await first.evaluate((ms) => window.wamp1.next(ms), timeout) || { msg: null });
-    await first.evaluate(() => window.wamp1.ws.close(1000));
+  out('event2', await first.evaluate((ms) => window.wamp1.next(ms), timeout) || { msg: null });
+  await first.evaluate(() => window.wamp1.ws.close(1000));
 
-    const foreign = await open('foreign', foreignURL);
-    const f = await foreign.evaluate((u) => window.wamp1.open(u).then((w) => ({ welcomed: true, msg: w.msg }),
-      (e) => ({ welcomed: false, close: window.wamp1.closed })), wsURL);
-    out('foreign', { origin: await foreign.evaluate(() => location.origin), ...f });
-  } catch (e) {
-    out('error', { error: String(e && e.stack || e) });
-  } finally {
-    if (ctx) await ctx.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
-  out('end');
-})();
+  const foreign = await open('foreign', foreignURL);
+  const f = await foreign.evaluate((u) => window.wamp1.open(u).then((w) => ({ welcomed: true, msg: w.msg }),
+    (e) => ({ welcomed: false, close: window.wamp1.closed })), wsURL);
+  out('foreign', { origin: await foreign.evaluate(() => location.origin), ...f });
+});

@@ -10,69 +10,44 @@
 //   event       the next message (the test publishes once it sees "subscribed")
 //   closed      the close event after the page closed with 1000
 //   end
-// Playwright never downloads a browser here: only executablePath is used.
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const { chromium } = require('playwright-core');
+// The browser is launched by chromium.js.
+const { out, run } = require('./chromium');
 
 const [pageURL, wsURL, spki, topic, user, token, timeoutStr] = process.argv.slice(2);
 const timeout = parseInt(timeoutStr, 10);
-const out = (step, o = {}) => process.stdout.write(JSON.stringify({ ...o, step }) + '\n');
 
-(async () => {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-chromium-'));
-  let ctx;
-  try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        `--ignore-certificate-errors-spki-list=${spki}`],
+run(timeout, [`--ignore-certificate-errors-spki-list=${spki}`], async (openPage) => {
+  const page = await openPage('wss', pageURL);
+  const open = await page.evaluate(([u, ms]) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(u, 'portcullis.v1');
+    window.sock = ws;
+    window.queue = [];
+    window.waiters = [];
+    ws.onmessage = (e) => {
+      const w = window.waiters.shift();
+      if (w) w(JSON.parse(e.data)); else window.queue.push(JSON.parse(e.data));
+    };
+    window.nextMsg = (t) => new Promise((res, rej) => {
+      if (window.queue.length) return res(window.queue.shift());
+      window.waiters.push(res);
+      setTimeout(() => rej(new Error('no message within ' + t + ' ms')), t);
     });
-    const page = await ctx.newPage();
-    page.on('console', (m) => process.stderr.write(`[console] ${m.text()}\n`));
-    page.on('pageerror', (e) => process.stderr.write(`[pageerror] ${e}\n`));
-    await page.goto(pageURL, { timeout });
-    const open = await page.evaluate(([u, ms]) => new Promise((resolve, reject) => {
-      const ws = new WebSocket(u, 'portcullis.v1');
-      window.sock = ws;
-      window.queue = [];
-      window.waiters = [];
-      ws.onmessage = (e) => {
-        const w = window.waiters.shift();
-        if (w) w(JSON.parse(e.data)); else window.queue.push(JSON.parse(e.data));
-      };
-      window.nextMsg = (t) => new Promise((res, rej) => {
-        if (window.queue.length) return res(window.queue.shift());
-        window.waiters.push(res);
-        setTimeout(() => rej(new Error('no message within ' + t + ' ms')), t);
-      });
-      ws.onerror = () => reject(new Error('WebSocket error'));
-      ws.onclose = (e) => { window.wsClosed = { code: e.code, reason: e.reason, clean: e.wasClean }; };
-      ws.onopen = () => window.nextMsg(ms).then((m) => resolve({ protocol: ws.protocol, welcome: m }), reject);
-    }), [wsURL, timeout]);
-    out('open', open);
-    const sub = await page.evaluate(([t, u, k, ms]) => {
-      window.sock.send(JSON.stringify({ op: 'subscribe', id: 1, topic: t, userId: u, token: k }));
-      return window.nextMsg(ms);
-    }, [topic, user, token, timeout]);
-    out('subscribed', { msg: sub });
-    out('event', { msg: await page.evaluate((ms) => window.nextMsg(ms), timeout) });
-    const closed = await page.evaluate((ms) => new Promise((resolve) => {
-      window.sock.close(1000);
-      const t0 = Date.now();
-      const poll = () => (window.wsClosed || Date.now() - t0 > ms) ? resolve(window.wsClosed || null) : setTimeout(poll, 20);
-      poll();
-    }), timeout);
-    out('closed', closed || { code: null });
-  } catch (e) {
-    out('error', { error: String(e && e.stack || e) });
-  } finally {
-    if (ctx) await ctx.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
-  out('end');
-})();
+    ws.onerror = () => reject(new Error('WebSocket error'));
+    ws.onclose = (e) => { window.wsClosed = { code: e.code, reason: e.reason, clean: e.wasClean }; };
+    ws.onopen = () => window.nextMsg(ms).then((m) => resolve({ protocol: ws.protocol, welcome: m }), reject);
+  }), [wsURL, timeout]);
+  out('open', open);
+  const sub = await page.evaluate(([t, u, k, ms]) => {
+    window.sock.send(JSON.stringify({ op: 'subscribe', id: 1, topic: t, userId: u, token: k }));
+    return window.nextMsg(ms);
+  }, [topic, user, token, timeout]);
+  out('subscribed', { msg: sub });
+  out('event', { msg: await page.evaluate((ms) => window.nextMsg(ms), timeout) });
+  const closed = await page.evaluate((ms) => new Promise((resolve) => {
+    window.sock.close(1000);
+    const t0 = Date.now();
+    const poll = () => (window.wsClosed || Date.now() - t0 > ms) ? resolve(window.wsClosed || null) : setTimeout(poll, 20);
+    poll();
+  }), timeout);
+  out('closed', closed || { code: null });
+});
