@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -16,26 +15,7 @@ import (
 // the gateway is tested against the table the docs tell sites to create.
 func sqlSchema(t testing.TB, k sqltest.Kind) []string {
 	t.Helper()
-	b, err := os.ReadFile("../docs/TOKENS-SQL.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	heading := "### MariaDB and MySQL"
-	if k == sqltest.Postgres {
-		heading = "### PostgreSQL"
-	}
-	_, rest, ok := strings.Cut(string(b), heading)
-	m := regexp.MustCompile("(?s)```sql\n(.*?)```").FindStringSubmatch(rest)
-	if !ok || m == nil {
-		t.Fatalf("docs/TOKENS-SQL.md: no sql block after %q", heading)
-	}
-	var out []string
-	for st := range strings.SplitSeq(m[1], ";") {
-		if st = strings.TrimSpace(st); st != "" {
-			out = append(out, st)
-		}
-	}
-	return out
+	return sqltest.DocSchema(t, k, "../docs/TOKENS-SQL.md")
 }
 
 // sqlToken inserts a row the way the docs tell a site to (the database

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -423,4 +424,36 @@ func (s *Server) Resume(t testing.TB) {
 	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatalf("sqltest: resume: %v", err)
 	}
+}
+
+// DocSchema returns the statements of the first ```sql block after the
+// heading for k ("### MariaDB and MySQL" or "### PostgreSQL") in the
+// document at path (docs/TOKENS-SQL.md, relative to the test's package):
+// the tests create the table the docs give, so the docs cannot drift from
+// what works.
+func DocSchema(t testing.TB, k Kind, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heading := "### MariaDB and MySQL"
+	if k == Postgres {
+		heading = "### PostgreSQL"
+	}
+	_, rest, ok := strings.Cut(string(b), heading)
+	if !ok {
+		t.Fatalf("%s has no %q", path, heading)
+	}
+	m := regexp.MustCompile("(?s)```sql\n(.*?)```").FindStringSubmatch(rest)
+	if m == nil {
+		t.Fatalf("%s: no sql block after %q", path, heading)
+	}
+	var out []string
+	for st := range strings.SplitSeq(m[1], ";") {
+		if st = strings.TrimSpace(st); st != "" {
+			out = append(out, st)
+		}
+	}
+	return out
 }

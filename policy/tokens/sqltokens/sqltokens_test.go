@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/netip"
-	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -21,36 +19,6 @@ import (
 
 // kinds are the two servers every database test runs against.
 var kinds = []sqltest.Kind{sqltest.MariaDB, sqltest.Postgres}
-
-// docSchema returns the statements of the first ```sql block after
-// heading in docs/TOKENS-SQL.md: the tests create the table the docs
-// give, so the docs cannot drift from what works.
-func docSchema(t testing.TB, k sqltest.Kind) []string {
-	t.Helper()
-	b, err := os.ReadFile("../../../docs/TOKENS-SQL.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	heading := "### MariaDB and MySQL"
-	if k == sqltest.Postgres {
-		heading = "### PostgreSQL"
-	}
-	_, rest, ok := strings.Cut(string(b), heading)
-	if !ok {
-		t.Fatalf("docs/TOKENS-SQL.md has no %q", heading)
-	}
-	m := regexp.MustCompile("(?s)```sql\n(.*?)```").FindStringSubmatch(rest)
-	if m == nil {
-		t.Fatalf("docs/TOKENS-SQL.md: no sql block after %q", heading)
-	}
-	var out []string
-	for st := range strings.SplitSeq(m[1], ";") {
-		if st = strings.TrimSpace(st); st != "" {
-			out = append(out, st)
-		}
-	}
-	return out
-}
 
 // fixture is a database with the documented table and a source on it.
 type fixture struct {
@@ -66,7 +34,7 @@ type fixture struct {
 func newFixture(t testing.TB, k sqltest.Kind, o Options) *fixture {
 	t.Helper()
 	f := &fixture{t: t, srv: sqltest.Start(t, k)}
-	f.srv.Exec(t, docSchema(t, k)...)
+	f.srv.Exec(t, sqltest.DocSchema(t, k, "../../../docs/TOKENS-SQL.md")...)
 	f.db = f.srv.Open(t)
 	f.src = f.source(o)
 	return f
@@ -337,7 +305,7 @@ func TestDatabaseHung(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(string(k), func(t *testing.T) {
 			srv := sqltest.Start(t, k)
-			srv.Exec(t, docSchema(t, k)...)
+			srv.Exec(t, sqltest.DocSchema(t, k, "../../../docs/TOKENS-SQL.md")...)
 			var (
 				mu     sync.Mutex
 				states []State
