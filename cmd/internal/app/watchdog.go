@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -94,17 +95,80 @@ func (w *watchdog) run(ctx context.Context) {
 	}
 }
 
-// fdUsage counts open descriptors against the soft limit.
+// fdUsage returns the open descriptors against the soft limit. Counting
+// them lists /proc/self/fd, about a millisecond per 5,000 open, every
+// second; so while the descriptor table itself is under 80 % of the limit
+// (FDSize in /proc/self/status: no open descriptor's number reaches it)
+// its size stands in for the count, an upper bound below both of the
+// watchdog's marks.
 func fdUsage() (used, limit uint64, ok bool) {
 	var rl unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil || rl.Cur == 0 {
 		return 0, 0, false
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
+	if size, ok := fdTableSize(); ok && size*10 < rl.Cur*8 {
+		return size, rl.Cur, true
+	}
+	n, err := countFDs()
 	if err != nil {
 		return 0, 0, false
 	}
-	return uint64(len(ents)), rl.Cur, true
+	return n, rl.Cur, true
+}
+
+// fdTableSize is the size of this process's descriptor table (FDSize).
+func fdTableSize() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	return statusField(b, "FDSize:")
+}
+
+// statusField parses the number after key in a /proc status file.
+func statusField(status []byte, key string) (uint64, bool) {
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, found := strings.CutPrefix(line, key); found {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// countFDs counts the entries of /proc/self/fd with getdents(2), without
+// a string or an allocation per descriptor.
+func countFDs() (uint64, error) {
+	fd, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("count descriptors: %w", err)
+	}
+	defer unix.Close(fd)
+	var buf [16 << 10]byte
+	var n uint64
+	for {
+		k, err := unix.Getdents(fd, buf[:])
+		if err != nil {
+			return 0, fmt.Errorf("count descriptors: %w", err)
+		}
+		if k <= 0 {
+			break
+		}
+		// linux_dirent64: inode (8 bytes), offset (8), record length
+		// (2), type (1), name. Every name but . and .. is a number.
+		for b := buf[:k]; len(b) >= 20; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 20 || reclen > len(b) {
+				return 0, fmt.Errorf("count descriptors: bad directory record of %d bytes", reclen)
+			}
+			if b[19] != '.' {
+				n++
+			}
+			b = b[reclen:]
+		}
+	}
+	// The count includes the descriptor reading the directory.
+	return n - 1, nil
 }
 
 // cgroupMemoryLimit is the cgroup v2 memory limit, 0 when there is none.
