@@ -478,7 +478,7 @@ func (c *conn) write(ls *loopState) {
 	var err error
 	if len(b.frames) == 1 {
 		ls.loop.Sys.Write++
-		n, err = unix.Write(fd, b.frames[0][b.off:])
+		n, err = reactor.Write(fd, b.frames[0][b.off:])
 	} else {
 		iov := b.frames
 		if len(iov) > 64 {
@@ -487,7 +487,7 @@ func (c *conn) write(ls *loopState) {
 		first := iov[0]
 		iov[0] = first[b.off:]
 		ls.loop.Sys.Writev++
-		n, err = unix.Writev(fd, iov)
+		n, ls.iov, err = reactor.Writev(fd, iov, ls.iov)
 		iov[0] = first
 	}
 	if err != nil && err != unix.EAGAIN && err != unix.EINTR {

@@ -65,8 +65,9 @@ type refusalHolder interface {
 type loopState struct {
 	srv  *Server
 	loop *reactor.Loop
-	lfd  int    // listener; -1 once closed
-	lgen uint32 // the listener's reactor generation, for its back-off timer
+	iov  []unix.Iovec // conn.write's writev vector, reused
+	lfd  int          // listener; -1 once closed
+	lgen uint32       // the listener's reactor generation, for its back-off timer
 
 	held refusalHolder // the Guard's, nil if it has none
 	// acceptPause is the current back-off of the listener while the

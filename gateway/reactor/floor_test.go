@@ -112,7 +112,7 @@ func BenchmarkWriteFloor(b *testing.B) {
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &r0)
 	for i := 0; i < b.N; i++ {
 		for _, fd := range fds {
-			if n, err := unix.Write(fd, frame); n != len(frame) || err != nil {
+			if n, err := Write(fd, frame); n != len(frame) || err != nil {
 				short++
 			}
 		}
