@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +27,8 @@ import (
 // drain worker processes as the fan-out's subscribers are, and writes the
 // frame to every socket once a round, at the fan-out's rate, from one
 // locked OS thread whose CPU time (getrusage RUSAGE_THREAD) is the
-// measurement. On loopback the kernel runs the receiver's TCP input path
+// measurement, with the raw write(2) the gateway's loops use
+// (reactor.Write: no runtime bookkeeping around the call). On loopback the kernel runs the receiver's TCP input path
 // inside the sender's write and charges it to the sender, as it does for
 // the gateway.
 
@@ -121,9 +124,20 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 	done := make(chan error, 1)
 	go func() {
 		// The thread that writes is this goroutine's alone, so its CPU
-		// time is the writes' and nothing else's.
+		// time is the writes' and nothing else's; it ends with the
+		// goroutine (never unlocked), so its affinity goes with it. With
+		// --server-cpus it writes from the servers' CPUs, as they do.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if serverCPUs != "" {
+			set, err := parseCPUList(serverCPUs)
+			if err == nil {
+				err = unix.SchedSetaffinity(0, &set)
+			}
+			if err != nil {
+				done <- fmt.Errorf("write floor: --server-cpus %s: %w", serverCPUs, err)
+				return
+			}
+		}
 		var r0, r1 unix.Rusage
 		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r0); err != nil {
 			done <- fmt.Errorf("write floor: getrusage: %w", err)
@@ -133,7 +147,7 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 		next := time.Now()
 		for i := 0; i < rounds; i++ {
 			for _, fd := range fds {
-				if k, err := unix.Write(fd, floorFrame); k != len(floorFrame) || err != nil {
+				if k, err := reactor.Write(fd, floorFrame); k != len(floorFrame) || err != nil {
 					f.short++
 				}
 			}
@@ -202,4 +216,25 @@ func runDrain(j *job, rd *bufio.Reader, enc *json.Encoder) error {
 		}
 	}
 	return nil
+}
+
+// parseCPUList parses a CPU list as taskset -c takes it: numbers and
+// ranges separated by commas ("1", "0-3", "1,3-5").
+func parseCPUList(list string) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return set, fmt.Errorf("CPU list %q: bad element %q", list, part)
+		}
+		for cpu := a; cpu <= b; cpu++ {
+			set.Set(cpu)
+		}
+	}
+	return set, nil
 }

@@ -172,6 +172,12 @@ type workerProc struct {
 // spread round robin over the members of t (token i to member i mod n);
 // each child connects to one member, so what it reports is that member's.
 func startWorkers(t target, mode string, toks []string, topic string, parallel int) ([]*workerProc, error) {
+	return startWorkersNice(t, mode, toks, topic, parallel, 0)
+}
+
+// startWorkersNice is startWorkers with the workers at the given nice
+// value (0: the bench's own).
+func startWorkersNice(t target, mode string, toks []string, topic string, parallel, nice int) ([]*workerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -184,6 +190,10 @@ func startWorkers(t target, mode string, toks []string, topic string, parallel i
 		for first := 0; first < len(ntoks); first += perWorker {
 			last := min(first+perWorker, len(ntoks))
 			cmd := exec.Command(exe, "worker")
+			if nice != 0 {
+				// Set before the exec, so every thread of the worker has it.
+				cmd = exec.Command("nice", "-n", strconv.Itoa(nice), exe, "worker")
+			}
 			cmd.Stderr = os.Stderr
 			in, _ := cmd.StdinPipe()
 			outp, _ := cmd.StdoutPipe()
@@ -260,8 +270,13 @@ func connectAll(t target, n int, topic string) ([]*workerProc, int, error) {
 
 // connectWith opens one subscribed connection per token.
 func connectWith(t target, toks []string, topic string) ([]*workerProc, int, error) {
+	return connectNice(t, toks, topic, 0)
+}
+
+// connectNice is connectWith with the workers at the given nice value.
+func connectNice(t target, toks []string, topic string, nice int) ([]*workerProc, int, error) {
 	n := len(toks)
-	ws, err := startWorkers(t, "hold", toks, topic, 64)
+	ws, err := startWorkersNice(t, "hold", toks, topic, 64, nice)
 	if err != nil {
 		stopWorkers(ws)
 		return nil, 0, err

@@ -2,20 +2,14 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 )
 
 // The stall bench: while N subscribed connections close all at once and
@@ -32,6 +26,14 @@ const pingInterval = 10 * time.Millisecond
 // pongTimeout bounds the wait for one pong: past it the ping is counted
 // missing and the next one leaves.
 const pongTimeout = 10 * time.Second
+
+// massNice is the nice value of the worker processes holding the
+// connections that close and reconnect. They stand in for clients on
+// other machines, whose CPU a server does not share: at the lowest
+// priority they get only the CPU the servers and the bystanders' pinger
+// leave, so a round trip measures the server rather than the load
+// generator's hold on the cores. Both servers of a run are measured so.
+const massNice = 19
 
 // rttSamples is how many round trips a bystander worker keeps per phase (a
 // uniform sample once there are more; the maximum is kept exactly).
@@ -107,6 +109,16 @@ func (r *rttRecorder) take() rttReport {
 	return rep
 }
 
+// merge adds o's round trips to r's (the samples of both, each already
+// uniform within its phase).
+func (r *rttReport) merge(o rttReport) {
+	r.Samples = append(r.Samples, o.Samples...)
+	r.Corrected = append(r.Corrected, o.Corrected...)
+	r.MaxUS = max(r.MaxUS, o.MaxUS)
+	r.Pongs += o.Pongs
+	r.Missing += o.Missing
+}
+
 // rttSummary is a phase's round trips in ms.
 type rttSummary struct {
 	p50, p99, max, p99Corrected float64
@@ -124,109 +136,13 @@ func summarize(rep rttReport) rttSummary {
 	}
 }
 
-// bystander is one pinging connection of a bystander worker.
-type bystander struct {
-	c    net.Conn
-	wmu  sync.Mutex   // one writer at a time: the pinger, or the reader's answers
-	sent atomic.Int64 // UnixNano the ping in flight left at; 0 when none
-	pong chan struct{}
-	rec  *rttRecorder
-	cent bool // the server is Centrifugo: answer its {} pings
-}
-
-func (b *bystander) write(op ws.OpCode, p []byte) error {
-	b.wmu.Lock()
-	defer b.wmu.Unlock()
-	return wsutil.WriteClientMessage(b.c, op, p)
-}
-
-// read reads the server's frames until the connection ends: a pong whose
-// payload is the ping in flight is timed; pings are answered.
-func (b *bystander) read() {
-	br := bufio.NewReader(b.c)
-	var buf []byte
-	for {
-		h, err := ws.ReadHeader(br)
-		if err != nil {
-			return
-		}
-		if int64(cap(buf)) < h.Length {
-			buf = make([]byte, h.Length)
-		}
-		p := buf[:h.Length]
-		if _, err := io.ReadFull(br, p); err != nil {
-			return
-		}
-		if h.Masked {
-			ws.Cipher(p, h.Mask, 0)
-		}
-		switch h.OpCode {
-		case ws.OpPong:
-			now := time.Now().UnixNano()
-			if len(p) == 8 {
-				sent := int64(binary.BigEndian.Uint64(p))
-				if b.sent.CompareAndSwap(sent, 0) {
-					b.rec.add(time.Duration(now - sent))
-					b.pong <- struct{}{}
-				}
-			}
-		case ws.OpPing:
-			if b.write(ws.OpPong, p) != nil {
-				return
-			}
-		case ws.OpClose:
-			_ = b.write(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
-			return
-		case ws.OpText:
-			if b.cent && hasPing(p) && b.write(ws.OpText, []byte("{}")) != nil {
-				return
-			}
-		}
-	}
-}
-
-// ping pings until stop is closed, one ping in flight.
-func (b *bystander) ping(stop <-chan struct{}) {
-	var payload [8]byte
-	for {
-		sent := time.Now()
-		binary.BigEndian.PutUint64(payload[:], uint64(sent.UnixNano()))
-		b.sent.Store(sent.UnixNano())
-		if b.write(ws.OpPing, payload[:]) != nil {
-			b.rec.lost()
-			return
-		}
-		timeout := time.NewTimer(pongTimeout)
-		select {
-		case <-b.pong:
-		case <-timeout.C:
-			if b.sent.CompareAndSwap(sent.UnixNano(), 0) {
-				b.rec.lost()
-			} else {
-				<-b.pong // it came just now
-			}
-		case <-stop:
-			timeout.Stop()
-			return
-		}
-		timeout.Stop()
-		next := time.NewTimer(time.Until(sent.Add(pingInterval)))
-		select {
-		case <-next.C:
-		case <-stop:
-			next.Stop()
-			return
-		}
-	}
-}
-
 // runBystanders connects and subscribes j's bystanders, reports how many
 // are ready, then obeys the parent: "start" starts pinging (answered with
 // an empty report), "report" reports the round trips since the last
 // report (or start) and starts a new phase. Stdin closed ends it.
 func runBystanders(j *job, rd *bufio.Reader, enc *json.Encoder) error {
 	rec := newRTTRecorder(pingInterval, rttSamples, time.Now().UnixNano())
-	var bs []*bystander
+	var conns []net.Conn
 	var failed int
 	var firstErr string
 	var mu sync.Mutex
@@ -252,33 +168,32 @@ func runBystanders(j *job, rd *bufio.Reader, enc *json.Encoder) error {
 				}
 				return
 			}
-			bs = append(bs, &bystander{c: c, pong: make(chan struct{}, 1), rec: rec, cent: j.Proto == "centrifugo"})
+			conns = append(conns, c)
 		}(i)
 	}
 	wg.Wait()
-	if err := enc.Encode(report{Ready: len(bs), Failed: failed, FirstErr: firstErr}); err != nil {
+	p, err := newPinger(conns, rec, pingInterval, j.Proto == "centrifugo")
+	if err != nil {
+		for _, c := range conns {
+			c.Close()
+		}
+		_ = enc.Encode(report{Failed: len(j.Tokens), FirstErr: err.Error()})
 		return err
 	}
-	for _, b := range bs {
-		go b.read()
+	defer p.close()
+	go p.run()
+	defer p.halt()
+	if err := enc.Encode(report{Ready: len(conns), Failed: failed, FirstErr: firstErr}); err != nil {
+		return err
 	}
-	stop := make(chan struct{})
-	var pingers sync.WaitGroup
-	started := false
 	for {
 		cmd, err := rd.ReadString('\n')
 		if err != nil {
-			break
+			return nil
 		}
 		switch strings.TrimSpace(cmd) {
 		case "start":
-			if !started {
-				started = true
-				for _, b := range bs {
-					pingers.Add(1)
-					go func() { defer pingers.Done(); b.ping(stop) }()
-				}
-			}
+			p.start()
 			rec.take()
 			_ = enc.Encode(report{})
 		case "report":
@@ -286,12 +201,6 @@ func runBystanders(j *job, rd *bufio.Reader, enc *json.Encoder) error {
 			_ = enc.Encode(report{RTT: &rep})
 		}
 	}
-	close(stop)
-	pingers.Wait()
-	for _, b := range bs {
-		b.c.Close()
-	}
-	return nil
 }
 
 // bystanders is the worker process of the bench's bystanders.
@@ -424,7 +333,7 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			return r, err
 		}
 		defer by.stop()
-		ws, ready, err := connectWith(t, batches[0], "mass")
+		ws, ready, err := connectNice(t, batches[0], "mass", massNice)
 		defer func() { stopWorkers(ws) }()
 		if err != nil {
 			return r, err
@@ -455,6 +364,10 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			return r, err
 		}
 		var closeTime, reconnectTime time.Duration
+		// The episode's round trips, by phase: from the mass close to a
+		// second after the server holds none, and from then to a second
+		// after the last reconnect.
+		var closing, reconnecting rttReport
 		reconnected := 0
 		for round := 1; round <= s.rounds; round++ {
 			progress("round %d: closing %d connections at once…", round, ready)
@@ -467,23 +380,32 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			}
 			closeTime = max(closeTime, d)
 			time.Sleep(time.Second)
+			rep, err := by.command("report")
+			if err != nil {
+				return r, err
+			}
+			closing.merge(*rep)
 			start = time.Now()
-			ws, reconnected, err = connectWith(t, batches[round], "mass")
+			ws, reconnected, err = connectNice(t, batches[round], "mass", massNice)
 			if err != nil {
 				return r, err
 			}
 			reconnectTime = max(reconnectTime, time.Since(start))
+			time.Sleep(time.Second)
+			if rep, err = by.command("report"); err != nil {
+				return r, err
+			}
+			reconnecting.merge(*rep)
 		}
-		time.Sleep(time.Second)
 		cpu1, err := cpuOf(t)
 		if err != nil {
 			return r, err
 		}
-		epRep, err := by.command("report")
-		if err != nil {
-			return r, err
-		}
-		ep := summarize(*epRep)
+		var epRep rttReport
+		epRep.merge(closing)
+		epRep.merge(reconnecting)
+		ep := summarize(epRep)
+		cl, rc := summarize(closing), summarize(reconnecting)
 		r.set("connections closed and reopened", "n", float64(ready))
 		r.set("bystanders", "n", float64(byReady))
 		r.set("mass close: until the server holds none", "ms", float64(closeTime.Microseconds())/1000)
@@ -498,6 +420,8 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		r.set("bystander ping→pong p99", "ms", ep.p99)
 		r.set("bystander ping→pong max", "ms", ep.max)
 		r.set("  p99 corrected for pings not sent while waiting", "ms", ep.p99Corrected)
+		r.set("  p99 while the connections close", "ms", cl.p99)
+		r.set("  p99 while they reconnect", "ms", rc.p99)
 		if isGateway {
 			st1, err := g.fetchStats()
 			if err != nil {

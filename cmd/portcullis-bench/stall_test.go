@@ -379,3 +379,25 @@ func TestFanoutFloorSmoke(t *testing.T) {
 		t.Errorf("the floor's readers fell behind: %s", errb.String())
 	}
 }
+
+func TestParseCPUList(t *testing.T) {
+	for _, c := range []struct {
+		list string
+		want []int
+	}{{"1", []int{1}}, {"0-2", []int{0, 1, 2}}, {"1,3-4", []int{1, 3, 4}}} {
+		set, err := parseCPUList(c.list)
+		if err != nil || set.Count() != len(c.want) {
+			t.Fatalf("%q: %v, %d CPUs", c.list, err, set.Count())
+		}
+		for _, cpu := range c.want {
+			if !set.IsSet(cpu) {
+				t.Errorf("%q: CPU %d not set", c.list, cpu)
+			}
+		}
+	}
+	for _, bad := range []string{"", "a", "3-1", "-1", "1,,2", "2000"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

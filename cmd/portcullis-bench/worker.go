@@ -133,7 +133,7 @@ func dial(j *job, i int) (net.Conn, error) {
 		buffered := make([]byte, br.Buffered())
 		_, _ = io.ReadFull(br, buffered)
 		ws.PutReader(br)
-		return &prefixedConn{Conn: c, r: io.MultiReader(bytes.NewReader(buffered), c)}, nil
+		return &prefixedConn{Conn: c, pre: bytes.NewReader(buffered)}, nil
 	}
 	return c, nil
 }
@@ -141,10 +141,22 @@ func dial(j *job, i int) (net.Conn, error) {
 // prefixedConn reads bytes already buffered before the socket.
 type prefixedConn struct {
 	net.Conn
-	r io.Reader
+	pre *bytes.Reader
 }
 
-func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+func (p *prefixedConn) Read(b []byte) (int, error) {
+	if p.pre.Len() > 0 {
+		return p.pre.Read(b)
+	}
+	return p.Conn.Read(b)
+}
+
+// rest returns the buffered bytes not read yet.
+func (p *prefixedConn) rest() []byte {
+	b := make([]byte, p.pre.Len())
+	_, _ = p.pre.Read(b)
+	return b
+}
 
 // subscribe authenticates and subscribes one connection: for Portcullis,
 // welcome then subscribe with the token; for Centrifugo, connect with the
