@@ -432,7 +432,7 @@ type Stats struct {
 	Loops         int      `json:"loops"`
 	MaxLoopStall  Duration `json:"max_loop_stall"` // the longest an event loop spent on one batch of work
 	Goroutines    int      `json:"goroutines"`
-	HeapLiveBytes uint64   `json:"heap_live_bytes"` // after the last GC
+	HeapLiveBytes uint64   `json:"heap_live_bytes"` // heap objects, live and not yet swept (MemStats.HeapAlloc)
 	HeapSysBytes  uint64   `json:"heap_sys_bytes"`
 	HeapInuse     uint64   `json:"heap_inuse_bytes"`
 	HeapReleased  uint64   `json:"heap_released_bytes"`
@@ -529,13 +529,7 @@ func (s *Server) Stats() Stats {
 	}
 	st.MaxLoopStall = Duration(stall)
 	st.LoopTurns = loopTurns(turns)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	st.HeapLiveBytes = ms.HeapAlloc
-	st.HeapSysBytes = ms.HeapSys
-	st.HeapInuse = ms.HeapInuse
-	st.HeapReleased = ms.HeapReleased
-	st.RuntimeSys = ms.Sys
+	readMemory(&st)
 	return st
 }
 
