@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-gw/portcullis/audit"
@@ -218,4 +219,23 @@ func TestAcceptBatch(t *testing.T) {
 		t.Fatalf("one readiness event accepted %d of %d waiting sockets, want %d", got, n, acceptBatch)
 	}
 	waitUntil(t, s, "the rest of the burst accepted", func(ls *loopState) bool { return ls.nconns == n })
+}
+
+// What a peer sent before hanging up is read and handled before its EOF: a
+// close frame sent just before the FIN gives the ordinary clean close (its
+// code in the audit line), not an abnormal one.
+func TestHangUpReadsWhatCameBefore(t *testing.T) {
+	s, store, rec := startRecordedOneLoop(t)
+	c := dialSubscribed(t, s, store, "u1", "news")
+	body := ws.NewCloseFrameBody(ws.StatusGoingAway, "bye")
+	if err := wsutil.WriteClientMessage(c, ws.OpClose, body); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	waitUntil(t, s, "the connection finished", func(ls *loopState) bool { return ls.nconns == 0 })
+	closes := closesOf(rec)
+	if len(closes) != 1 || closes[0].Code != int(ws.StatusGoingAway) || closes[0].Reason != reason.ClientClosed {
+		t.Fatalf("conn_close events %+v, want one client_closed 1001", closes)
+	}
+	c.Close()
 }
