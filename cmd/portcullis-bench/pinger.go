@@ -122,7 +122,7 @@ func (p *pinger) start() {
 func (p *pinger) run() {
 	runtime.LockOSThread()
 	defer close(p.done)
-	events := make([]unix.EpollEvent, len(p.conns))
+	events := make([]unix.EpollEvent, max(len(p.conns), 1))
 	buf := make([]byte, 64<<10)
 	for !p.stop.Load() {
 		wait := p.sendDue()
@@ -175,10 +175,10 @@ func (p *pinger) sendDue() int64 {
 }
 
 // send writes one masked client frame; a connection that cannot take it
-// whole is dead.
+// whole is retired.
 func (p *pinger) send(c *pingConn, op ws.OpCode, payload []byte) bool {
 	if len(payload) > 125 {
-		c.dead = true // not a frame this pinger sends
+		p.retire(c) // not a frame this pinger sends
 		return false
 	}
 	var key [4]byte
@@ -189,7 +189,7 @@ func (p *pinger) send(c *pingConn, op ws.OpCode, payload []byte) bool {
 	ws.Cipher(p.out[6:], key, 0)
 	n, err := unix.Write(c.fd, p.out)
 	if err != nil || n != len(p.out) {
-		c.dead = true
+		p.retire(c)
 		return false
 	}
 	return true
@@ -240,8 +240,12 @@ func (p *pinger) readable(c *pingConn, buf []byte) {
 	}
 }
 
-// retire stops watching c (a ping in flight on it is missing).
+// retire stops watching c (a ping in flight on it is missing); a retired
+// connection is neither read nor pinged again.
 func (p *pinger) retire(c *pingConn) {
+	if c.dead {
+		return
+	}
 	if c.inFlight {
 		c.inFlight = false
 		p.rec.lost()

@@ -48,7 +48,7 @@ func TestServerFrame(t *testing.T) {
 // pingServer accepts WebSocket-framed connections (no handshake: the
 // pinger only needs frames), answers pings with pongs, pings each client
 // once and counts the pongs that come back.
-func pingServer(t *testing.T) (addr string, clientPongs *atomic.Int64) {
+func pingServer(t *testing.T) (addr string, clientPongs *atomic.Int64, accepted <-chan net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,12 +56,14 @@ func pingServer(t *testing.T) (addr string, clientPongs *atomic.Int64) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	clientPongs = new(atomic.Int64)
+	acc := make(chan net.Conn, 16)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			acc <- c
 			go func() {
 				defer c.Close()
 				if err := ws.WriteFrame(c, ws.NewPingFrame([]byte("srv"))); err != nil {
@@ -93,13 +95,13 @@ func pingServer(t *testing.T) (addr string, clientPongs *atomic.Int64) {
 			}()
 		}
 	}()
-	return ln.Addr().String(), clientPongs
+	return ln.Addr().String(), clientPongs, acc
 }
 
-// The pinger times pongs on every connection and answers the server's
-// ping.
+// The pinger times pongs on every connection, answers the server's ping,
+// and retires a connection the server closes while the others go on.
 func TestPinger(t *testing.T) {
-	addr, clientPongs := pingServer(t)
+	addr, clientPongs, accepted := pingServer(t)
 	var conns []net.Conn
 	for range 3 {
 		c, err := net.Dial("tcp", addr)
@@ -129,5 +131,19 @@ func TestPinger(t *testing.T) {
 	if rep.Pongs < 15 || rep.Missing != 0 || len(rep.Samples) != int(rep.Pongs) || rep.MaxUS <= 0 {
 		t.Fatalf("%d pongs, %d missing, %d samples, max %.0f µs", rep.Pongs, rep.Missing, len(rep.Samples), rep.MaxUS)
 	}
+	(<-accepted).Close()
+	time.Sleep(200 * time.Millisecond)
+	rec.take()
+	time.Sleep(100 * time.Millisecond)
+	rep = rec.take()
 	p.halt()
+	dead := 0
+	for _, c := range p.conns {
+		if c.dead {
+			dead++
+		}
+	}
+	if dead != 1 || rep.Pongs < 10 {
+		t.Fatalf("after the server closed one: %d retired, %d pongs from the others", dead, rep.Pongs)
+	}
 }
