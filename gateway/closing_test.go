@@ -14,31 +14,14 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
-	"github.com/portcullis-gw/portcullis/policy/origin"
-	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
-	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 // startRecordedOneLoop is startOneLoopServer with its audit events recorded.
 func startRecordedOneLoop(t *testing.T) (*Server, *tokens.Store, *recSink) {
 	t.Helper()
-	chk, _ := origin.NewChecker(nil, true)
-	set, err := topics.Compile(nil, topics.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	val, err := schema.New(schema.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := tokens.NewStore(tokens.Options{})
 	rec := &recSink{}
-	s, err := Start(Options{Listen: "127.0.0.1:0", Loops: 1, Origins: chk, Topics: set, Tokens: store, Schema: val,
-		Version: "test", Audit: rec})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, store := startServerWith(t, Options{Loops: 1, Audit: rec})
 	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	return s, store, rec
 }

@@ -11,30 +11,14 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/portcullis-gw/portcullis/gateway/reactor"
-	"github.com/portcullis-gw/portcullis/policy/origin"
-	"github.com/portcullis-gw/portcullis/policy/schema"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
-	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
 // startOneLoopServer is startTestServer with one event loop, so that every
 // connection's syscalls are counted by the same loop.
 func startOneLoopServer(t *testing.T) (*Server, *tokens.Store) {
 	t.Helper()
-	chk, _ := origin.NewChecker(nil, true)
-	set, err := topics.Compile(nil, topics.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := tokens.NewStore(tokens.Options{})
-	val, err := schema.New(schema.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Start(Options{Listen: "127.0.0.1:0", Loops: 1, Origins: chk, Topics: set, Tokens: store, Schema: val, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, store := startServerWith(t, Options{Loops: 1})
 	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	return s, store
 }

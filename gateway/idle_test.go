@@ -21,7 +21,12 @@ import (
 	"github.com/portcullis-gw/portcullis/policy/topics"
 )
 
-func startTestServer(t testing.TB) (*Server, *tokens.Store) {
+func startTestServer(t testing.TB) (*Server, *tokens.Store) { return startServerWith(t, Options{}) }
+
+// startServerWith starts a server on a free loopback port with o's loops
+// and audit sink and what every test server shares: any origin, the token
+// topic rule, a fresh token store, the default schema limits.
+func startServerWith(t testing.TB, o Options) (*Server, *tokens.Store) {
 	t.Helper()
 	chk, _ := origin.NewChecker(nil, true)
 	set, err := topics.Compile(nil, topics.Token)
@@ -33,7 +38,8 @@ func startTestServer(t testing.TB) (*Server, *tokens.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Start(Options{Listen: "127.0.0.1:0", Origins: chk, Topics: set, Tokens: store, Schema: val, Version: "test"})
+	o.Listen, o.Origins, o.Topics, o.Tokens, o.Schema, o.Version = "127.0.0.1:0", chk, set, store, val, "test"
+	s, err := Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
