@@ -102,12 +102,7 @@ func nativeClient(t *testing.T, s *Server) *wsClient {
 func TestAsyncRedeemKeepsOrderAndLoopFree(t *testing.T) {
 	src := newGatedSource()
 	s, rec := startAsyncServer(t, src)
-	tok, _, err := src.store.Mint("u1", nil, 0, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := nativeClient(t, s)
-	w.send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":"u1","token":%q}`, tok))
+	w, tok := subscribeMinted(t, s, src.store, "u1")
 	<-src.started
 	w.send(`{"op":"ping","id":2}`)
 	w.send(`{"op":"subscribe","id":3,"topic":"open","userId":"u1"}`)
@@ -158,12 +153,7 @@ func TestAsyncRedeemUnavailableFailsClosed(t *testing.T) {
 	src := newGatedSource()
 	src.fail.Store(true)
 	s, rec := startAsyncServer(t, src)
-	tok, _, err := src.store.Mint("u1", nil, 0, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := nativeClient(t, s)
-	w.send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":"u1","token":%q}`, tok))
+	w, tok := subscribeMinted(t, s, src.store, "u1")
 	<-src.started
 	src.gate <- struct{}{}
 	m := w.recvJSON()
@@ -240,13 +230,7 @@ func TestAsyncRedeemBurstQueues(t *testing.T) {
 	const n = maxRedeemsPerLoop + 20
 	clients := make([]*wsClient, n)
 	for i := range clients {
-		user := fmt.Sprintf("u%d", i)
-		tok, _, err := src.store.Mint(user, nil, 0, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[i] = nativeClient(t, s)
-		clients[i].send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":%q,"token":%q}`, user, tok))
+		clients[i], _ = subscribeMinted(t, s, src.store, fmt.Sprintf("u%d", i))
 	}
 	for range maxRedeemsPerLoop {
 		<-src.started
@@ -299,13 +283,7 @@ func TestAsyncRedeemBoundedBySource(t *testing.T) {
 	s, rec := startAsyncServerWith(t, g, src)
 	clients := make([]*wsClient, 4)
 	for i := range clients {
-		user := fmt.Sprintf("u%d", i)
-		tok, _, err := g.store.Mint(user, nil, 0, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[i] = nativeClient(t, s)
-		clients[i].send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":%q,"token":%q}`, user, tok))
+		clients[i], _ = subscribeMinted(t, s, g.store, fmt.Sprintf("u%d", i))
 		if i < 2 {
 			<-g.started // the first two run, in order
 		}
@@ -344,4 +322,18 @@ func TestAsyncRedeemBoundedBySource(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("%d auth_failed token_source_unavailable lines for the late redemptions, want 2", n)
 	}
+}
+
+// subscribeMinted mints user a token in store, connects a native client
+// and sends its subscribe to "news" with it (id 1), without waiting for
+// the answer; it returns the client and the token.
+func subscribeMinted(t *testing.T, s *Server, store *tokens.Store, user string) (*wsClient, string) {
+	t.Helper()
+	tok, _, err := store.Mint(user, nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nativeClient(t, s)
+	c.send(fmt.Sprintf(`{"op":"subscribe","id":1,"topic":"news","userId":%q,"token":%q}`, user, tok))
+	return c, tok
 }
