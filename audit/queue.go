@@ -2,16 +2,17 @@ package audit
 
 import "sync"
 
-// queueMinCap is the smallest ring a Queue allocates, and the largest one it
-// keeps once drained.
+// queueMinCap is the smallest ring a Queue allocates, and the largest one
+// Trim keeps.
 const queueMinCap = 64
 
 // Queue is a bounded FIFO of events whose memory follows its backlog rather
 // than its bound. A buffered channel of 8,192 events holds 2.6 MB from the
 // first burst on; a Queue holds a small ring while the gateway is quiet,
-// doubles it up to the bound while a backlog builds, and lets it go once the
-// backlog has drained. Push never blocks. Safe for concurrent use; it is
-// meant for one consumer.
+// doubles it up to the bound while a backlog builds, keeps it while the
+// burst lasts (the backlog comes and goes many times a second then), and
+// lets it go when its consumer says the burst is over (Trim). Push never
+// blocks. Safe for concurrent use; it is meant for one consumer.
 type Queue struct {
 	max   int
 	ready chan struct{} // holds a token while events may be waiting
@@ -68,7 +69,7 @@ func (q *Queue) grow() {
 func (q *Queue) Ready() <-chan struct{} { return q.ready }
 
 // Pop appends to dst up to limit of the oldest events, removes them and
-// returns dst. Once the queue is empty, a ring grown for a burst is released.
+// returns dst.
 func (q *Queue) Pop(dst []Event, limit int) []Event {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -83,11 +84,18 @@ func (q *Queue) Pop(dst []Event, limit int) []Event {
 	}
 	if q.n == 0 {
 		q.head = 0
-		if len(q.buf) > queueMinCap {
-			q.buf = nil
-		}
 	}
 	return dst
+}
+
+// Trim lets go of a ring grown for a burst if the queue is empty; the
+// next Push allocates a small one.
+func (q *Queue) Trim() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 && len(q.buf) > queueMinCap {
+		q.buf, q.head = nil, 0
+	}
 }
 
 // Len returns the number of events waiting.

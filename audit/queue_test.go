@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestQueueOrderBoundAndRelease(t *testing.T) {
@@ -40,8 +42,23 @@ func TestQueueOrderBoundAndRelease(t *testing.T) {
 			t.Fatalf("event %d is conn %d: order lost", i, e.Conn)
 		}
 	}
+	// A drained ring stays while the burst may go on; Trim lets it go, but
+	// never while events wait.
+	if len(q.buf) != 300 {
+		t.Fatalf("drained queue has a ring of %d events, want the 300 the burst grew", len(q.buf))
+	}
+	q.Push(Event{Conn: 1})
+	q.Trim()
+	if len(q.buf) != 300 || q.Len() != 1 {
+		t.Fatalf("Trim with an event waiting: ring %d, %d waiting", len(q.buf), q.Len())
+	}
+	q.Pop(nil, 1)
+	q.Trim()
 	if q.buf != nil {
-		t.Fatalf("drained queue keeps a ring of %d events", len(q.buf))
+		t.Fatalf("trimmed queue keeps a ring of %d events", len(q.buf))
+	}
+	if !q.Push(Event{Conn: 2}) || len(q.buf) != queueMinCap {
+		t.Fatalf("push after Trim: ring %d, want %d", len(q.buf), queueMinCap)
 	}
 }
 
@@ -103,4 +120,60 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	if total != producers*each {
 		t.Fatalf("consumed %d events, want %d", total, producers*each)
 	}
+}
+
+// TestWriterKeepsBurstMemoryUntilQuiet: while events keep coming the
+// writer keeps the queue's grown ring (a burst drains it many times a
+// second); once only small batches came for trimAfter it lets go.
+func TestWriterKeepsBurstMemoryUntilQuiet(t *testing.T) {
+	tt := newTrail(t)
+	var mu sync.Mutex
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	o := tt.opts()
+	o.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	w, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ring := func() int {
+		w.q.mu.Lock()
+		defer w.q.mu.Unlock()
+		return len(w.q.buf)
+	}
+	var wg sync.WaitGroup
+	for p := 0; p < 4; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5000; i++ {
+				w.Emit(Event{Event: KindAdmin, Severity: Info, Detail: "burst"})
+			}
+		}()
+	}
+	wg.Wait()
+	checkFor(t, 10*time.Second, func() error {
+		// Written counts the header too; a full queue drops.
+		if s := w.Stats(); s.Queued > 0 || s.Written+s.Dropped+s.Summarized <= 20000 {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	grown := ring()
+	if grown <= queueMinCap {
+		t.Fatalf("20,000 events from 4 goroutines left a ring of %d", grown)
+	}
+	time.Sleep(300 * time.Millisecond) // three housekeeping ticks, no time passed
+	if r := ring(); r != grown {
+		t.Fatalf("ring %d → %d before the writer was quiet for %v", grown, r, trimAfter)
+	}
+	mu.Lock()
+	now = now.Add(trimAfter)
+	mu.Unlock()
+	checkFor(t, 5*time.Second, func() error {
+		if r := ring(); r != 0 {
+			return fmt.Errorf("ring of %d kept after %v of quiet", r, trimAfter)
+		}
+		return nil
+	})
 }

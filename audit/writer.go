@@ -141,7 +141,11 @@ type Writer struct {
 	log  *logrus.Logger
 	boot string
 
-	q        *Queue
+	q *Queue
+	// busyAt is when the writer last took a batch of more than
+	// smallBatch events: trimAfter later it lets go of the memory the
+	// burst grew. Writer goroutine only.
+	busyAt   time.Time
 	stop     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
@@ -592,7 +596,11 @@ func (w *Writer) run() {
 				w.seal(b.slab[start:end], &b.evs[i], &b.hs[i])
 				start = end
 			}
-			b.reset()
+			now := w.now()
+			if len(b.evs) > smallBatch {
+				w.busyAt = now
+			}
+			b.reset(now.Sub(w.busyAt) >= trimAfter)
 			select {
 			case w.free <- b:
 			default:
@@ -687,6 +695,9 @@ func (w *Writer) notDurable(why string) error {
 }
 
 func (w *Writer) housekeep(now time.Time) {
+	if now.Sub(w.busyAt) >= trimAfter {
+		w.q.Trim()
+	}
 	for _, s := range w.fold.take(now, false) {
 		w.record(s)
 	}
