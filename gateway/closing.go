@@ -3,7 +3,7 @@ package gateway
 import (
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
 )
 
 // Closing a connection's socket is its costliest step: close(2) of a TCP
@@ -30,7 +30,7 @@ func (ls *loopState) closeLater(fd int) {
 		// Not in epoll (it never got there): nothing can report it, close
 		// it now.
 		ls.loop.Sys.Close++
-		unix.Close(fd)
+		_ = reactor.Close(fd)
 		return
 	}
 	ls.closing = append(ls.closing, int32(fd))
@@ -47,7 +47,7 @@ func (ls *loopState) closeDeferred(deadline time.Time) bool {
 			break
 		}
 		ls.loop.Sys.Close++
-		unix.Close(int(q[i]))
+		_ = reactor.Close(int(q[i]))
 	}
 	m := copy(q, q[i:])
 	ls.closing = q[:m]

@@ -242,7 +242,7 @@ func (c *conn) onReadable(ls *loopState) {
 		}
 	}
 	ls.loop.Sys.Read++
-	n, err := unix.Read(fd, buf)
+	n, err := reactor.Read(fd, buf)
 	if err != nil {
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return
@@ -606,7 +606,7 @@ func (c *conn) closeWith(ls *loopState, code uint16, r reason.Reason, text strin
 // afterCloseSent half-closes once the close frame is on the wire; the peer's
 // EOF (or the grace timer) completes the close.
 func (c *conn) afterCloseSent(ls *loopState) {
-	_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
+	_ = reactor.ShutdownWrite(int(c.fd))
 }
 
 // finish closes the connection and releases everything it holds: the
@@ -619,7 +619,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	fd := int(c.fd)
 	s := ls.srv
 	if rst {
-		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		_ = reactor.SetResetOnClose(fd)
 	}
 	wasOpen := c.state != stateHandshake
 	for len(c.subs) > 0 {

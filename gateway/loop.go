@@ -197,7 +197,7 @@ func (ls *loopState) accept() {
 	s := ls.srv
 	for i := 0; i < acceptBatch; i++ {
 		ls.loop.Sys.Accept++
-		fd, sa, err := s.fds.accept(ls.lfd)
+		fd, peer, err := s.fds.accept(ls.lfd)
 		if err != nil {
 			if err == unix.EMFILE || err == unix.ENFILE {
 				ls.outOfFDs(err)
@@ -210,10 +210,9 @@ func (ls *loopState) accept() {
 		if ls.acceptPause != 0 || s.fds.short.Load() {
 			ls.acceptedAgain()
 		}
-		peer := reactor.SockaddrToAddrPort(sa)
 		if ls.shuttingDown {
 			ls.loop.Sys.Close++
-			unix.Close(fd)
+			_ = reactor.Close(fd)
 			continue
 		}
 		ls.admit(fd, peer)
@@ -340,9 +339,9 @@ func (s *Server) resetAtAccept(fd int, peer netip.AddrPort, d decision.Decision,
 		writeRaw(fd, httpReject(d))
 		code = d.Status
 	} else {
-		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		_ = reactor.SetResetOnClose(fd)
 	}
-	unix.Close(fd)
+	_ = reactor.Close(fd)
 	s.rejectedAtAccept(peer, d, detail, code)
 }
 
@@ -370,8 +369,8 @@ func (s *Server) rejectedAtAccept(peer netip.AddrPort, d decision.Decision, deta
 func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending decision.Decision) {
 	s := ls.srv
 	lim := &ls.rules().limits
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, lim.SendBufferBytes)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = reactor.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, lim.SendBufferBytes)
+	_ = reactor.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	refused := !pending.Allowed()
 	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	if err != nil {
@@ -381,7 +380,7 @@ func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending decisi
 			s.opts.Guard.Release(peer.Addr())
 		}
 		ls.loop.Sys.Close++
-		unix.Close(fd)
+		_ = reactor.Close(fd)
 		return
 	}
 	for fd >= len(ls.conns) {
@@ -431,10 +430,10 @@ type fdShortage struct {
 }
 
 // accept is a loop's accept4 on lfd, never inside a shed's window (mu).
-func (f *fdShortage) accept(lfd int) (int, unix.Sockaddr, error) {
+func (f *fdShortage) accept(lfd int) (int, netip.AddrPort, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	return reactor.Accept(lfd)
 }
 
 // openReserve takes the reserve descriptor.
@@ -480,12 +479,12 @@ func (f *fdShortage) shedOn(lfd, max int) int {
 	}
 	n := 0
 	for n < max {
-		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, _, err := reactor.Accept(lfd)
 		if err != nil {
 			break // EAGAIN: none waiting; EMFILE: the freed descriptor was taken meanwhile
 		}
-		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		unix.Close(fd)
+		_ = reactor.SetResetOnClose(fd)
+		_ = reactor.Close(fd)
 		n++
 	}
 	f.retakeLocked()

@@ -72,12 +72,12 @@ func Listen(addr string, backlog int) (fd int, bound netip.AddrPort, err error) 
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	return fd, SockaddrToAddrPort(got), nil
+	return fd, sockaddrToAddrPort(got), nil
 }
 
-// SockaddrToAddrPort converts a socket address; IPv4-mapped IPv6 addresses
+// sockaddrToAddrPort converts a socket address; IPv4-mapped IPv6 addresses
 // are unmapped so that one client has one spelling.
-func SockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))

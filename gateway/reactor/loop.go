@@ -48,8 +48,11 @@ type Handler interface {
 type Loop struct {
 	ID int
 
-	epfd    int
-	efd     int // eventfd waking the loop for posted tasks
+	epfd int
+	efd  int // eventfd waking the loop for posted tasks
+	// parker is epfd as seen by the runtime's network poller: the loop
+	// sleeps by parking its goroutine until epfd is readable (park).
+	parker  parker
 	handler Handler
 
 	gens []uint32 // current generation per fd; owned by the loop goroutine
@@ -131,6 +134,11 @@ func New(id int, h Handler) (*Loop, error) {
 		unix.Close(efd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
 	}
+	if err := l.parker.open(epfd); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -173,7 +181,7 @@ func (l *Loop) Remove(fd int) {
 	l.Sys.EpollCtl++
 	l.Sys.Close++
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-	unix.Close(fd)
+	_ = Close(fd)
 }
 
 // Detach stops watching fd without closing it: no more events, but its
@@ -251,10 +259,11 @@ func (l *Loop) wake() {
 	}
 	l.wakes.Add(1)
 	var one = [8]byte{1}
-	_, _ = unix.Write(l.efd, one[:])
+	_, _ = Write(l.efd, one[:])
 }
 
-// SetTimer asks for OnTimer(fd) at or shortly after at (1/8 s resolution).
+// SetTimer asks for OnTimer(fd) when the wheel reaches the 1/8 s tick that
+// holds at: up to one tick before at, later if the loop is busy.
 // A connection keeps at most one live timer: the handler compares the time it
 // stored against the firing time and ignores stale ones. Loop goroutine only.
 func (l *Loop) SetTimer(fd int, gen uint32, at time.Time) {
@@ -304,8 +313,7 @@ func (l *Loop) Run() error {
 				timeout = 0
 			}
 		}
-		l.Sys.EpollWait++
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		n, err := l.wait(timeout)
 		l.sleeping.Store(false)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
@@ -326,7 +334,7 @@ func (l *Loop) Run() error {
 			if fd == l.efd {
 				var buf [8]byte
 				l.Sys.EventfdRead++
-				_, _ = unix.Read(l.efd, buf[:])
+				_, _ = Read(l.efd, buf[:])
 				continue
 			}
 			if fd >= len(l.gens) || l.gens[fd] != uint32(e.Pad) {
@@ -429,5 +437,5 @@ func (l *Loop) finish() {
 	l.efdClosed = true
 	unix.Close(l.efd)
 	l.efdMu.Unlock()
-	unix.Close(l.epfd)
+	l.parker.close() // closes epfd
 }

@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -49,4 +50,92 @@ func Writev(fd int, bufs [][]byte, iov []unix.Iovec) (int, []unix.Iovec, error) 
 		return 0, iov, e
 	}
 	return int(n), iov, nil
+}
+
+// The other calls a loop makes on its sockets are raw for the same reason,
+// and one more: a loop that enters a system call the runtime's way lends
+// its processor out, and the runtime's monitor thread takes back one held
+// in a call that lasts over 20 µs when no other processor is idle — a
+// close(2) of a TCP socket that runs the FIN through loopback, a read
+// preempted by the kernel. Every take-back sets the monitor polling every
+// 20 µs again for the next millisecond or more, and its wake-ups preempt
+// the loops (see park.go). None of these calls can block on a
+// non-blocking socket.
+
+// Read reads from the non-blocking socket fd into p.
+func Read(fd int, p []byte) (int, error) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Close closes the socket fd. close(2) of a socket blocks only under
+// SO_LINGER with a timeout, which the gateway never sets.
+func Close(fd int) error {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Accept accepts a connection on the non-blocking listener lfd, as a
+// non-blocking close-on-exec socket, and returns it with its peer's
+// address (IPv4-mapped IPv6 addresses unmapped; the zero AddrPort for a
+// family other than IPv4 and IPv6).
+func Accept(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	size := uint32(unix.SizeofSockaddrAny)
+	fd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)),
+		uintptr(unsafe.Pointer(&size)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	return int(fd), rawToAddrPort(&rsa), nil
+}
+
+// rawToAddrPort converts an IPv4 or IPv6 socket address as the kernel
+// wrote it (the port in network byte order).
+func rawToAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// SetsockoptInt sets the integer socket option opt at level on fd.
+func SetsockoptInt(fd, level, opt, value int) error {
+	v := int32(value)
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
+		uintptr(unsafe.Pointer(&v)), 4, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// SetResetOnClose makes the next close of fd reset the connection
+// (SO_LINGER with a zero timeout: an RST, no TIME_WAIT) instead of a FIN.
+func SetResetOnClose(fd int) error {
+	l := unix.Linger{Onoff: 1, Linger: 0}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER,
+		uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// ShutdownWrite half-closes fd: a FIN after what is queued.
+func ShutdownWrite(fd int) error {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0); e != 0 {
+		return e
+	}
+	return nil
 }
