@@ -525,6 +525,14 @@ func (w *Writer) recordDurably(ctx context.Context, e Event) error {
 	}
 }
 
+// dispatchLinger is how long the dispatcher lets events gather after the
+// queue signals that it is no longer empty. Waking it for every event that
+// finds the queue drained cost a thread wake-up per event or two during a
+// mass reconnect, and each of those preempted an event loop; with the
+// linger, a burst is taken in batches at most ~500 times a second, and a
+// line reaches the file at most this much later.
+const dispatchLinger = 2 * time.Millisecond
+
 // dispatch hands batches of queued events to the format workers in
 // round-robin order; run takes them back in the same order. On stop it
 // drains the queue and closes the workers.
@@ -562,6 +570,10 @@ func (w *Writer) dispatch() {
 	for {
 		select {
 		case <-w.q.Ready():
+			// Let the burst gather first: the queue signals only when it
+			// goes from empty to not empty, so while this goroutine waits
+			// here the event loops' Emits wake nobody.
+			time.Sleep(dispatchLinger)
 			drain()
 		case <-w.stop:
 			drain()
