@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis-gw/portcullis/audit"
 	"github.com/portcullis-gw/portcullis/audit/reason"
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
 	"github.com/portcullis-gw/portcullis/policy/tokens"
 )
 
@@ -54,13 +55,14 @@ func closesOf(rec *recSink) []audit.Event {
 	return out
 }
 
-// When every subscriber hangs up at once, each connection is finished
-// (audited, unsubscribed, released) as its hang-up is read, its socket
-// leaves epoll then (one epoll_ctl) and is closed once (one close), and
-// the topic goes when its last subscriber leaves.
+// When every subscriber hangs up at once, each socket leaves epoll when its
+// hang-up is reported (one epoll_ctl), each connection is read to its EOF
+// and finished (audited, unsubscribed, released) at the end of the turn,
+// its socket closed once (one close), and the topic goes when its last
+// subscriber leaves.
 func TestMassHangUp(t *testing.T) {
 	s, store, rec := startRecordedOneLoop(t)
-	const n = 100
+	const n = reactor.MaxEvents + 44 // more than one epoll_wait's worth: the later ones wait behind a full batch
 	var clients []net.Conn
 	for i := range n {
 		clients = append(clients, dialSubscribed(t, s, store, fmt.Sprint("u", i), "news"))
@@ -221,4 +223,50 @@ func TestHangUpReadsWhatCameBefore(t *testing.T) {
 		t.Fatalf("conn_close events %+v, want one client_closed 1001", closes)
 	}
 	c.Close()
+}
+
+// A hang-up event for a socket that has nothing to read after all (the
+// peer had not hung up) puts the socket back into epoll, with EPOLLOUT if
+// a write asked for it meanwhile: its next messages are served as before.
+func TestHangUpWithNothingToReadRejoins(t *testing.T) {
+	s, store, _ := startRecordedOneLoop(t)
+	c := dialSubscribed(t, s, store, "u1", "news")
+	defer c.Close()
+	onLoop(t, s, func(ls *loopState) {
+		var cc *conn
+		for _, x := range ls.conns {
+			if x != nil && x.fd >= 0 {
+				cc = x
+			}
+		}
+		ls.hangUp(cc)
+		if !cc.hungUp || len(ls.hungUp) != 1 {
+			t.Errorf("hangUp: hungUp %v, %d queued", cc.hungUp, len(ls.hungUp))
+			return
+		}
+		cc.wantWritable(ls, true) // out of epoll: remembered, no epoll_ctl
+		if more := ls.readHungUp(time.Now().Add(time.Second)); more || len(ls.hungUp) != 0 {
+			t.Errorf("readHungUp left %d (more %v)", len(ls.hungUp), more)
+		}
+		if cc.hungUp || cc.fd < 0 || !cc.pollOut {
+			t.Errorf("after readHungUp: hungUp %v fd %d pollOut %v; want back in epoll, open, EPOLLOUT", cc.hungUp, cc.fd, cc.pollOut)
+		}
+		cc.wantWritable(ls, false)
+	})
+	if err := wsutil.WriteClientMessage(c, ws.OpPing, []byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		h, err := ws.ReadHeader(c)
+		if err != nil {
+			t.Fatalf("no pong after rejoining epoll: %v", err)
+		}
+		if _, err := io.CopyN(io.Discard, c, h.Length); err != nil {
+			t.Fatal(err)
+		}
+		if h.OpCode == ws.OpPong {
+			return
+		}
+	}
 }

@@ -48,7 +48,11 @@ type conn struct {
 	// leaves bytes queued, cleared when the queue drains, so epoll_ctl is
 	// called on those two transitions only (it fits in padding).
 	pollOut bool
-	msg     ratelimit.ConnBucket // message-rate bucket
+	// hungUp says the peer hung up and the socket has left epoll: what
+	// it sent last is read, and the connection finished, later in the
+	// turn (readHungUp); it fits in padding too.
+	hungUp bool
+	msg    ratelimit.ConnBucket // message-rate bucket
 	// held is how many inbound bytes this connection has charged to its
 	// address's budget (Server.inbound): its parser's partial frame and
 	// message, its WAMP v1 PREFIX table and stored topic strings.
@@ -223,8 +227,9 @@ func (c *conn) rescheduleOpen(ls *loopState, lim *Limits) {
 var pingFrame = frame.AppendFrame(nil, ws.OpPing, nil)
 
 // onReadable reads what the socket has (one read per readiness event; epoll
-// is level-triggered, so more data reports again).
-func (c *conn) onReadable(ls *loopState) {
+// is level-triggered, so more data reports again). It reports whether it
+// read bytes and the connection is still open: another read may find more.
+func (c *conn) onReadable(ls *loopState) bool {
 	fd := int(c.fd)
 	buf := ls.readBuf
 	if c.state == stateHandshake && c.hs != nil {
@@ -235,7 +240,7 @@ func (c *conn) onReadable(ls *loopState) {
 		room := ls.rules().limits.HandshakeBytes - len(hs)
 		if room <= 0 {
 			c.refuse(ls, audit.Event{}, decision.Deny(reason.HandshakeTooLarge), nil)
-			return
+			return false
 		}
 		if len(buf) > room {
 			buf = buf[:room]
@@ -245,10 +250,10 @@ func (c *conn) onReadable(ls *loopState) {
 	n, err := reactor.Read(fd, buf)
 	if err != nil {
 		if err == unix.EAGAIN || err == unix.EINTR {
-			return
+			return false
 		}
 		c.finish(ls, reason.ReadError, 1006, true)
-		return
+		return false
 	}
 	if n == 0 {
 		// EOF: the peer hung up.
@@ -263,7 +268,7 @@ func (c *conn) onReadable(ls *loopState) {
 		default:
 			c.finish(ls, reason.ClientClosed, 1006, false)
 		}
-		return
+		return false
 	}
 	switch c.state {
 	case stateHandshake:
@@ -276,12 +281,13 @@ func (c *conn) onReadable(ls *loopState) {
 	case stateOpen:
 		if ls.srv.opts.Limits.BytesRate.PerSecond > 0 && !ls.srv.inbound.Take(c.counted(ls), n, ls.loop.Now) {
 			c.overBytesRate(ls)
-			return
+			return false
 		}
 		c.feed(ls, buf[:n])
 	case stateClosing:
 		// Draining until the peer's close or EOF; frames are ignored.
 	}
+	return c.fd >= 0
 }
 
 // feed runs the frame parser over freshly read bytes, then charges what
@@ -518,14 +524,24 @@ func (c *conn) wantWritable(ls *loopState, on bool) {
 	if c.pollOut == on || c.fd < 0 {
 		return
 	}
-	ev := reactor.Readable | reactor.Events(unix.EPOLLRDHUP)
-	if on {
-		ev |= reactor.Writable
+	if c.hungUp {
+		c.pollOut = on // out of epoll: rejoin asks for it (rejoin)
+		return
 	}
-	if err := ls.loop.Modify(int(c.fd), c.gen, ev); err != nil {
+	if err := ls.loop.Modify(int(c.fd), c.gen, c.events(on)); err != nil {
 		return // the socket is gone; its hang-up or a failed write finishes it
 	}
 	c.pollOut = on
+}
+
+// events is what the socket is registered in epoll for, with EPOLLOUT
+// when out.
+func (c *conn) events(out bool) reactor.Events {
+	ev := reactor.Readable | reactor.Events(unix.EPOLLRDHUP)
+	if out {
+		ev |= reactor.Writable
+	}
+	return ev
 }
 
 // consume drops n written bytes from the head of the queue; a drained
@@ -637,7 +653,7 @@ func (c *conn) finish(ls *loopState, r reason.Reason, code uint16, rst bool) {
 	}
 	// Out of epoll now; the close(2), the costly part, at the end of the
 	// turn (closing.go).
-	ls.closeLater(fd)
+	ls.closeLater(fd, !c.hungUp)
 	ls.conns[fd] = nil
 	ls.nconns--
 	c.fd = -1

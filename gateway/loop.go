@@ -85,6 +85,7 @@ type loopState struct {
 	hub     hub     // this loop's topics and their subscribers
 	dirty   []*conn // connections with queued frames to flush
 	closing []int32 // sockets of finished connections, out of epoll, to close at the end of the turn (closing.go)
+	hungUp  []*conn // connections whose peer hung up, out of epoll, to read and finish at the end of the turn (closing.go)
 	scratch []byte  // reply encoding buffer
 	// wamp holds the WAMP session state of the connections that have any
 	// (a v1 PREFIX table, a v2 session awaiting its ticket), by conn id;
@@ -152,6 +153,10 @@ func (ls *loopState) OnEvent(fd int, ev reactor.Events) {
 	if c == nil {
 		return
 	}
+	if ev&reactor.HangUp != 0 && c.fd >= 0 && !c.hungUp {
+		ls.hangUp(c) // read and finished at the end of the turn (closing.go)
+		return
+	}
 	if ev&reactor.Writable != 0 {
 		c.onWritable(ls)
 	}
@@ -178,11 +183,13 @@ func (ls *loopState) OnTimer(fd int, at int64) {
 	c.onTimer(ls, ls.loop.Now)
 }
 
-// EndTurn implements reactor.TurnEnder: it writes what the turn queued
+// EndTurn implements reactor.TurnEnder: it reads and finishes the
+// connections whose peers hung up (readHungUp), writes what the turn queued
 // (flushUntil), then closes the sockets of the connections the turn
 // finished (closeDeferred).
 func (ls *loopState) EndTurn(deadline time.Time) bool {
-	more := ls.flushUntil(deadline)
+	more := ls.readHungUp(deadline)
+	more = ls.flushUntil(deadline) || more
 	return ls.closeDeferred(deadline) || more
 }
 

@@ -92,6 +92,9 @@ type Loop struct {
 	stop   atomic.Bool
 	done   chan struct{}
 	events []unix.EpollEvent
+	// backlogged says the turn's epoll_wait filled events, or the turn
+	// left some of them unhandled: more events are ready behind them.
+	backlogged bool
 	// Now is the loop's cached clock, refreshed after every wait.
 	Now time.Time
 	// Stall is the longest turn (events, tasks, timers and the
@@ -212,6 +215,12 @@ func (l *Loop) Attach(fd int, ev Events) error {
 	return nil
 }
 
+// Backlogged reports whether the current turn's epoll_wait filled its
+// array of MaxEvents, or the turn stopped before handling all it returned:
+// more events are ready, and the handler's deferrable work should wait
+// for them. Loop goroutine only.
+func (l *Loop) Backlogged() bool { return l.backlogged }
+
 // Gen returns fd's current generation, 0 if unregistered.
 func (l *Loop) Gen(fd int) uint32 {
 	if fd < len(l.gens) {
@@ -325,8 +334,10 @@ func (l *Loop) Run() error {
 		start := l.Now
 		deadline := start.Add(TurnBudget)
 		worked := n > 0
+		l.backlogged = n == len(l.events)
 		for i := 0; i < n; i++ {
 			if i&7 == 7 && time.Now().After(deadline) {
+				l.backlogged = true
 				break // the rest is reported again by the next epoll_wait
 			}
 			e := &l.events[i]

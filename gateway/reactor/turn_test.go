@@ -149,3 +149,83 @@ func TestPostToAwakeLoopDoesNotWake(t *testing.T) {
 		t.Errorf("%d eventfd writes for 10 posts to an awake loop, want 0", wakes1-wakes0)
 	}
 }
+
+// backlogSeer records, for each turn that handled events, how many it
+// handled and what Backlogged said at the end of the turn.
+type backlogSeer struct {
+	events int
+	turns  [][2]int // events handled, backlogged (1) or not (0)
+	loop   *Loop
+}
+
+func (b *backlogSeer) OnEvent(fd int, _ Events) {
+	var buf [8]byte
+	_, _ = Read(fd, buf[:]) // one byte each: drained, so reported once
+	b.events++
+}
+
+func (b *backlogSeer) OnTimer(int, int64) {}
+
+func (b *backlogSeer) EndTurn(time.Time) bool {
+	if b.events > 0 {
+		bl := 0
+		if b.loop.Backlogged() {
+			bl = 1
+		}
+		b.turns = append(b.turns, [2]int{b.events, bl})
+		b.events = 0
+	}
+	return false
+}
+
+// Backlogged is true in a turn whose epoll_wait filled its MaxEvents (more
+// are ready behind them) and false in the turn that took the rest.
+func TestBacklogged(t *testing.T) {
+	seer := &backlogSeer{}
+	l, err := New(0, seer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seer.loop = l
+	const n = MaxEvents + 10
+	var writers []int
+	for range n {
+		a, b := socketPair(t)
+		if _, err := l.Add(a, Readable); err != nil {
+			t.Fatal(err)
+		}
+		writers = append(writers, b)
+	}
+	for _, b := range writers {
+		if _, err := Write(b, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { _ = l.Run() }()
+	done := make(chan [][2]int)
+	for {
+		l.Post(func() {
+			total := 0
+			for _, tr := range seer.turns {
+				total += tr[0]
+			}
+			if total >= n {
+				done <- seer.turns
+			} else {
+				done <- nil
+			}
+		})
+		if turns := <-done; turns != nil {
+			l.Stop()
+			<-l.Done()
+			// [[256 1] [10 0]] unless a turn ran out of budget (then it is
+			// backlogged too, with fewer events).
+			last := turns[len(turns)-1]
+			if len(turns) < 2 || turns[0][1] != 1 || turns[0][0] > MaxEvents || last[1] != 0 {
+				t.Fatalf("turns (events, backlogged) %v, want the first backlogged and the last not", turns)
+			}
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
