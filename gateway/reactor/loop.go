@@ -137,8 +137,7 @@ func New(id int, h Handler) (*Loop, error) {
 		unix.Close(efd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
 	}
-	if err := l.parker.open(epfd); err != nil {
-		unix.Close(epfd)
+	if err := l.parker.open(epfd); err != nil { // closes epfd on failure
 		unix.Close(efd)
 		return nil, err
 	}

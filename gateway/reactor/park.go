@@ -35,14 +35,17 @@ type parker struct {
 	deadline time.Time // the read deadline last set on f
 }
 
-// open registers epfd with the network poller; close closes it.
+// open registers epfd with the network poller, which owns it from then on;
+// close closes it. On failure epfd is closed too.
 func (p *parker) open(epfd int) error {
 	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
 		return fmt.Errorf("epoll fd non-blocking: %w", err)
 	}
 	p.f = os.NewFile(uintptr(epfd), "epoll")
 	rc, err := p.f.SyscallConn()
 	if err != nil {
+		p.f.Close()
 		return fmt.Errorf("epoll fd in the network poller: %w", err)
 	}
 	p.rc = rc
