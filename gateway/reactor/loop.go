@@ -48,11 +48,8 @@ type Handler interface {
 type Loop struct {
 	ID int
 
-	epfd int
-	efd  int // eventfd waking the loop for posted tasks
-	// parker is epfd as seen by the runtime's network poller: the loop
-	// sleeps by parking its goroutine until epfd is readable (park).
-	parker  parker
+	epfd    int
+	efd     int // eventfd waking the loop for posted tasks
 	handler Handler
 
 	gens []uint32 // current generation per fd; owned by the loop goroutine
@@ -136,10 +133,6 @@ func New(id int, h Handler) (*Loop, error) {
 		unix.Close(epfd)
 		unix.Close(efd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
-	}
-	if err := l.parker.open(epfd); err != nil { // closes epfd on failure
-		unix.Close(efd)
-		return nil, err
 	}
 	return l, nil
 }
@@ -447,5 +440,5 @@ func (l *Loop) finish() {
 	l.efdClosed = true
 	unix.Close(l.efd)
 	l.efdMu.Unlock()
-	l.parker.close() // closes epfd
+	unix.Close(l.epfd)
 }

@@ -19,11 +19,11 @@ func (r recorder) OnEvent(fd int, _ Events) {
 
 func (r recorder) OnTimer(_ int, at int64) { r.timers <- at }
 
-// A loop with nothing to do parks in the network poller, and each of the
-// three things that must end its sleep does: a ready socket, a posted
-// task, and the timer wheel's next tick (the read deadline of the parked
-// wait, with no event at all).
-func TestParkedLoopWakes(t *testing.T) {
+// A loop with nothing to do sleeps in epoll_wait, and each of the three
+// things that must end its sleep does: a ready socket, a posted task, and
+// the timer wheel's next tick (epoll_wait's timeout, with no event at
+// all).
+func TestSleepingLoopWakes(t *testing.T) {
 	r := recorder{events: make(chan int, 4), timers: make(chan int64, 4)}
 	l, err := New(0, r)
 	if err != nil {
@@ -36,9 +36,9 @@ func TestParkedLoopWakes(t *testing.T) {
 	}
 	go func() { _ = l.Run() }()
 	defer l.Stop()
-	parked := func() {
+	asleep := func() {
 		t.Helper()
-		// The loop announces its sleep (sleeping) before it parks.
+		// The loop announces its sleep (sleeping) before it blocks.
 		for i := 0; i < 500; i++ {
 			if l.sleeping.Load() {
 				time.Sleep(5 * time.Millisecond)
@@ -49,7 +49,7 @@ func TestParkedLoopWakes(t *testing.T) {
 		t.Fatal("the loop never went to sleep")
 	}
 
-	parked()
+	asleep()
 	if _, err := Write(b, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -59,19 +59,19 @@ func TestParkedLoopWakes(t *testing.T) {
 			t.Fatalf("event for fd %d, want %d", fd, a)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("a ready socket did not wake the parked loop")
+		t.Fatal("a ready socket did not wake the sleeping loop")
 	}
 
-	parked()
+	asleep()
 	ran := make(chan struct{})
 	l.Post(func() { close(ran) })
 	select {
 	case <-ran:
 	case <-time.After(5 * time.Second):
-		t.Fatal("a posted task did not wake the parked loop")
+		t.Fatal("a posted task did not wake the sleeping loop")
 	}
 
-	parked()
+	asleep()
 	at := time.Now().Add(300 * time.Millisecond)
 	l.Post(func() { l.SetTimer(a, gen, at) })
 	select {
@@ -81,7 +81,7 @@ func TestParkedLoopWakes(t *testing.T) {
 			t.Fatalf("timer for %v fired %v early", at, -late)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the timer wheel's tick did not end the parked wait")
+		t.Fatal("the timer wheel's tick did not end the sleep")
 	}
 	select {
 	case fd := <-r.events:
