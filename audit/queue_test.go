@@ -127,10 +127,9 @@ func TestQueueConcurrentProducers(t *testing.T) {
 // second); once only small batches came for trimAfter it lets go.
 func TestWriterKeepsBurstMemoryUntilQuiet(t *testing.T) {
 	tt := newTrail(t)
-	var mu sync.Mutex
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	o := tt.opts()
-	o.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	o.clock = clk.now
 	w, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -167,9 +166,7 @@ func TestWriterKeepsBurstMemoryUntilQuiet(t *testing.T) {
 	if r := ring(); r != grown {
 		t.Fatalf("ring %d → %d before the writer was quiet for %v", grown, r, trimAfter)
 	}
-	mu.Lock()
-	now = now.Add(trimAfter)
-	mu.Unlock()
+	clk.advance(trimAfter)
 	checkFor(t, 5*time.Second, func() error {
 		if r := ring(); r != 0 {
 			return fmt.Errorf("ring of %d kept after %v of quiet", r, trimAfter)

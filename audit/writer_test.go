@@ -338,12 +338,30 @@ func TestRotatedTrailVerifies(t *testing.T) {
 	}
 }
 
+// testClock is a clock the writer reads and the test moves.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func TestRotationByDay(t *testing.T) {
 	tt := newTrail(t)
-	var mu sync.Mutex
-	now := time.Date(2026, 3, 1, 23, 59, 59, 0, time.UTC)
+	clk := &testClock{t: time.Date(2026, 3, 1, 23, 59, 59, 0, time.UTC)}
+	now := clk.now()
 	o := tt.opts()
-	o.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	o.clock = clk.now
 	w, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -355,9 +373,8 @@ func TestRotationByDay(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	now = now.Add(2 * time.Second)
-	mu.Unlock()
+	clk.advance(2 * time.Second)
+	now = clk.now()
 	checkFor(t, 5*time.Second, func() error {
 		if w.Stats().Rotations != 1 {
 			return errors.New("not rotated")
