@@ -263,8 +263,9 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	flood.Flags().IntVar(&fs.flooders, "flooders", 2, "flooding processes")
 	flood.Flags().IntVar(&fs.addrs, "flood-addrs", floodAddrsPerProc, "source addresses per flooding process (of 65,024 in the prefix)")
 	var ss stallSettings
+	var withFloor bool
 	stall := &cobra.Command{
-		Use:   "stall [--conns 15000] [--bystanders 100] [--rounds 1] [--peer centrifugo]",
+		Use:   "stall [--conns 15000] [--bystanders 100] [--rounds 1] [--peer centrifugo] [--floor]",
 		Short: "close many connections at once and reconnect them; report bystanders' ping→pong and the loop turns",
 		Long: `stall connects --bystanders connections that ping the server every 10 ms
 (one ping in flight each) and --conns subscribed ones, then closes the
@@ -274,7 +275,12 @@ server holds none of them, and reconnects them with tokens minted
 beforehand until all are subscribed; --rounds times. It reports the
 bystanders' ping→pong round trips over that episode, the time of the
 close and of the reconnect, and the gateway's loop-turn distribution
-(/v1/stats "loop_turns"; n/a from a gateway without it).`,
+(/v1/stats "loop_turns"; n/a from a gateway without it).
+
+--floor adds a last column: the same episode against the stall floor, a
+server in this executable that does only the socket work the episode
+needs (accept, upgrade, answer the subscribe and the pings, close), so
+that its round trips are what the machine imposes on any server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ss.conns <= 0 || ss.bystanders <= 0 || ss.rounds <= 0 {
@@ -287,6 +293,9 @@ close and of the reconnect, and the gateway's loop-turn distribution
 			if err != nil {
 				return err
 			}
+			if withFloor {
+				starts = append(starts, func() (target, error) { return startFloor() })
+			}
 			return compare(fmt.Sprintf("stall: %d connections closed at once and reconnected (%d round(s)), %d bystanders pinging every %s",
 				ss.conns, ss.rounds, ss.bystanders, pingInterval), starts, stallScenario(ss))
 		},
@@ -294,7 +303,19 @@ close and of the reconnect, and the gateway's loop-turn distribution
 	stall.Flags().IntVar(&ss.conns, "conns", 15000, "connections closed at once and reconnected")
 	stall.Flags().IntVar(&ss.bystanders, "bystanders", 100, "connections that ping throughout and time the pongs")
 	stall.Flags().IntVar(&ss.rounds, "rounds", 1, "close + reconnect episodes")
+	stall.Flags().BoolVar(&withFloor, "floor", false, "also run the episode against the stall floor (a server doing only the socket work) in a last column")
 	peerFlags(stall)
+	var floorPort int
+	floorServer := &cobra.Command{
+		Use:    "floor-server --port N",
+		Short:  "the stall floor's server (started by stall --floor)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runFloorServer(floorPort)
+		},
+	}
+	floorServer.Flags().IntVar(&floorPort, "port", 0, "loopback port to serve")
 	worker := &cobra.Command{
 		Use:    "worker",
 		Short:  "one load-generator child process (started by the benches)",
@@ -303,6 +324,6 @@ close and of the reconnect, and the gateway's loop-turn distribution
 			return runWorker(os.Stdin, os.Stdout)
 		},
 	}
-	cmd.AddCommand(idle, fanout, handshake, flood, stall, worker)
+	cmd.AddCommand(idle, fanout, handshake, flood, stall, worker, floorServer)
 	return cmd
 }

@@ -63,9 +63,10 @@ func (r *result) na(key, unit string) {
 	r.unit[key] = unit
 }
 
-// printResults prints one column per target and, for two, their ratio.
-// Rows are the first result's, then any the others add; a row a result
-// has no value for prints n/a, and has no ratio.
+// printResults prints one column per target and the ratio of the first
+// to each other: a "ratio" column for two, a "÷name" column for each of
+// more. Rows are the first result's, then any the others add; a row a
+// result has no value for prints n/a, and has no ratio.
 func printResults(title string, names []string, rs []result) {
 	fmt.Printf("\n%s\n", title)
 	var keys []string
@@ -86,8 +87,13 @@ func printResults(title string, names []string, rs []result) {
 	for _, n := range names {
 		fmt.Printf(" %14s", n)
 	}
-	if len(rs) == 2 {
-		fmt.Printf(" %10s", "ratio")
+	for _, n := range names[min(1, len(names)):] {
+		if len(names) == 2 {
+			n = "ratio"
+		} else {
+			n = "÷" + n
+		}
+		fmt.Printf(" %*s", 10+len(n)-utf8.RuneCountInString(n), n)
 	}
 	fmt.Println()
 	for _, k := range keys {
@@ -100,11 +106,12 @@ func printResults(title string, names []string, rs []result) {
 				fmt.Printf(" %14s", "n/a")
 			}
 		}
-		if len(rs) == 2 {
-			a, okA := rs[0].vals[k]
-			b, okB := rs[1].vals[k]
-			if okA && okB && b != 0 {
+		a, okA := rs[0].vals[k]
+		for _, r := range rs[min(1, len(rs)):] {
+			if b, okB := r.vals[k]; okA && okB && b != 0 {
 				fmt.Printf(" %10.3f", a/b)
+			} else {
+				fmt.Printf(" %10s", "")
 			}
 		}
 		fmt.Println()

@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// TestMain lets the test binary serve as the benches' load-generator
-// child: the smoke runs below start os.Executable() worker, as the real
+// TestMain lets the test binary serve as the benches' children: the smoke
+// runs below start os.Executable() worker (and floor-server), as the real
 // command does.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "worker" {
+	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "floor-server") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -278,6 +278,34 @@ func TestPrintResultsNA(t *testing.T) {
 	}
 }
 
+// With three columns each other server gets a ratio column of its own.
+func TestPrintResultsThreeColumns(t *testing.T) {
+	var a, b, c result
+	a.set("p99", "ms", 6)
+	b.set("p99", "ms", 12)
+	c.set("p99", "ms", 4)
+	a.set("loop turns", "n", 10)
+	b.na("loop turns", "n")
+	c.na("loop turns", "n")
+	out := captureStdout(t, func() {
+		printResults("t", []string{"portcullis", "centrifugo", "floor"}, []result{a, b, c})
+	})
+	want := []string{
+		"metric portcullis centrifugo floor ÷centrifugo ÷floor",
+		"p99 (ms) 6.00 12.00 4.00 0.500 1.500",
+		"loop turns (n) 10.00 n/a n/a",
+	}
+	var got []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && l != "t" {
+			got = append(got, strings.Join(f, " "))
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // centrifugoForTest returns the Centrifugo binary the benches would use, or
 // "" when it is not installed (the smoke runs then skip the peer).
 func centrifugoForTest() string {
@@ -299,12 +327,12 @@ func TestStallSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the gateway")
 	}
-	args := []string{"stall", "--conns", "200", "--bystanders", "5"}
+	args := []string{"stall", "--conns", "200", "--bystanders", "5", "--floor"}
 	peer := centrifugoForTest() != ""
 	if peer {
 		args = append(args, "--peer", "centrifugo", "--centrifugo-bin", centrifugoForTest())
 	} else {
-		t.Log("centrifugo not installed: Portcullis only")
+		t.Log("centrifugo not installed: Portcullis and the floor")
 	}
 	var errb strings.Builder
 	var code int
@@ -312,9 +340,9 @@ func TestStallSmoke(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errb.String())
 	}
-	cols := 1
+	cols := 2 // Portcullis, [Centrifugo,] the floor
 	if peer {
-		cols = 2
+		cols = 3
 	}
 	row := func(prefix string) []string {
 		for _, l := range strings.Split(out, "\n") {
@@ -347,9 +375,9 @@ func TestStallSmoke(t *testing.T) {
 	if got := row("longest loop turn since start (ms)")[0]; got == "n/a" || got == "0.00" {
 		t.Errorf("the gateway's longest loop turn: %s\n%s", got, out)
 	}
-	if peer {
-		if got := row("loop turns over the episode (n)")[1]; got != "n/a" {
-			t.Errorf("centrifugo has loop turns: %s", got)
+	for i, got := range row("loop turns over the episode (n)")[1:] {
+		if got != "n/a" {
+			t.Errorf("column %d (a server without event-loop stats) has loop turns: %s", i+2, got)
 		}
 	}
 }

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// The floor server speaks as much of the gateway's protocol as the stall
+// bench's clients need: the upgrade with the welcome, the subscribe's
+// answer, a pong for each ping, a close frame for a close; and it closes a
+// connection that ends its stream or sends a request without a key.
+func TestFloorServer(t *testing.T) {
+	s, err := startFloorServer(0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	j := &job{Proto: "portcullis", URL: "ws://127.0.0.1:" + strconv.Itoa(s.port) + "/ws", Src: "127.0.0.", Topic: "t", Tokens: []string{"a", "b"}}
+	var conns []net.Conn
+	for i := range j.Tokens {
+		c, err := dial(j, i)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		if err := subscribe(c, j, i); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		conns = append(conns, c)
+	}
+	c := conns[0]
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, payload := range []string{"12345678", "second"} {
+		if err := wsutil.WriteClientMessage(c, ws.OpPing, []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		f, err := ws.ReadFrame(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Header.OpCode != ws.OpPong || string(f.Payload) != payload {
+			t.Fatalf("ping %q answered with op %d %q", payload, f.Header.OpCode, f.Payload)
+		}
+	}
+	// A close frame is answered with one, then end of stream.
+	if err := wsutil.WriteClientMessage(c, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := ws.ReadFrame(c); err != nil || f.Header.OpCode != ws.OpClose {
+		t.Fatalf("close answered with %+v, %v", f.Header, err)
+	}
+	expectEOF(t, c)
+	// The other connection ends its stream: the server closes its side.
+	other := conns[1]
+	tcp := other
+	if p, ok := other.(*prefixedConn); ok {
+		tcp = p.Conn
+	}
+	if err := tcp.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = other.SetDeadline(time.Now().Add(10 * time.Second))
+	expectEOF(t, other)
+	// An upgrade request without a key is closed without an answer.
+	raw, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(raw, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	expectEOF(t, raw)
+}
+
+// expectEOF reads c to its end and fails on anything but a clean one.
+func expectEOF(t *testing.T, c net.Conn) {
+	t.Helper()
+	b, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("read to the end: %v", err)
+	}
+	if len(b) != 0 {
+		t.Fatalf("%d bytes before the end: %q", len(b), bytes.TrimSpace(b))
+	}
+}
