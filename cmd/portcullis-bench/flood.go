@@ -422,7 +422,7 @@ func floodScenario(s floodSettings) func(target) (result, error) {
 		if !ok {
 			return r, errors.New("flood: only Portcullis has a ban API")
 		}
-		ws, ready, err := connectAll(t, s.subs, "flood")
+		ws, ready, err := connectAll(t, s.subs, "flood", 0)
 		if err != nil {
 			return r, err
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -70,7 +69,7 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 		return f, err
 	}
 	for first, w := 0, 0; first < n; first, w = first+perWorker, w+1 {
-		cmd := exec.Command(exe, "worker")
+		cmd := workerCommand(exe, clientNice)
 		cmd.Stderr = os.Stderr
 		in, _ := cmd.StdinPipe()
 		outp, _ := cmd.StdoutPipe()

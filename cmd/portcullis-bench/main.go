@@ -56,8 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var gwFlag string
 	var located gatewayBinary
 	root := rootCommand(&gwFlag)
-	root.PersistentPreRunE = failing(func(cmd *cobra.Command, args []string) error {
-		if cmd.Name() == "worker" {
+	locate := failing(func(cmd *cobra.Command, args []string) error {
+		if cmd.Name() == "worker" || cmd.Name() == "floor-server" {
 			return nil // a child of a bench: it never starts a gateway
 		}
 		self, err := os.Executable()
@@ -76,6 +76,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		gatewayExe = located.path
 		return nil
 	})
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if clientNice < 0 || clientNice > 19 {
+			return fmt.Errorf("--client-nice %d: a nice value from 0 to 19", clientNice)
+		}
+		return locate(cmd, args)
+	}
 	for _, c := range root.Commands() {
 		c.RunE = failing(c.RunE)
 	}
@@ -122,6 +128,8 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.PersistentFlags().StringVar(gw, "gateway", "",
 		"portcullis binary to start (default: next to portcullis-bench, else built from the source tree, else on PATH)")
+	cmd.PersistentFlags().IntVar(&clientNice, "client-nice", clientNice,
+		"nice value (0-19) of the load-generator processes that stand in for clients on other machines: fanout's subscribers and the write floor's readers, stall's closing and reconnecting connections")
 	cmd.PersistentFlags().StringVar(&serverCPUs, "server-cpus", "",
 		"run the servers (gateway, Centrifugo) on these CPUs only (taskset -c LIST, e.g. 1); run the bench itself under taskset -c for the others, so that the load generator does not take the servers' cores")
 	// Each command has its own variables: flags bound to one variable

@@ -31,7 +31,7 @@ func TestHelpListsBenches(t *testing.T) {
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
-	for _, args := range [][]string{{"nosuch"}, {"idle", "--nosuch"}, {"idle", "extra"}} {
+	for _, args := range [][]string{{"nosuch"}, {"idle", "--nosuch"}, {"idle", "extra"}, {"--client-nice", "20", "fanout"}, {"stall", "--client-nice", "-1"}} {
 		var errb bytes.Buffer
 		if code := run(args, io.Discard, &errb); code != exitUsage {
 			t.Errorf("%q: exit %d, want %d (%s)", args, code, exitUsage, errb.String())

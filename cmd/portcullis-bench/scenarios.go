@@ -182,6 +182,27 @@ func startWorkers(t target, mode string, toks []string, topic string, parallel i
 	return startWorkersNice(t, mode, toks, topic, parallel, 0)
 }
 
+// clientNice is --client-nice, the nice value of the load-generator
+// processes whose connections stand in for clients on other machines: the
+// fan-out's subscribers and the write floor's readers, the stall's
+// connections that close and reconnect. A server does not share its cores
+// with its clients; at the lowest priority they get only the CPU the
+// servers (and the stall's pinger) leave, so that what is measured is the
+// server's work rather than how often a reader woken by the server takes
+// the server's core from it. Every server of a run, and the floors, are
+// measured so.
+var clientNice = 19
+
+// workerCommand is a load-generator child of exe at nice value nice (0:
+// the bench's own).
+func workerCommand(exe string, nice int) *exec.Cmd {
+	if nice == 0 {
+		return exec.Command(exe, "worker")
+	}
+	// Set before the exec, so every thread of the worker has it.
+	return exec.Command("nice", "-n", strconv.Itoa(nice), exe, "worker")
+}
+
 // startWorkersNice is startWorkers with the workers at the given nice
 // value (0: the bench's own).
 func startWorkersNice(t target, mode string, toks []string, topic string, parallel, nice int) ([]*workerProc, error) {
@@ -196,11 +217,7 @@ func startWorkersNice(t target, mode string, toks []string, topic string, parall
 		ntoks, users := roundRobin(toks, k, len(nodes))
 		for first := 0; first < len(ntoks); first += perWorker {
 			last := min(first+perWorker, len(ntoks))
-			cmd := exec.Command(exe, "worker")
-			if nice != 0 {
-				// Set before the exec, so every thread of the worker has it.
-				cmd = exec.Command("nice", "-n", strconv.Itoa(nice), exe, "worker")
-			}
+			cmd := workerCommand(exe, nice)
 			cmd.Stderr = os.Stderr
 			in, _ := cmd.StdinPipe()
 			outp, _ := cmd.StdoutPipe()
@@ -265,14 +282,15 @@ func stopWorkers(ws []*workerProc) {
 	}
 }
 
-// connectAll mints tokens and opens n subscribed connections.
-func connectAll(t target, n int, topic string) ([]*workerProc, int, error) {
+// connectAll mints tokens and opens n subscribed connections from workers
+// at the given nice value.
+func connectAll(t target, n int, topic string, nice int) ([]*workerProc, int, error) {
 	progress("minting %d tokens…", n)
 	toks, err := t.mint(n, topic)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mint tokens: %w", err)
 	}
-	return connectWith(t, toks, topic)
+	return connectNice(t, toks, topic, nice)
 }
 
 // connectWith opens one subscribed connection per token.
@@ -406,7 +424,7 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 	var floor *writeFloor
 	return func(t target) (result, error) {
 		var r result
-		ws, ready, err := connectAll(t, n, "fan")
+		ws, ready, err := connectAll(t, n, "fan", clientNice)
 		if err != nil {
 			return r, err
 		}

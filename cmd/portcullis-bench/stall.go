@@ -27,14 +27,6 @@ const pingInterval = 10 * time.Millisecond
 // missing and the next one leaves.
 const pongTimeout = 10 * time.Second
 
-// massNice is the nice value of the worker processes holding the
-// connections that close and reconnect. They stand in for clients on
-// other machines, whose CPU a server does not share: at the lowest
-// priority they get only the CPU the servers and the bystanders' pinger
-// leave, so a round trip measures the server rather than the load
-// generator's hold on the cores. Both servers of a run are measured so.
-const massNice = 19
-
 // rttSamples is how many round trips a bystander worker keeps per phase (a
 // uniform sample once there are more; the maximum is kept exactly).
 const rttSamples = 1 << 18
@@ -333,7 +325,7 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			return r, err
 		}
 		defer by.stop()
-		ws, ready, err := connectNice(t, batches[0], "mass", massNice)
+		ws, ready, err := connectNice(t, batches[0], "mass", clientNice)
 		defer func() { stopWorkers(ws) }()
 		if err != nil {
 			return r, err
@@ -386,7 +378,7 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			}
 			closing.merge(*rep)
 			start = time.Now()
-			ws, reconnected, err = connectNice(t, batches[round], "mass", massNice)
+			ws, reconnected, err = connectNice(t, batches[round], "mass", clientNice)
 			if err != nil {
 				return r, err
 			}
