@@ -225,7 +225,7 @@ func TestFloorRounds(t *testing.T) {
 		rate  float64
 		count int
 		want  int
-	}{{5, 100, 20}, {200, 100, 100}, {200, 5000, 800}, {5, 10, 10}, {1, 0, 1}} {
+	}{{5, 100, 100}, {5, 1000, 150}, {200, 100, 100}, {200, 10000, 6000}, {0.2, 100, 20}, {5, 10, 10}, {1, 0, 1}} {
 		if got := floorRounds(c.rate, c.count); got != c.want {
 			t.Errorf("floorRounds(%v, %d) = %d, want %d", c.rate, c.count, got, c.want)
 		}
