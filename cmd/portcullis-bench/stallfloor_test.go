@@ -42,20 +42,17 @@ func TestFloorServer(t *testing.T) {
 		if err := wsutil.WriteClientMessage(c, ws.OpPing, []byte(payload)); err != nil {
 			t.Fatal(err)
 		}
-		f, err := ws.ReadFrame(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Header.OpCode != ws.OpPong || string(f.Payload) != payload {
-			t.Fatalf("ping %q answered with op %d %q", payload, f.Header.OpCode, f.Payload)
+		op, got := readControl(t, c)
+		if op != ws.OpPong || string(got) != payload {
+			t.Fatalf("ping %q answered with op %d %q", payload, op, got)
 		}
 	}
 	// A close frame is answered with one, then end of stream.
 	if err := wsutil.WriteClientMessage(c, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "")); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := ws.ReadFrame(c); err != nil || f.Header.OpCode != ws.OpClose {
-		t.Fatalf("close answered with %+v, %v", f.Header, err)
+	if op, _ := readControl(t, c); op != ws.OpClose {
+		t.Fatalf("close answered with op %d", op)
 	}
 	expectEOF(t, c)
 	// The other connection ends its stream: the server closes its side.
@@ -80,6 +77,24 @@ func TestFloorServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectEOF(t, raw)
+}
+
+// readControl reads one unmasked frame of at most 125 bytes from c: the
+// floor server's control frames.
+func readControl(t *testing.T, c net.Conn) (ws.OpCode, []byte) {
+	t.Helper()
+	h, err := ws.ReadHeader(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Masked || h.Length > 125 {
+		t.Fatalf("frame header %+v: a server's control frame is unmasked and at most 125 bytes", h)
+	}
+	b := make([]byte, h.Length)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	return h.OpCode, b
 }
 
 // expectEOF reads c to its end and fails on anything but a clean one.

@@ -55,7 +55,7 @@ type Server struct {
 	Kind Kind
 	Addr string // 127.0.0.1:port
 	// DSN connects to Database as the superuser, in the format of
-	// tokens.sql (and of the database/sql driver SQLDriver names).
+	// tokens.sql (and of the kind's database/sql driver, driverName).
 	DSN string
 
 	dir  string // everything of the server; removed at cleanup
@@ -67,14 +67,6 @@ type Server struct {
 	log  string // the server's output
 
 	pools []*sql.DB // opened by Open: their idle connections die with a Stop
-}
-
-// SQLDriver is the database/sql driver name for s.DSN.
-func (s *Server) SQLDriver() string {
-	if s.Kind == Postgres {
-		return "pgx"
-	}
-	return "mysql"
 }
 
 // need returns the first of paths that exists, skipping (or, under CI,
@@ -296,12 +288,15 @@ func withPdeathsig(a *syscall.SysProcAttr) *syscall.SysProcAttr {
 	return a
 }
 
-func open(k Kind, dsn string) (*sql.DB, error) {
+// driverName is the database/sql driver of kind k's DSNs.
+func driverName(k Kind) string {
 	if k == Postgres {
-		return sql.Open("pgx", dsn)
+		return "pgx"
 	}
-	return sql.Open("mysql", dsn)
+	return "mysql"
 }
+
+func open(k Kind, dsn string) (*sql.DB, error) { return sql.Open(driverName(k), dsn) }
 
 func ping(k Kind, dsn string) error {
 	db, err := open(k, dsn)
