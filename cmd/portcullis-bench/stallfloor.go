@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"sync"
@@ -371,14 +372,18 @@ func rawEpollAdd(epfd, fd int, events uint32) error {
 }
 
 // runFloorServer is the floor-server child: it serves 127.0.0.1:port with
-// a loop per usable CPU, says "ready" on stdout and runs until killed.
+// a loop per usable CPU, says "ready" on stdout and serves until SIGINT or
+// SIGTERM, then closes everything.
 func runFloorServer(port int) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s, err := startFloorServer(port, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return err
 	}
 	fmt.Println("ready")
-	s.wg.Wait()
+	<-sig
+	s.stop()
 	return nil
 }
 
@@ -447,9 +452,18 @@ func (f *floorTarget) publish(topic string, data json.RawMessage) error {
 	return errors.New("the floor server does not publish")
 }
 
+// stop interrupts the floor server and waits for it (killing it after
+// 10 s).
 func (f *floorTarget) stop() {
-	_ = f.cmd.Process.Kill()
-	_ = f.cmd.Wait()
+	_ = f.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = f.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = f.cmd.Process.Kill()
+		<-done
+	}
 }
 
 // clients is the descriptors the floor server holds open, as for
