@@ -128,7 +128,7 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.PersistentFlags().StringVar(gw, "gateway", "",
 		"portcullis binary to start (default: next to portcullis-bench, else built from the source tree, else on PATH)")
-	cmd.PersistentFlags().IntVar(&clientNice, "client-nice", clientNice,
+	cmd.PersistentFlags().IntVar(&clientNice, "client-nice", defaultClientNice,
 		"nice value (0-19) of the load-generator processes that stand in for clients on other machines: fanout's subscribers and the write floor's readers, stall's closing and reconnecting connections")
 	cmd.PersistentFlags().StringVar(&serverCPUs, "server-cpus", "",
 		"run the servers (gateway, Centrifugo) on these CPUs only (taskset -c LIST, e.g. 1); run the bench itself under taskset -c for the others, so that the load generator does not take the servers' cores")
