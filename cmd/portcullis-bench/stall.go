@@ -360,6 +360,7 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		// second after the server holds none, and from then to a second
 		// after the last reconnect.
 		var closing, reconnecting rttReport
+		var perRound []float64 // each round's p99 over its close and reconnect
 		reconnected := 0
 		for round := 1; round <= s.rounds; round++ {
 			progress("round %d: closing %d connections at once…", round, ready)
@@ -377,6 +378,8 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 				return r, err
 			}
 			closing.merge(*rep)
+			var this rttReport
+			this.merge(*rep)
 			start = time.Now()
 			ws, reconnected, err = connectNice(t, batches[round], "mass", clientNice)
 			if err != nil {
@@ -388,6 +391,8 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 				return r, err
 			}
 			reconnecting.merge(*rep)
+			this.merge(*rep)
+			perRound = append(perRound, summarize(this).p99)
 		}
 		cpu1, err := cpuOf(t)
 		if err != nil {
@@ -414,6 +419,11 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		r.set("  p99 corrected for pings not sent while waiting", "ms", ep.p99Corrected)
 		r.set("  p99 while the connections close", "ms", cl.p99)
 		r.set("  p99 while they reconnect", "ms", rc.p99)
+		if len(perRound) > 1 {
+			for i, p99 := range perRound {
+				r.set(fmt.Sprintf("  p99 of round %d", i+1), "ms", p99)
+			}
+		}
 		if isGateway {
 			st1, err := g.fetchStats()
 			if err != nil {

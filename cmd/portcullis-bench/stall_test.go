@@ -327,7 +327,7 @@ func TestStallSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the gateway")
 	}
-	args := []string{"stall", "--conns", "200", "--bystanders", "5", "--floor"}
+	args := []string{"stall", "--conns", "200", "--bystanders", "5", "--rounds", "2", "--floor"}
 	peer := centrifugoForTest() != ""
 	if peer {
 		args = append(args, "--peer", "centrifugo", "--centrifugo-bin", centrifugoForTest())
@@ -365,6 +365,13 @@ func TestStallSmoke(t *testing.T) {
 	for _, v := range row("bystanders (n)") {
 		if v != "5.00" {
 			t.Errorf("bystanders %s of 5\n%s", v, out)
+		}
+	}
+	for _, prefix := range []string{"p99 of round 1 (ms)", "p99 of round 2 (ms)"} {
+		for i, v := range row(prefix) {
+			if v == "n/a" || v == "0.00" {
+				t.Errorf("%s, column %d: %s\n%s", prefix, i+1, v, out)
+			}
 		}
 	}
 	for _, v := range row("bystander pongs over the episode (n)") {
