@@ -269,7 +269,11 @@ func TestResumeAcrossRestarts(t *testing.T) {
 	}
 	r := tt.verify(t)
 	mustIntact(t, r)
-	if r.Checkpoints < 6 || r.LastCheckpoint.Seq != 33 {
+	// Every Close writes its last checkpoint (it waits for the
+	// checkpointer); one submitted in between may be replaced by a newer
+	// one before it is written (submit keeps the latest), so the three
+	// closes are what is certain.
+	if r.Checkpoints < 3 || r.LastCheckpoint.Seq != 33 {
 		t.Fatalf("checkpoints %d, last %+v", r.Checkpoints, r.LastCheckpoint)
 	}
 }
