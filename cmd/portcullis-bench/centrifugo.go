@@ -208,15 +208,6 @@ func (c *centrifugo) publish(topic string, data json.RawMessage) error {
 }
 
 func (c *centrifugo) stop() {
-	if c.cmd.Process != nil {
-		_ = c.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = c.cmd.Process.Kill()
-		}
-	}
+	interrupt(c.cmd, 15*time.Second)
 	os.RemoveAll(c.dir)
 }

@@ -112,16 +112,7 @@ func startGatewayWith(extra string) (*gateway, error) {
 }
 
 func (g *gateway) stop() {
-	if g.cmd.Process != nil {
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = g.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = g.cmd.Process.Kill()
-		}
-	}
+	interrupt(g.cmd, 15*time.Second)
 	os.RemoveAll(g.dir)
 }
 

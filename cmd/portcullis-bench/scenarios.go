@@ -277,13 +277,30 @@ func stopWorkers(ws []*workerProc) {
 		w.in.Close()
 	}
 	for _, w := range ws {
-		done := make(chan struct{})
-		go func() { _ = w.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = w.cmd.Process.Kill()
-		}
+		waitOrKill(w.cmd, 10*time.Second)
+	}
+}
+
+// interrupt sends SIGINT to cmd's process, if it started, and waits for it
+// (waitOrKill).
+func interrupt(cmd *exec.Cmd, grace time.Duration) {
+	if cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	waitOrKill(cmd, grace)
+}
+
+// waitOrKill waits for cmd's process to end, killing it once grace has
+// passed.
+func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 

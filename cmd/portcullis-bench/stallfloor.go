@@ -452,19 +452,7 @@ func (f *floorTarget) publish(topic string, data json.RawMessage) error {
 	return errors.New("the floor server does not publish")
 }
 
-// stop interrupts the floor server and waits for it (killing it after
-// 10 s).
-func (f *floorTarget) stop() {
-	_ = f.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = f.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = f.cmd.Process.Kill()
-		<-done
-	}
-}
+func (f *floorTarget) stop() { interrupt(f.cmd, 10*time.Second) }
 
 // clients is the descriptors the floor server holds open, as for
 // Centrifugo: the stall bench compares it with an earlier count.
