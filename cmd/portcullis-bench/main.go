@@ -282,13 +282,16 @@ kernel closes every socket: a client-side network drop), waits until the
 server holds none of them, and reconnects them with tokens minted
 beforehand until all are subscribed; --rounds times. It reports the
 bystanders' ping→pong round trips over that episode, the time of the
-close and of the reconnect, and the gateway's loop-turn distribution
-(/v1/stats "loop_turns"; n/a from a gateway without it).
+close and of the reconnect, the server's CPU time and how long its
+threads waited for a core (runnable, on a run queue), and the gateway's
+loop-turn distribution (/v1/stats "loop_turns"; n/a from a gateway
+without it).
 
 --floor adds a last column: the same episode against the stall floor, a
 server in this executable that does only the socket work the episode
 needs (accept, upgrade, answer the subscribe and the pings, close), so
-that its round trips are what the machine imposes on any server.`,
+that its round trips and its loop turns are what the machine imposes on
+any server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ss.conns <= 0 || ss.bystanders <= 0 || ss.rounds <= 0 {
@@ -320,7 +323,7 @@ that its round trips are what the machine imposes on any server.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runFloorServer(floorPort)
+			return runFloorServer(floorPort, os.Stdin, os.Stdout)
 		},
 	}
 	floorServer.Flags().IntVar(&floorPort, "port", 0, "loopback port to serve")

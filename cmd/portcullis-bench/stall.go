@@ -16,7 +16,9 @@ import (
 // then reconnect, how long do the other connections of the server wait?
 // Bystander connections (on a topic of their own) ping the server and
 // time each pong; the gateway's loop-turn histogram (/v1/stats
-// "loop_turns") says how long its event loops were busy in one go.
+// "loop_turns", and the floor server's of the same form) says how long its
+// event loops were busy in one go, and the kernel's per-thread schedstat
+// how long the server's threads waited for a core meanwhile.
 
 // pingInterval is how often a bystander pings: the next ping leaves
 // pingInterval after the previous one, or as soon as its pong is back when
@@ -340,10 +342,10 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			return r, err
 		}
 		quiet := summarize(*quietRep)
-		g, isGateway := t.(*gateway)
+		tr, hasTurns := t.(turnReporter)
 		var st0 serverStats
-		if isGateway {
-			if st0, err = g.fetchStats(); err != nil {
+		if hasTurns {
+			if st0, err = tr.turnStats(); err != nil {
 				return r, err
 			}
 		}
@@ -352,6 +354,10 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 			return r, err
 		}
 		cpu0, err := cpuOf(t)
+		if err != nil {
+			return r, err
+		}
+		waits0, err := waitsOf(t)
 		if err != nil {
 			return r, err
 		}
@@ -398,6 +404,10 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		if err != nil {
 			return r, err
 		}
+		waits1, err := waitsOf(t)
+		if err != nil {
+			return r, err
+		}
 		var epRep rttReport
 		epRep.merge(closing)
 		epRep.merge(reconnecting)
@@ -410,6 +420,7 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		r.set("  reconnected", "n", float64(reconnected))
 		r.set("  set-ups per second", "1/s", float64(reconnected)/max(reconnectTime.Seconds(), 1e-9))
 		r.set("server CPU over the episode", "s", ticksToMicros(cpu1.sub(cpu0).total())/1e6)
+		r.set("  its threads runnable, waiting for a core", "s", waits1.since(waits0).Seconds())
 		r.set("bystander ping→pong before, p99", "ms", quiet.p99)
 		r.set("bystander pongs over the episode", "n", float64(ep.pongs))
 		r.set("  missing (none within 10 s)", "n", float64(ep.missing))
@@ -424,8 +435,8 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 				r.set(fmt.Sprintf("  p99 of round %d", i+1), "ms", p99)
 			}
 		}
-		if isGateway {
-			st1, err := g.fetchStats()
+		if hasTurns {
+			st1, err := tr.turnStats()
 			if err != nil {
 				return r, err
 			}
@@ -438,6 +449,16 @@ func stallScenario(s stallSettings) func(target) (result, error) {
 		return r, nil
 	}
 }
+
+// turnReporter is a server that says how long its event loops' turns
+// took: the gateway (/v1/stats) and the floor server. Only LoopTurns and
+// MaxLoopStall of the stats are read.
+type turnReporter interface {
+	turnStats() (serverStats, error)
+}
+
+// turnStats is the gateway's /v1/stats.
+func (g *gateway) turnStats() (serverStats, error) { return g.fetchStats() }
 
 // turnRows are the loop-turn rows of the stall bench, in print order.
 var turnRows = []struct{ key, unit string }{

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -379,13 +380,49 @@ func TestStallSmoke(t *testing.T) {
 			t.Errorf("no pong timed\n%s", out)
 		}
 	}
-	if got := row("longest loop turn since start (ms)")[0]; got == "n/a" || got == "0.00" {
-		t.Errorf("the gateway's longest loop turn: %s\n%s", got, out)
-	}
-	for i, got := range row("loop turns over the episode (n)")[1:] {
-		if got != "n/a" {
-			t.Errorf("column %d (a server without event-loop stats) has loop turns: %s", i+2, got)
+	// The gateway and the floor time their loops' turns; Centrifugo has
+	// none to report.
+	turns, longest := row("loop turns over the episode (n)"), row("longest loop turn since start (ms)")
+	for _, i := range []int{0, cols - 1} {
+		if turns[i] == "n/a" || turns[i] == "0.00" || longest[i] == "n/a" || longest[i] == "0.00" {
+			t.Errorf("column %d: %s loop turns over the episode, longest %s\n%s", i+1, turns[i], longest[i], out)
 		}
+	}
+	if peer && turns[1] != "n/a" {
+		t.Errorf("Centrifugo's column has loop turns: %s", turns[1])
+	}
+	// Every server's threads are read; a wait for a core is a duration.
+	for i, v := range row("its threads runnable, waiting for a core (s)") {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 {
+			t.Errorf("column %d: waiting for a core %q", i+1, v)
+		}
+	}
+}
+
+// The wait for a core is read from the kernel's schedstat lines, per
+// thread: a thread that starts between two readings counts all of its
+// wait, one that ends counts nothing, a malformed line is an error.
+func TestThreadWaits(t *testing.T) {
+	if w, err := parseSchedstat("4294465 1250000 2\n"); err != nil || w != 1250000 {
+		t.Fatalf("parse: %d, %v", w, err)
+	}
+	for _, bad := range []string{"", "1 2", "1 x 3", "1 -5 3", "1 2 3 4"} {
+		if _, err := parseSchedstat(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	earlier := threadWaits{{1, 1}: 100, {1, 2}: 50, {1, 3}: 70}
+	later := threadWaits{{1, 1}: 400, {1, 2}: 50, {1, 4}: 30} // 3 ended, 4 started
+	if got := later.since(earlier); got != 330 {
+		t.Fatalf("since: %d ns, want 330", got)
+	}
+	// This process's own threads are readable and their waits add up.
+	w := threadWaits{}
+	if err := addWaits(w, os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if len(w) < 2 {
+		t.Fatalf("%d threads read from /proc/self/task", len(w))
 	}
 }
 

@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -37,7 +39,11 @@ import (
 // raw, and it serves the other connections first: a connection that hung
 // up is closed after the turn's other events, at most floorClosesPerTurn a
 // turn (a mass close otherwise makes one turn of thousands of closes, each
-// sending its FIN through the loopback inside the close call).
+// sending its FIN through the loopback inside the close call). Its loops
+// time their turns as the gateway's do (from epoll_wait's return to the
+// end of the turn's closes, turns that did work only, the same buckets),
+// so the stall bench shows how long a turn takes on this machine when it
+// does next to nothing.
 
 // floorLoopEvents is how many events one epoll_wait of a floor loop returns
 // at most (the gateway's MaxEvents).
@@ -67,6 +73,34 @@ func serverFrameBytes(op ws.OpCode, payload []byte) []byte {
 	return append([]byte{0x80 | byte(op), byte(len(payload))}, payload...)
 }
 
+// floorTurnBounds are the upper bounds of the floor loops' turn buckets,
+// those of the gateway's loop_turns (TestFloorTurnBoundsAreTheGateways);
+// a last bucket takes the longer turns.
+var floorTurnBounds = [...]time.Duration{
+	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+}
+
+// floorTurns counts one floor loop's turns by duration: n[i] those of at
+// most floorTurnBounds[i] and over the bound before, the last the longer
+// ones. Written by the loop, read by the floor-server's command reader.
+type floorTurns struct {
+	n   [len(floorTurnBounds) + 1]atomic.Uint64
+	max atomic.Int64 // nanoseconds
+}
+
+func (h *floorTurns) observe(d time.Duration) {
+	i := 0
+	for i < len(floorTurnBounds) && d > floorTurnBounds[i] {
+		i++
+	}
+	h.n[i].Add(1)
+	if int64(d) > h.max.Load() {
+		h.max.Store(int64(d))
+	}
+}
+
 // floorConn is what a floor loop knows of one connection.
 type floorConn struct {
 	in   []byte // bytes read that are not yet a whole request or frame
@@ -79,6 +113,7 @@ type floorLoop struct {
 	conns             []*floorConn // by descriptor
 	hungUp            []int        // descriptors to close at the ends of turns
 	out               []byte
+	turns             floorTurns
 }
 
 // floorServer is the floor server's loops, in this process.
@@ -211,6 +246,7 @@ func (l *floorLoop) run() {
 			fmt.Fprintf(os.Stderr, "floor server: epoll_wait: %v\n", err)
 			return
 		}
+		start := time.Now()
 		for _, ev := range events[:n] {
 			switch fd := int(ev.Fd); fd {
 			case l.stopfd:
@@ -226,7 +262,35 @@ func (l *floorLoop) run() {
 			rawClose(fd)
 		}
 		l.hungUp = append(l.hungUp[:0], l.hungUp[k:]...)
+		if n > 0 || k > 0 {
+			l.turns.observe(time.Since(start))
+		}
 	}
+}
+
+// loopTurns is every loop's turns so far in the form of the gateway's
+// /v1/stats "loop_turns" (cumulative buckets, the longest turn).
+func (s *floorServer) loopTurns() loopTurns {
+	var counts [len(floorTurnBounds) + 1]uint64
+	var longest int64
+	for _, l := range s.loops {
+		for i := range counts {
+			counts[i] += l.turns.n[i].Load()
+		}
+		longest = max(longest, l.turns.max.Load())
+	}
+	lt := loopTurns{Max: time.Duration(longest).String()}
+	var cum uint64
+	for i, c := range counts {
+		cum += c
+		le := "+Inf"
+		if i < len(floorTurnBounds) {
+			le = floorTurnBounds[i].String()
+		}
+		lt.Buckets = append(lt.Buckets, turnBucket{Le: le, Count: cum})
+	}
+	lt.Count = cum
+	return lt
 }
 
 // accept takes every pending connection.
@@ -372,16 +436,31 @@ func rawEpollAdd(epfd, fd int, events uint32) error {
 }
 
 // runFloorServer is the floor-server child: it serves 127.0.0.1:port with
-// a loop per usable CPU, says "ready" on stdout and serves until SIGINT or
-// SIGTERM, then closes everything.
-func runFloorServer(port int) error {
+// a loop per usable CPU, says "ready" on out and serves until SIGINT or
+// SIGTERM, then closes everything. Each "turns" line on in is answered on
+// out with one JSON line: the loops' turns so far (loopTurns).
+func runFloorServer(port int, in io.Reader, out io.Writer) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s, err := startFloorServer(port, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return err
 	}
-	fmt.Println("ready")
+	if _, err := fmt.Fprintln(out, "ready"); err != nil {
+		s.stop()
+		return err
+	}
+	go func() {
+		sc := bufio.NewScanner(in)
+		enc := json.NewEncoder(out)
+		for sc.Scan() {
+			if sc.Text() == "turns" {
+				_ = enc.Encode(s.loopTurns())
+			} else {
+				fmt.Fprintf(os.Stderr, "floor server: unknown command %q\n", sc.Text())
+			}
+		}
+	}()
 	<-sig
 	s.stop()
 	return nil
@@ -392,6 +471,8 @@ func runFloorServer(port int) error {
 type floorTarget struct {
 	cmd  *exec.Cmd
 	port int
+	in   io.WriteCloser // commands to the floor server
+	out  *bufio.Reader  // its answers
 }
 
 func startFloor() (*floorTarget, error) {
@@ -405,6 +486,10 @@ func startFloor() (*floorTarget, error) {
 	}
 	cmd := serverCommand(exe, "floor-server", "--port", strconv.Itoa(port))
 	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -412,10 +497,10 @@ func startFloor() (*floorTarget, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start floor server: %w", err)
 	}
-	t := &floorTarget{cmd: cmd, port: port}
+	t := &floorTarget{cmd: cmd, port: port, in: in, out: bufio.NewReader(out)}
 	ready := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
+		line, _ := t.out.ReadString('\n')
 		ready <- line
 	}()
 	select {
@@ -452,7 +537,27 @@ func (f *floorTarget) publish(topic string, data json.RawMessage) error {
 	return errors.New("the floor server does not publish")
 }
 
-func (f *floorTarget) stop() { interrupt(f.cmd, 10*time.Second) }
+func (f *floorTarget) stop() {
+	interrupt(f.cmd, 10*time.Second)
+	f.in.Close()
+}
+
+// turnStats asks the floor server for its loops' turns: stats with only
+// LoopTurns set, as the stall bench reads the gateway's.
+func (f *floorTarget) turnStats() (serverStats, error) {
+	if _, err := io.WriteString(f.in, "turns\n"); err != nil {
+		return serverStats{}, fmt.Errorf("floor server turns: %w", err)
+	}
+	line, err := f.out.ReadBytes('\n')
+	if err != nil {
+		return serverStats{}, fmt.Errorf("floor server turns: %w", err)
+	}
+	var lt loopTurns
+	if err := json.Unmarshal(line, &lt); err != nil {
+		return serverStats{}, fmt.Errorf("floor server turns %q: %w", line, err)
+	}
+	return serverStats{LoopTurns: &lt}, nil
+}
 
 // clients is the descriptors the floor server holds open, as for
 // Centrifugo: the stall bench compares it with an earlier count.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -77,6 +79,62 @@ func TestFloorServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectEOF(t, raw)
+
+	// Every turn above did work (accepts, upgrades, pings, closes) and is
+	// counted, in the form the stall bench parses.
+	lt := s.loopTurns()
+	h, ok, err := parseLoopTurns(&lt)
+	if err != nil || !ok {
+		t.Fatalf("floor turns %+v: %v", lt, err)
+	}
+	if h.total() < 6 || h.total() != lt.Count || h.max <= 0 {
+		t.Fatalf("floor turns: %d counted (%d reported), longest %s, want at least the 6 exchanges above", h.total(), lt.Count, h.max)
+	}
+	if len(h.bounds) != len(floorTurnBounds)+1 || h.bounds[len(floorTurnBounds)] != infBound {
+		t.Fatalf("floor turn bounds %v", h.bounds)
+	}
+}
+
+// The floor's turn buckets are the gateway's, so that the stall bench's
+// turn rows (quantiles are bucket bounds, "over 20 ms" a bucket sum) read
+// the same in both columns.
+func TestFloorTurnBoundsAreTheGateways(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := locateGateway("", "", wd, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.remove()
+	defer func(old string) { gatewayExe = old }(gatewayExe)
+	gatewayExe = b.path
+	g, err := startGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.stop()
+	st, err := g.turnStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, ok, err := parseLoopTurns(st.LoopTurns)
+	if err != nil || !ok {
+		t.Fatalf("gateway loop_turns %+v: %v", st.LoopTurns, err)
+	}
+	var floor floorServer
+	lt := floor.loopTurns()
+	fl, _, err := parseLoopTurns(&lt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gw.bounds, fl.bounds) {
+		t.Fatalf("bucket bounds: gateway %v, floor %v", gw.bounds, fl.bounds)
+	}
 }
 
 // readControl reads one unmasked frame of at most 125 bytes from c: the
