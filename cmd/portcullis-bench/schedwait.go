@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -47,8 +48,8 @@ func addWaits(w threadWaits, pid int) error {
 			continue
 		}
 		b, err := os.ReadFile(dir + "/" + task.Name() + "/schedstat")
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // the thread ended after the listing
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue // the thread ended after the listing (or is ending)
 		}
 		if err != nil {
 			return fmt.Errorf("thread %d: %w", tid, err)

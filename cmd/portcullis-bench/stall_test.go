@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -423,6 +424,35 @@ func TestThreadWaits(t *testing.T) {
 	}
 	if len(w) < 2 {
 		t.Fatalf("%d threads read from /proc/self/task", len(w))
+	}
+	// Threads that end while they are listed or read are skipped, not an
+	// error: a goroutine that exits locked to its thread ends the thread.
+	stop := make(chan struct{})
+	ended := make(chan int)
+	go func() {
+		n := 0
+		defer func() { ended <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			done := make(chan struct{})
+			go func() { runtime.LockOSThread(); close(done) }()
+			<-done
+			n++
+		}
+	}()
+	for range 300 {
+		if err := addWaits(threadWaits{}, os.Getpid()); err != nil {
+			close(stop)
+			t.Fatalf("with threads ending meanwhile: %v", err)
+		}
+	}
+	close(stop)
+	if n := <-ended; n == 0 {
+		t.Fatal("no thread ended while the waits were read")
 	}
 }
 
