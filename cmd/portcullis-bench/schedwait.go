@@ -17,8 +17,9 @@ import (
 // On a machine whose cores the load generator shares with the server, a
 // loop turn or a round trip that takes long may be the server working or
 // the server waiting for a core; the second is what this counts. It is
-// read per thread, so that a thread that ends or starts between two
-// readings counts for what it did in between.
+// read per thread, so that a thread that starts between two readings
+// counts all of its wait and one that ends counts nothing, instead of
+// throwing the sums off.
 
 // threadWaits is the wait for a core (ns) of every thread of some
 // processes, by process and thread id.
