@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -172,7 +173,8 @@ type workerProc struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *bufio.Scanner
-	node int // index in members(t) of the server its connections go to
+	pipe io.ReadCloser // what out reads: the child's stdout
+	node int           // index in members(t) of the server its connections go to
 }
 
 // startWorkers starts load-generator children for toks. Subscribers are
@@ -231,7 +233,7 @@ func startWorkersNice(t target, mode string, toks []string, topic string, parall
 			}
 			sc := bufio.NewScanner(outp)
 			sc.Buffer(make([]byte, 1<<20), 64<<20)
-			wp := &workerProc{cmd: cmd, in: in, out: sc, node: k}
+			wp := &workerProc{cmd: cmd, in: in, out: sc, pipe: outp, node: k}
 			ws = append(ws, wp)
 			j := job{Mode: mode, Proto: node.protocol(), URL: node.url(), Src: "127." + strconv.Itoa(10+w) + ".0.", Topic: topic,
 				Tokens: ntoks[first:last], FirstUser: first, Parallel: parallel}
@@ -270,6 +272,32 @@ func (w *workerProc) read() (report, error) {
 		return r, fmt.Errorf("worker ended: %v", w.out.Err())
 	}
 	return r, json.Unmarshal(w.out.Bytes(), &r)
+}
+
+// readWithin is read for an answer due at once: a worker that has not
+// answered within d fails the run (naming the wait) instead of hanging it.
+func (w *workerProc) readWithin(d time.Duration) (report, error) {
+	if err := setReadDeadline(w.pipe, time.Now().Add(d)); err != nil {
+		return report{}, err
+	}
+	defer setReadDeadline(w.pipe, time.Time{})
+	r, err := w.read()
+	if errors.Is(w.out.Err(), os.ErrDeadlineExceeded) {
+		return r, fmt.Errorf("worker %d sent no answer within %s", w.cmd.Process.Pid, d)
+	}
+	return r, err
+}
+
+// setReadDeadline sets the read deadline of a child's stdout pipe.
+func setReadDeadline(pipe io.Reader, t time.Time) error {
+	f, ok := pipe.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		return fmt.Errorf("%T has no read deadline", pipe)
+	}
+	if err := f.SetReadDeadline(t); err != nil {
+		return fmt.Errorf("pipe read deadline: %w", err)
+	}
+	return nil
 }
 
 func stopWorkers(ws []*workerProc) {

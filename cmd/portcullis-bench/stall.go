@@ -29,6 +29,11 @@ const pingInterval = 10 * time.Millisecond
 // missing and the next one leaves.
 const pongTimeout = 10 * time.Second
 
+// childAnswerTimeout bounds the wait for a child that answers a command
+// at once (the bystanders' report, the floor server's turns): past it the
+// run fails with an error that names the child instead of hanging.
+const childAnswerTimeout = 30 * time.Second
+
 // rttSamples is how many round trips a bystander worker keeps per phase (a
 // uniform sample once there are more; the maximum is kept exactly).
 const rttSamples = 1 << 18
@@ -229,7 +234,7 @@ func (b bystanders) command(cmd string) (*rttReport, error) {
 	if _, err := fmt.Fprintln(b.w.in, cmd); err != nil {
 		return nil, fmt.Errorf("bystanders %s: %w", cmd, err)
 	}
-	r, err := b.w.read()
+	r, err := b.w.readWithin(childAnswerTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("bystanders %s: %w", cmd, err)
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -501,5 +503,26 @@ func TestParseCPUList(t *testing.T) {
 		if _, err := parseCPUList(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// A child that does not answer a command due at once fails the run with
+// an error naming the wait, instead of hanging it.
+func TestReadWithin(t *testing.T) {
+	cmd := exec.Command("sleep", "10")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	w := &workerProc{cmd: cmd, out: bufio.NewScanner(out), pipe: out}
+	// Without the deadline the read would last until the child ends, and
+	// fail as "worker ended".
+	_, err = w.readWithin(200 * time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
+		t.Fatalf("read from a silent child: %v", err)
 	}
 }

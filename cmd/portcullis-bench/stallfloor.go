@@ -472,7 +472,8 @@ type floorTarget struct {
 	cmd  *exec.Cmd
 	port int
 	in   io.WriteCloser // commands to the floor server
-	out  *bufio.Reader  // its answers
+	out  *bufio.Reader  // its answers, read from pipe
+	pipe io.ReadCloser
 }
 
 func startFloor() (*floorTarget, error) {
@@ -497,7 +498,7 @@ func startFloor() (*floorTarget, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start floor server: %w", err)
 	}
-	t := &floorTarget{cmd: cmd, port: port, in: in, out: bufio.NewReader(out)}
+	t := &floorTarget{cmd: cmd, port: port, in: in, out: bufio.NewReader(out), pipe: out}
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := t.out.ReadString('\n')
@@ -548,9 +549,13 @@ func (f *floorTarget) turnStats() (serverStats, error) {
 	if _, err := io.WriteString(f.in, "turns\n"); err != nil {
 		return serverStats{}, fmt.Errorf("floor server turns: %w", err)
 	}
+	if err := setReadDeadline(f.pipe, time.Now().Add(childAnswerTimeout)); err != nil {
+		return serverStats{}, err
+	}
 	line, err := f.out.ReadBytes('\n')
+	_ = setReadDeadline(f.pipe, time.Time{})
 	if err != nil {
-		return serverStats{}, fmt.Errorf("floor server turns: %w", err)
+		return serverStats{}, fmt.Errorf("floor server turns: no answer: %w", err)
 	}
 	var lt loopTurns
 	if err := json.Unmarshal(line, &lt); err != nil {
