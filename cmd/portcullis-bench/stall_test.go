@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -524,5 +525,32 @@ func TestReadWithin(t *testing.T) {
 	_, err = w.readWithin(200 * time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
 		t.Fatalf("read from a silent child: %v", err)
+	}
+}
+
+// killWorkers kills and reaps every worker; exitedChild tells a running
+// child from one that ended without reaping it.
+func TestKillWorkers(t *testing.T) {
+	var ws []*workerProc
+	for range 3 {
+		cmd := exec.Command("sleep", "30")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, &workerProc{cmd: cmd, in: in})
+	}
+	if exitedChild(ws[0].cmd.Process.Pid) {
+		t.Fatal("a running child reported ended")
+	}
+	killWorkers(ws)
+	for i, w := range ws {
+		st := w.cmd.ProcessState
+		if st == nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("worker %d: %v, want killed and reaped", i, st)
+		}
 	}
 }
