@@ -507,10 +507,15 @@ func TestParseCPUList(t *testing.T) {
 	}
 }
 
-// A child that does not answer a command due at once fails the run with
-// an error naming the wait, instead of hanging it.
-func TestReadWithin(t *testing.T) {
-	cmd := exec.Command("sleep", "10")
+// silentWorker is a worker process that never answers: sleep, with the
+// pipes of a real worker. It is killed and reaped at the test's end.
+func silentWorker(t *testing.T) *workerProc {
+	t.Helper()
+	cmd := exec.Command("sleep", "30")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -518,11 +523,22 @@ func TestReadWithin(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	w := &workerProc{cmd: cmd, out: bufio.NewScanner(out), pipe: out}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return &workerProc{cmd: cmd, in: in, out: bufio.NewScanner(out), pipe: out}
+}
+
+// A child that does not answer a command due at once fails the run with
+// an error naming the wait, instead of hanging it.
+func TestReadWithin(t *testing.T) {
+	w := silentWorker(t)
 	// Without the deadline the read would last until the child ends, and
 	// fail as "worker ended".
-	_, err = w.readWithin(200 * time.Millisecond)
+	_, err := w.readWithin(200 * time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
 		t.Fatalf("read from a silent child: %v", err)
 	}
@@ -531,18 +547,7 @@ func TestReadWithin(t *testing.T) {
 // killWorkers kills and reaps every worker; exitedChild tells a running
 // child from one that ended without reaping it.
 func TestKillWorkers(t *testing.T) {
-	var ws []*workerProc
-	for range 3 {
-		cmd := exec.Command("sleep", "30")
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ws = append(ws, &workerProc{cmd: cmd, in: in})
-	}
+	ws := []*workerProc{silentWorker(t), silentWorker(t), silentWorker(t)}
 	if exitedChild(ws[0].cmd.Process.Pid) {
 		t.Fatal("a running child reported ended")
 	}
