@@ -34,11 +34,11 @@ import (
 //     mix. A SHA-256 over the whole file detects corruption.
 //   - the journal, <path>.journal.<gen>: one record per Mint and per first
 //     redemption since the snapshot of generation gen, each with its own
-//     CRC-32C. The store appends to it from a background goroutine as soon
-//     as it is free (Mint and Redeem never wait for the disk), so a kill -9
-//     loses only what was not yet written — typically the last few
-//     microseconds — and a power loss what was not yet synced (at most
-//     journalSync).
+//     CRC-32C. The store appends to it from a background goroutine
+//     journalLinger after the first record of a burst (Mint and Redeem
+//     never wait for the disk), so a kill -9 loses only what was not yet
+//     written — at most the last journalLinger — and a power loss what
+//     was not yet synced (at most journalSync).
 //
 // A checkpoint (every SnapshotInterval, when the journal passes
 // maxJournalBytes, at start and at Close) starts journal gen+1, then
@@ -62,9 +62,10 @@ const SnapshotInterval = 5 * time.Minute
 
 // Bounds of the state files.
 const (
-	journalSync     = time.Second // longest a written journal record waits for fsync
-	maxJournalBytes = 64 << 20    // a larger journal triggers a checkpoint
-	maxPendingBytes = 16 << 20    // records waiting for the writer; beyond, counted in Unsaved
+	journalSync     = time.Second      // longest a written journal record waits for fsync
+	journalLinger   = time.Millisecond // how long the writer lets records gather after a wake-up
+	maxJournalBytes = 64 << 20         // a larger journal triggers a checkpoint
+	maxPendingBytes = 16 << 20         // records waiting for the writer; beyond, counted in Unsaved
 )
 
 // ErrCorrupt is wrapped by OpenState's error when the snapshot or a
@@ -106,6 +107,7 @@ type StateStats struct {
 	Path      string `json:"path"`
 	Restored  int    `json:"restored"`  // tokens restored at start
 	Snapshots uint64 `json:"snapshots"` // snapshots written
+	Writes    uint64 `json:"writes"`    // writes to the journal, each of every record pending then
 	Errors    uint64 `json:"errors"`    // writes that failed
 	LastErr   string `json:"last_error,omitempty"`
 	Unsaved   uint64 `json:"unsaved"` // records dropped: the writer fell maxPendingBytes behind
@@ -136,6 +138,7 @@ type stateFiles struct {
 
 	restored  int
 	snapshots atomic.Uint64
+	writes    atomic.Uint64
 	errs      atomic.Uint64
 	lastErr   atomic.Pointer[string]
 	closeOnce sync.Once
@@ -601,6 +604,7 @@ func (st *stateFiles) flushLocked() error {
 	if len(b) == 0 {
 		return nil
 	}
+	st.writes.Add(1)
 	n, err := st.jf.Write(b)
 	st.jsize += int64(n)
 	st.dirty = true
@@ -643,6 +647,9 @@ func (s *Store) writer() {
 	for {
 		select {
 		case <-st.wake:
+			// Let the burst gather first: while this goroutine sleeps,
+			// kick finds the wake-up already pending and readies nobody.
+			time.Sleep(journalLinger)
 			st.fileMu.Lock()
 			_ = st.failed(st.flushLocked())
 			big := st.jsize > maxJournalBytes
@@ -788,7 +795,8 @@ func (s *Store) StateStats() StateStats {
 	if st == nil {
 		return StateStats{}
 	}
-	out := StateStats{Path: st.path, Restored: st.restored, Snapshots: st.snapshots.Load(), Errors: st.errs.Load()}
+	out := StateStats{Path: st.path, Restored: st.restored, Snapshots: st.snapshots.Load(),
+		Writes: st.writes.Load(), Errors: st.errs.Load()}
 	if p := st.lastErr.Load(); p != nil {
 		out.LastErr = *p
 	}

@@ -460,3 +460,65 @@ func BenchmarkMintRedeemJournal(b *testing.B) {
 		})
 	}
 }
+
+// The writer lets a burst's records gather for journalLinger after it is
+// woken, so a burst of redemptions costs a journal write (and a wake-up)
+// per journalLinger rather than one per redemption; and every record
+// still reaches the journal without anyone flushing it.
+func TestJournalWritesGatherABurst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	s, _ := openState(t, path, t0)
+	const n = 300
+	toks := make([]string, n)
+	for i := range toks {
+		tok, _, err := s.Mint("u"+strconv.Itoa(i), nil, time.Minute, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[i] = tok
+	}
+	written := func() bool {
+		s.state.mu.Lock()
+		defer s.state.mu.Unlock()
+		return len(s.state.pending) == 0
+	}
+	waitFor := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); !written(); {
+			if time.Now().After(end) {
+				t.Fatalf("%s: records still pending after 10 s", what)
+			}
+			time.Sleep(journalLinger)
+		}
+		time.Sleep(2 * journalLinger) // a write under way when pending emptied
+	}
+	waitFor("mints")
+	before := s.StateStats().Writes
+	start := time.Now()
+	for i, tok := range toks {
+		// One redemption every 100 µs: each finds the writer idle unless
+		// it lingers.
+		for time.Since(start) < time.Duration(i)*100*time.Microsecond {
+		}
+		if r := s.Redeem(tok, presenter(uint64(i+1), "192.0.2.10", "u"+strconv.Itoa(i)), t0); r.Reason != reason.None {
+			t.Fatalf("redeem %d: %v", i, r.Reason)
+		}
+	}
+	waitFor("redemptions")
+	elapsed := time.Since(start)
+	writes := s.StateStats().Writes - before
+	if most := uint64(elapsed/journalLinger) + 2; writes > most {
+		t.Fatalf("%d redemptions over %v took %d journal writes, want at most %d (one per %v)", n, elapsed, writes, most, journalLinger)
+	}
+	t.Logf("%d redemptions over %v: %d journal writes", n, elapsed, writes)
+	// Nothing was flushed by hand: the restart finds every redemption.
+	s2, restored := openState(t, path, t0.Add(time.Second))
+	if restored != n {
+		t.Fatalf("restored %d, want %d", restored, n)
+	}
+	for i, tok := range toks {
+		if r := s2.Redeem(tok, presenter(uint64(n+i+1), "192.0.2.10", "u"+strconv.Itoa(i)), t0.Add(time.Second)); r.Reason != reason.TokenReplayed {
+			t.Fatalf("token %d after restart: %v, want token_replayed", i, r.Reason)
+		}
+	}
+}
