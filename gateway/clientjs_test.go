@@ -161,8 +161,8 @@ func TestClientJSServed(t *testing.T) {
 // The whole answer fits the socket's send buffer, into which it is
 // written at once.
 func TestClientJSFitsSendBuffer(t *testing.T) {
-	if n := len(clientJSFull); n > SendBufferBytes/2 {
-		t.Fatalf("the /portcullis.js answer is %d bytes; it must stay well below SO_SNDBUF (%d)", n, SendBufferBytes)
+	if n := len(clientJSFull); n > DefaultSendBufferBytes/2 {
+		t.Fatalf("the /portcullis.js answer is %d bytes; it must stay well below SO_SNDBUF (%d)", n, DefaultSendBufferBytes)
 	}
 }
 

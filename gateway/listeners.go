@@ -38,10 +38,6 @@ func Bind(addr string, n int) (*Listeners, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		l.fds = append(l.fds, fd)
-		if err := inheritedOptions(fd); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("gateway: listen %s: %w", addr, err)
-		}
 		if i == 0 {
 			l.addr = bound
 			// Every further socket binds the port the first one got, so
@@ -51,19 +47,6 @@ func Bind(addr string, n int) (*Listeners, error) {
 		}
 	}
 	return l, nil
-}
-
-// inheritedOptions sets on listening socket fd the options every
-// connection it accepts inherits: SO_SNDBUF (SendBufferBytes) and
-// TCP_NODELAY (a frame goes out when it is written).
-func inheritedOptions(fd int) error {
-	if err := reactor.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, SendBufferBytes); err != nil {
-		return fmt.Errorf("SO_SNDBUF: %w", err)
-	}
-	if err := reactor.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return fmt.Errorf("TCP_NODELAY: %w", err)
-	}
-	return nil
 }
 
 // Addr is the address the sockets are bound to.

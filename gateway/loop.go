@@ -376,6 +376,8 @@ func (s *Server) rejectedAtAccept(peer netip.AddrPort, d decision.Decision, deta
 func (ls *loopState) open(fd int, peer netip.AddrPort, slot bool, pending decision.Decision) {
 	s := ls.srv
 	lim := &ls.rules().limits
+	_ = reactor.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, lim.SendBufferBytes)
+	_ = reactor.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	refused := !pending.Allowed()
 	gen, err := ls.loop.Add(fd, reactor.Readable|reactor.Events(unix.EPOLLRDHUP))
 	if err != nil {

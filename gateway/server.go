@@ -62,6 +62,7 @@ type Limits struct {
 	WriteQueueBytes      int            // bytes queued for one slow client before it is a slow consumer
 	WriteStallTimeout    time.Duration  // time without write progress before it is a slow consumer
 	MaxSubscriptionsConn int            // subscriptions per connection
+	SendBufferBytes      int            // SO_SNDBUF per connection (DefaultSendBufferBytes)
 	MsgRate              ratelimit.Rate // messages (and pings) per connection; zero PerSecond: unlimited
 	MessageTimeout       time.Duration  // a message (or frame) whose first byte arrived must complete within it
 	InboundBufferPerIP   int            // inbound bytes held per counted address: unfinished messages, WAMP v1 tables
@@ -69,15 +70,11 @@ type Limits struct {
 	BytesRate            ratelimit.Rate // inbound bytes per second per counted address (Burst in bytes); zero PerSecond: unlimited
 }
 
-// DefaultHandshakeBytes is the largest upgrade request: the limit that is
-// no config key.
-const DefaultHandshakeBytes = 8 << 10
-
-// SendBufferBytes is every connection's SO_SNDBUF. Bind sets it, and
-// TCP_NODELAY, on the listening sockets, and every accepted socket
-// inherits both: two system calls fewer per connection than setting them
-// after each accept.
-const SendBufferBytes = 64 << 10
+// The limits that are no config key.
+const (
+	DefaultHandshakeBytes  = 8 << 10  // largest upgrade request
+	DefaultSendBufferBytes = 64 << 10 // SO_SNDBUF per connection
+)
 
 // LimitsFrom maps the config's `limits:` keys to the gateway's limits.
 func LimitsFrom(l config.Limits) Limits {
@@ -91,6 +88,7 @@ func LimitsFrom(l config.Limits) Limits {
 		WriteQueueBytes:      l.WriteQueueBytes,
 		WriteStallTimeout:    l.WriteStallTimeout,
 		MaxSubscriptionsConn: l.MaxSubscriptionsPerConn,
+		SendBufferBytes:      DefaultSendBufferBytes,
 		MsgRate:              ratelimit.Rate{PerSecond: l.MsgRate.Rate, Burst: l.MsgRate.Burst},
 		MessageTimeout:       l.MessageTimeout,
 		InboundBufferPerIP:   l.InboundBufferPerIP,
@@ -122,6 +120,7 @@ func (l *Limits) setDefaults() {
 	def(&l.HandshakeBytes, d.HandshakeBytes)
 	def(&l.WriteQueueBytes, d.WriteQueueBytes)
 	def(&l.MaxSubscriptionsConn, d.MaxSubscriptionsConn)
+	def(&l.SendBufferBytes, d.SendBufferBytes)
 	defd(&l.HandshakeTimeout, d.HandshakeTimeout)
 	defd(&l.PingInterval, d.PingInterval)
 	defd(&l.WriteStallTimeout, d.WriteStallTimeout)

@@ -61,7 +61,7 @@ func (s *Server) initTLS(lns *Listeners) error {
 		KeyFile:           o.KeyFile,
 		MinVersion:        o.MinVersion,
 		HandshakeTimeout:  lim.HandshakeTimeout,
-		SendBufferBytes:   SendBufferBytes,
+		SendBufferBytes:   lim.SendBufferBytes,
 		WriteStallTimeout: lim.WriteStallTimeout,
 		Admit:             s.tlsAdmit,
 		Adopt:             s.tlsAdopt,
@@ -217,10 +217,6 @@ func (ls *loopState) adopt(fd int, peer netip.AddrPort, counted bool) {
 		unix.Close(fd)
 		return
 	}
-	// The gateway's end of the front's socket pair inherits nothing: it
-	// gets the plain sockets' send buffer here, so a client that does not
-	// read is the same slow consumer on wss:// as on ws://.
-	_ = reactor.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, SendBufferBytes)
 	ls.open(fd, peer, counted, decision.Allow())
 }
 
