@@ -164,15 +164,7 @@ func (s syscallCounts) names() []string {
 // setSyscallRows sets the per-delivery syscall rows of a fan-out window in
 // r: d is the window's syscalls, delivered the deliveries it made.
 func setSyscallRows(r *result, d syscallCounts, delivered int64) {
-	per := func(n uint64) float64 { return float64(n) / float64(max(delivered, 1)) }
-	r.set("syscalls per delivery (event loops)", "n", per(d.total()))
-	r.set("  write syscalls per delivery (write+writev)", "n", per(d.writes()))
-	r.set("  epoll_ctl per delivery", "n", per(d["epoll_ctl"]))
-	for _, k := range d.names() {
-		if k != "write" && k != "writev" && k != "epoll_ctl" && d[k] > 0 {
-			r.set("  "+k+" per delivery", "n", per(d[k]))
-		}
-	}
+	setPerUnitSyscallRows(r, d, delivered, "delivery")
 	if w := d.writes(); w > 0 {
 		r.set("deliveries per write syscall", "n", float64(delivered)/float64(w))
 	} else {
@@ -180,11 +172,31 @@ func setSyscallRows(r *result, d syscallCounts, delivered int64) {
 	}
 }
 
+// setPerUnitSyscallRows sets in r the syscalls of d per unit of work (a
+// delivery, a set-up), of which n were done: all, the writes, epoll_ctl,
+// then every other call made.
+func setPerUnitSyscallRows(r *result, d syscallCounts, n int64, unit string) {
+	per := func(c uint64) float64 { return float64(c) / float64(max(n, 1)) }
+	r.set("syscalls per "+unit+" (event loops)", "n", per(d.total()))
+	r.set("  write syscalls per "+unit+" (write+writev)", "n", per(d.writes()))
+	r.set("  epoll_ctl per "+unit, "n", per(d["epoll_ctl"]))
+	for _, k := range d.names() {
+		if k != "write" && k != "writev" && k != "epoll_ctl" && d[k] > 0 {
+			r.set("  "+k+" per "+unit, "n", per(d[k]))
+		}
+	}
+}
+
 // naSyscallRows declares the syscall rows for a server that does not
 // count its syscalls, so they print n/a.
 func naSyscallRows(r *result) {
-	r.na("syscalls per delivery (event loops)", "n")
-	r.na("  write syscalls per delivery (write+writev)", "n")
-	r.na("  epoll_ctl per delivery", "n")
+	naPerUnitSyscallRows(r, "delivery")
 	r.na("deliveries per write syscall", "n")
+}
+
+// naPerUnitSyscallRows declares setPerUnitSyscallRows' fixed rows as n/a.
+func naPerUnitSyscallRows(r *result, unit string) {
+	r.na("syscalls per "+unit+" (event loops)", "n")
+	r.na("  write syscalls per "+unit+" (write+writev)", "n")
+	r.na("  epoll_ctl per "+unit, "n")
 }

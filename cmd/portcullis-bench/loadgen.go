@@ -175,6 +175,22 @@ func (g *gateway) stats() serverStats {
 	return st
 }
 
+// settled waits, at most within, until the gateway holds no more than
+// conns connections (its closes are done), and returns its stats then.
+func (g *gateway) settled(conns int64, within time.Duration) (serverStats, error) {
+	end := time.Now().Add(within)
+	for {
+		st, err := g.fetchStats()
+		if err != nil || st.Connections <= conns {
+			return st, err
+		}
+		if time.Now().After(end) {
+			return st, fmt.Errorf("the gateway still holds %d connections %v after the clients closed (%d before)", st.Connections, within, conns)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // fetchStats reads GET /v1/stats.
 func (g *gateway) fetchStats() (serverStats, error) {
 	var st serverStats

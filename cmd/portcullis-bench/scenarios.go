@@ -603,6 +603,15 @@ func handshakeScenario(n int) func(target) (result, error) {
 		if err != nil {
 			return r, err
 		}
+		// A single gateway counts its event loops' syscalls: read before
+		// the CPU window, and after it once every set-up's close is done.
+		g, single := t.(*gateway)
+		var st0 serverStats
+		if single {
+			if st0, err = g.fetchStats(); err != nil {
+				return r, err
+			}
+		}
 		t0, err := cpuOf(t)
 		if err != nil {
 			return r, err
@@ -640,6 +649,15 @@ func handshakeScenario(n int) func(target) (result, error) {
 		d := t1.sub(t0)
 		r.set("server CPU per set-up", "µs", ticksToMicros(d.total())/float64(max(setups, 1)))
 		r.set("  of which user space", "µs", ticksToMicros(d.user)/float64(max(setups, 1)))
+		if !single || st0.Syscalls == nil {
+			naPerUnitSyscallRows(&r, "set-up")
+			return r, nil
+		}
+		st1, err := g.settled(st0.Connections, 10*time.Second)
+		if err != nil {
+			return r, err
+		}
+		setPerUnitSyscallRows(&r, st1.Syscalls.since(st0.Syscalls), int64(setups), "set-up")
 		return r, nil
 	}
 }

@@ -559,3 +559,47 @@ func TestKillWorkers(t *testing.T) {
 		}
 	}
 }
+
+// The handshake bench counts the event loops' syscalls per set-up over a
+// window that ends once every set-up's close is done: each connection is
+// accepted, read (its request, its subscribe) and closed.
+func TestHandshakeSyscallRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	var errb strings.Builder
+	var code int
+	out := captureStdout(t, func() { code = run([]string{"handshake", "--conns", "200"}, io.Discard, &errb) })
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errb.String())
+	}
+	val := func(prefix string) float64 {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				f := strings.Fields(l[strings.LastIndex(l, ")")+1:])
+				v, err := strconv.ParseFloat(f[0], 64)
+				if err != nil {
+					t.Fatalf("row %q: %q", prefix, l)
+				}
+				return v
+			}
+		}
+		t.Fatalf("no row %q in\n%s", prefix, out)
+		return 0
+	}
+	if n := val("set-ups (n)"); n != 200 {
+		t.Fatalf("%v set-ups of 200\n%s", n, out)
+	}
+	if c := val("close per set-up"); c != 1 {
+		t.Errorf("close per set-up %v, want 1: the window must hold every close\n%s", c, out)
+	}
+	if a := val("accept per set-up"); a < 1 {
+		t.Errorf("accept per set-up %v, want at least 1\n%s", a, out)
+	}
+	if r := val("read per set-up"); r < 2 {
+		t.Errorf("read per set-up %v, want at least 2 (the request, the subscribe)\n%s", r, out)
+	}
+	if total, w := val("syscalls per set-up (event loops)"), val("write syscalls per set-up"); w < 1 || total <= w {
+		t.Errorf("syscalls per set-up %v, writes %v\n%s", total, w, out)
+	}
+}
