@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"syscall"
@@ -48,14 +47,8 @@ func serveCommand() *cobra.Command {
 			if memProfile != "" {
 				heapProfileOnUSR1(memProfile)
 			}
-			if os.Getenv("GOGC") == "" {
-				// Idle connections are the bulk of the heap and barely
-				// change: a tighter GC target keeps RSS near the live heap
-				// for little CPU.
-				debug.SetGCPercent(20)
-			}
 			err = app.Serve(cfg, app.Options{ConfigPath: cfgPath, DataDir: dataDir, LogLevel: logLevel,
-				Version: version, Stderr: os.Stderr})
+				Version: version, Stderr: os.Stderr, PaceGC: os.Getenv("GOGC") == ""})
 			if err != nil {
 				return &exitError{code: exitFailure, err: err}
 			}

@@ -40,6 +40,9 @@ type Options struct {
 	LogLevel   string    // --log-level: overrides log_level at start; empty: the config's
 	Version    string    // reported in welcome frames and the trail
 	Stderr     io.Writer // start-up lines and the operational log; nil: os.Stderr
+	// PaceGC sets the Go GC target and moves it with the allocation rate
+	// (gcpace.go); false leaves the target alone (GOGC is set).
+	PaceGC bool
 }
 
 // component is one part of the running gateway, with one life: built
@@ -245,6 +248,9 @@ func (a *App) open() error {
 	a.adminLn = nil
 	a.built = append(a.built, a.api)
 	a.built = append(a.built, &watchdog{srv: a.gw.srv, sink: a.sink})
+	if a.o.PaceGC {
+		a.built = append(a.built, &gcPacer{})
+	}
 	return nil
 }
 
