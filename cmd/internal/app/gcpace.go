@@ -4,7 +4,6 @@ import (
 	"context"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
-	"sync"
 	"time"
 
 	"github.com/portcullis-gw/portcullis/gateway/config"
@@ -99,31 +98,21 @@ func burstBytes(live uint64) uint64 {
 // gcPacer is the component that sets the target: gcIdlePercent at start,
 // then what gcPace decides every gcSampleEvery.
 type gcPacer struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	bg background
 }
 
 func (g *gcPacer) name() string { return "gc pacer" }
 
 func (g *gcPacer) start() error {
 	debug.SetGCPercent(gcIdlePercent)
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		g.run(ctx)
-	}()
+	g.bg.spawn(g.run)
 	return nil
 }
 
 func (g *gcPacer) prepare(*config.Config, keySet) (func() error, error) { return nil, nil }
 
 func (g *gcPacer) close() error {
-	if g.cancel != nil {
-		g.cancel()
-		g.wg.Wait()
-	}
+	g.bg.stop()
 	return nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,32 +23,22 @@ import (
 // loop stalled for over a second, file descriptors or memory near their
 // limits. Each condition is reported when it starts, not every second.
 type watchdog struct {
-	srv    *gateway.Server
-	sink   audit.Sink
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	srv  *gateway.Server
+	sink audit.Sink
+	bg   background
 }
 
 func (w *watchdog) name() string { return "watchdog" }
 
 func (w *watchdog) start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		w.run(ctx)
-	}()
+	w.bg.spawn(w.run)
 	return nil
 }
 
 func (w *watchdog) prepare(*config.Config, keySet) (func() error, error) { return nil, nil }
 
 func (w *watchdog) close() error {
-	if w.cancel != nil {
-		w.cancel()
-		w.wg.Wait()
-	}
+	w.bg.stop()
 	return nil
 }
 
