@@ -22,11 +22,11 @@ import (
 // heap every gcSampleEvery: a sample that allocated at a rate that would
 // run gcBurstCollections collections a second at the idle target (each
 // after gcIdlePercent of the live heap) is a burst, and the target goes to
-// gcBurstPercent; once no sample has been a burst
-// for gcCalmFor, it comes back to gcIdlePercent and the memory the burst
-// left is given back to the kernel at once (debug.FreeOSMemory), so an
-// idle gateway holds what it held before the burst. An operator who sets
-// GOGC keeps it: serve paces only when GOGC is unset.
+// gcBurstPercent; once no sample has been a burst for gcCalmFor, it comes
+// back to gcIdlePercent and the memory the burst left is given back to the
+// kernel at once (debug.FreeOSMemory), so an idle gateway holds what it
+// held before the burst. An operator who sets GOGC keeps it: serve paces
+// only when GOGC is unset.
 const (
 	gcIdlePercent  = 20
 	gcBurstPercent = 100
@@ -60,19 +60,25 @@ const (
 type gcPace struct {
 	started  bool
 	burst    bool
-	allocs   uint64    // the previous sample's
+	prev     gcSample  // the previous sample
 	lastBusy time.Time // the latest sample that was a burst
 }
 
 // next takes sample s and returns the change it calls for.
 func (p *gcPace) next(s gcSample) gcChange {
 	if !p.started {
-		p.started, p.allocs = true, s.allocs
+		p.started, p.prev = true, s
 		return gcKeep
 	}
-	allocated := s.allocs - p.allocs
-	p.allocs = s.allocs
-	if allocated >= burstBytes(s.live) {
+	// A late tick (the ticker drops ticks its reader missed) covers a
+	// longer stretch: the rate is what counts, so the bytes are scaled to
+	// one gcSampleEvery.
+	allocated := float64(s.allocs - p.prev.allocs)
+	if elapsed := s.at.Sub(p.prev.at); elapsed > gcSampleEvery {
+		allocated = allocated * float64(gcSampleEvery) / float64(elapsed)
+	}
+	p.prev = s
+	if allocated >= float64(burstBytes(s.live)) {
 		p.lastBusy = s.at
 		if !p.burst {
 			p.burst = true

@@ -45,6 +45,14 @@ func TestGCPace(t *testing.T) {
 		step(0, gcKeep, "calm again, not yet for gcCalmFor")
 	}
 	step(0, gcCalm, "calm again for gcCalmFor")
+	// A tick that comes late covers a longer stretch: a burst's bytes over
+	// twice the interval are half a burst's rate.
+	allocs += 2*burst - 2
+	at = at.Add(2 * gcSampleEvery)
+	if got := p.next(gcSample{at: at, allocs: allocs, live: live}); got != gcKeep {
+		t.Fatalf("just under a burst's bytes over two intervals: change %d, want none", got)
+	}
+	step(burst, gcBurst, "a burst's rate after the late tick")
 }
 
 // Before the first collection has measured the live heap (0), the pacer
