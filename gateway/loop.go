@@ -95,8 +95,12 @@ type loopState struct {
 	// before its newest (conn.grant), oldest first; most connections
 	// redeem one token and have no entry.
 	older map[uint64][]*tokens.Grant
-	// backlogs are drained write backlogs, kept for reuse.
-	backlogs []*backlog
+	// backlogs are drained write backlogs, kept for reuse (see
+	// takeBacklog); sparesLow is the fewest there were since the last trim,
+	// and sparesAt when the next one is due (trimSpares).
+	backlogs  []*backlog
+	sparesLow int
+	sparesAt  int64
 	// redeeming holds, by conn id, the connections waiting for a token
 	// source that redeems off the loop (redeem_async.go), with the
 	// messages they sent meanwhile; redeemsInFlight counts this loop's
@@ -190,6 +194,7 @@ func (ls *loopState) OnTimer(fd int, at int64) {
 func (ls *loopState) EndTurn(deadline time.Time) bool {
 	more := ls.readHungUp(deadline)
 	more = ls.flushUntil(deadline) || more
+	ls.trimSpares(ls.loop.Now.UnixNano())
 	return ls.closeDeferred(deadline) || more
 }
 
@@ -640,22 +645,30 @@ func (ls *loopState) recovered(now time.Time) {
 			d.Round(time.Millisecond), shed)})
 }
 
-// maxSpareBacklogs bounds the drained backlogs a loop keeps for reuse.
-const maxSpareBacklogs = 1024
+// A publication to every subscriber on a loop takes a backlog for each of
+// them and gives it back once its frame is written: at 5,000 subscribers
+// that is 5,000 backlogs per publication. Keeping them (at most one per
+// connection of the loop) spares the collector two objects per delivery;
+// those no turn needed for spareTrimPeriod go back to the heap, so a
+// gateway whose publications stopped holds none.
+const spareTrimPeriod = 10 * time.Second
 
 // takeBacklog returns an empty backlog, reused when one is spare.
 func (ls *loopState) takeBacklog() *backlog {
-	if n := len(ls.backlogs); n > 0 {
-		b := ls.backlogs[n-1]
-		ls.backlogs[n-1] = nil
-		ls.backlogs = ls.backlogs[:n-1]
-		return b
+	n := len(ls.backlogs)
+	if n == 0 {
+		return &backlog{}
 	}
-	return &backlog{}
+	b := ls.backlogs[n-1]
+	ls.backlogs[n-1] = nil
+	ls.backlogs = ls.backlogs[:n-1]
+	ls.sparesLow = min(ls.sparesLow, n-1)
+	return b
 }
 
-// returnBacklog empties b and keeps it for reuse; one grown by a slow
-// consumer's queue gives its frame slice up.
+// returnBacklog empties b and keeps it for reuse while the loop has fewer
+// spares than connections; one grown by a slow consumer's queue gives its
+// frame slice up.
 func (ls *loopState) returnBacklog(b *backlog) {
 	clear(b.frames)
 	frames := b.frames[:0]
@@ -663,9 +676,26 @@ func (ls *loopState) returnBacklog(b *backlog) {
 		frames = nil
 	}
 	*b = backlog{frames: frames}
-	if len(ls.backlogs) < maxSpareBacklogs {
+	if len(ls.backlogs) < ls.nconns {
 		ls.backlogs = append(ls.backlogs, b)
 	}
+}
+
+// trimSpares gives back to the heap the spare backlogs that no turn took
+// since the last trim, at most once per spareTrimPeriod.
+func (ls *loopState) trimSpares(now int64) {
+	if now < ls.sparesAt {
+		return
+	}
+	ls.sparesAt = now + int64(spareTrimPeriod)
+	n := len(ls.backlogs)
+	keep := n - min(ls.sparesLow, n)
+	clear(ls.backlogs[keep:])
+	ls.backlogs = ls.backlogs[:keep]
+	if keep == 0 {
+		ls.backlogs = nil // the slice itself was sized for a burst
+	}
+	ls.sparesLow = keep
 }
 
 // markDirty queues c for the end-of-batch flush.
