@@ -56,19 +56,46 @@ func floorRounds(rate float64, count int) int {
 }
 
 // measureWriteFloor measures the floor over n subscriber sockets, rounds
-// rounds at rate rounds per second.
+// rounds at rate rounds per second, on a machine left to it.
 func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
-	var f writeFloor
+	rig, err := openFloor(n)
+	if err != nil {
+		return writeFloor{}, err
+	}
+	defer rig.close()
+	f, err := rig.run(rate, rounds, time.Now())
+	fmt.Fprintln(os.Stderr)
+	return f, err
+}
+
+// floorRig is the floor's subscribers: n connections the bench accepted,
+// opened and read by drain worker processes.
+type floorRig struct {
+	ln      net.Listener
+	readers []*workerProc
+	conns   []net.Conn
+	fds     []int
+}
+
+// openFloor connects n drain readers to a listener of the bench's own and
+// keeps the accepted sockets, with the gateway's socket options.
+func openFloor(n int) (*floorRig, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return f, fmt.Errorf("write floor: %w", err)
+		return nil, fmt.Errorf("write floor: %w", err)
 	}
-	defer ln.Close()
-	var readers []*workerProc
-	defer func() { stopWorkers(readers) }()
+	rig := &floorRig{ln: ln, fds: make([]int, 0, n)}
+	if err := rig.open(n); err != nil {
+		rig.close()
+		return nil, err
+	}
+	return rig, nil
+}
+
+func (rig *floorRig) open(n int) error {
 	exe, err := os.Executable()
 	if err != nil {
-		return f, err
+		return err
 	}
 	for first, w := 0, 0; first < n; first, w = first+perWorker, w+1 {
 		cmd := workerCommand(exe, clientNice)
@@ -76,53 +103,63 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 		in, _ := cmd.StdinPipe()
 		outp, _ := cmd.StdoutPipe()
 		if err := cmd.Start(); err != nil {
-			return f, fmt.Errorf("write floor: start reader: %w", err)
+			return fmt.Errorf("write floor: start reader: %w", err)
 		}
 		sc := bufio.NewScanner(outp)
-		readers = append(readers, &workerProc{cmd: cmd, in: in, out: sc})
-		j := job{Mode: "drain", URL: ln.Addr().String(), Src: "127." + strconv.Itoa(100+w) + ".0.", Conns: min(perWorker, n-first), Parallel: 64}
+		rig.readers = append(rig.readers, &workerProc{cmd: cmd, in: in, out: sc})
+		j := job{Mode: "drain", URL: rig.ln.Addr().String(), Src: "127." + strconv.Itoa(100+w) + ".0.", Conns: min(perWorker, n-first), Parallel: 64}
 		b, _ := json.Marshal(j)
 		if _, err := in.Write(append(b, '\n')); err != nil {
-			return f, fmt.Errorf("write floor: send job: %w", err)
+			return fmt.Errorf("write floor: send job: %w", err)
 		}
 	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	fds := make([]int, 0, n)
 	progress("write floor: accepting %d connections…", n)
-	_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
-	for len(conns) < n {
-		c, err := ln.Accept()
+	_ = rig.ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	for len(rig.conns) < n {
+		c, err := rig.ln.Accept()
 		if err != nil {
-			return f, fmt.Errorf("write floor: accept: %w", err)
+			return fmt.Errorf("write floor: accept: %w", err)
 		}
-		conns = append(conns, c)
+		rig.conns = append(rig.conns, c)
 		tc := c.(*net.TCPConn)
 		_ = tc.SetNoDelay(true) // the gateway's socket options
 		raw, err := tc.SyscallConn()
 		if err != nil {
-			return f, fmt.Errorf("write floor: %w", err)
+			return fmt.Errorf("write floor: %w", err)
 		}
 		_ = raw.Control(func(fd uintptr) {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10)
-			fds = append(fds, int(fd))
+			rig.fds = append(rig.fds, int(fd))
 		})
 	}
-	for _, w := range readers {
+	for _, w := range rig.readers {
 		r, err := w.read()
 		if err != nil {
-			return f, fmt.Errorf("write floor: reader: %w", err)
+			return fmt.Errorf("write floor: reader: %w", err)
 		}
 		if r.Failed > 0 {
-			return f, fmt.Errorf("write floor: %d reader connections failed (first: %s)", r.Failed, r.FirstErr)
+			return fmt.Errorf("write floor: %d reader connections failed (first: %s)", r.Failed, r.FirstErr)
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // let the readers settle into their wait
-	progress("write floor: %d rounds to %d sockets…", rounds, n)
+	return nil
+}
+
+// close stops the readers and closes the sockets.
+func (rig *floorRig) close() {
+	stopWorkers(rig.readers)
+	for _, c := range rig.conns {
+		c.Close()
+	}
+	rig.ln.Close()
+}
+
+// run writes the frame to every socket once a round, rounds rounds at rate
+// rounds per second, the first at first, and measures the writing thread's
+// CPU time.
+func (rig *floorRig) run(rate float64, rounds int, first time.Time) (writeFloor, error) {
+	var f writeFloor
+	progress("write floor: %d rounds to %d sockets…", rounds, len(rig.fds))
 	done := make(chan error, 1)
 	go func() {
 		// The thread that writes is this goroutine's alone, so its CPU
@@ -140,15 +177,16 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 				return
 			}
 		}
+		time.Sleep(time.Until(first))
 		var r0, r1 unix.Rusage
 		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r0); err != nil {
 			done <- fmt.Errorf("write floor: getrusage: %w", err)
 			return
 		}
 		every := time.Duration(float64(time.Second) / rate)
-		next := time.Now()
+		next := first
 		for i := 0; i < rounds; i++ {
-			for _, fd := range fds {
+			for _, fd := range rig.fds {
 				if k, err := rawWrite(fd, floorFrame); k != len(floorFrame) || err != nil {
 					f.short++
 				}
@@ -160,15 +198,14 @@ func measureWriteFloor(n int, rate float64, rounds int) (writeFloor, error) {
 			done <- fmt.Errorf("write floor: getrusage: %w", err)
 			return
 		}
-		f.writes = rounds * len(fds)
+		f.writes = rounds * len(rig.fds)
 		user := float64(tvMicros(r1.Utime) - tvMicros(r0.Utime))
 		sys := float64(tvMicros(r1.Stime) - tvMicros(r0.Stime))
 		f.cpu = (user + sys) / float64(max(f.writes, 1))
 		f.kernel = sys / float64(max(f.writes, 1))
 		done <- nil
 	}()
-	err = <-done
-	fmt.Fprintln(os.Stderr)
+	err := <-done
 	return f, err
 }
 
