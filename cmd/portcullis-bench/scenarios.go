@@ -466,15 +466,6 @@ func idleScenario(n int, hold time.Duration) func(target) (result, error) {
 	}
 }
 
-// fanoutScenario publishes count messages at rate to n subscribers. The
-// write floor (floor.go) is measured once per run, during the first
-// column's fan-out, over as many sockets at the same rate, and shown in
-// every column: its rounds go half a period after each publication, so
-// that both see the same host (shared cores drift by ±10 % over a minute,
-// and the floor measured after the fan-out moved the ratio by as much).
-// Above interleaveMaxRate a period is too short for a round of the floor
-// and a publication's deliveries to pass apart, and the floor is measured
-// after the fan-out instead, on a machine left to it.
 // warnShort says on stderr when the floor's readers fell behind.
 func warnShort(f *writeFloor) {
 	if f.short > 0 {
@@ -484,10 +475,19 @@ func warnShort(f *writeFloor) {
 
 // interleaveMaxRate is the highest publication rate at which the write
 // floor is measured between the fan-out's publications: a round of the
-// floor to 5,000 sockets takes ~40 ms of one core, a quarter of the 100 ms
+// floor to 5,000 sockets takes ~30 ms of one core, under a third of the 100 ms
 // between its writes and the next publication at this rate.
 const interleaveMaxRate = 5
 
+// fanoutScenario publishes count messages at rate to n subscribers. The
+// write floor (floor.go) is measured once per run, during the first
+// column's fan-out, over as many sockets at the same rate, and shown in
+// every column: its rounds go half a period after each publication, so
+// that both see the same host (shared cores drift by ±10 % over a minute,
+// and the floor measured after the fan-out moved the ratio by as much).
+// Above interleaveMaxRate a period is too short for a round of the floor
+// and a publication's deliveries to pass apart, and the floor is measured
+// after the fan-out instead, on a machine left to it.
 func fanoutScenario(n int, rate float64, count int) func(target) (result, error) {
 	var floor *writeFloor
 	return func(t target) (result, error) {
