@@ -107,6 +107,34 @@ type Loop struct {
 	// pub is Sys as of the end of the latest turn, for other goroutines.
 	pub   [numSyscalls]atomic.Uint64
 	turns turnHistogram
+
+	// ring batches the handler's sends (UseRing); nil: it writes with
+	// Write and Writev.
+	ring *Ring
+}
+
+// UseRing gives the loop an io_uring for its handler's sends (Ring): an
+// error says this kernel has none, or forbids it, and the handler writes
+// with Write and Writev. Before Run only.
+func (l *Loop) UseRing() error {
+	r, err := NewRing()
+	if err != nil {
+		return err
+	}
+	l.ring = r
+	return nil
+}
+
+// Ring is the loop's io_uring, nil without one. Loop goroutine only.
+func (l *Loop) Ring() *Ring { return l.ring }
+
+// DropRing closes the loop's io_uring after a failure: the handler writes
+// with Write and Writev from then on. Loop goroutine only.
+func (l *Loop) DropRing() {
+	if l.ring != nil {
+		l.ring.Close()
+		l.ring = nil
+	}
 }
 
 // New creates a loop whose fds report to h.
@@ -435,6 +463,7 @@ func (l *Loop) finish() {
 		for l.ender.EndTurn(time.Now().Add(TurnBudget)) {
 		}
 	}
+	l.DropRing()
 	l.publish()
 	l.efdMu.Lock()
 	l.efdClosed = true

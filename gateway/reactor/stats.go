@@ -27,7 +27,9 @@ type TurnEnder interface {
 	EndTurn(deadline time.Time) (more bool)
 }
 
-// Syscalls counts the system calls of one loop, or of all (summed).
+// Syscalls counts the system calls of one loop, or of all (summed), and
+// the sends its io_uring_enter calls carried (RingSend, RingSendmsg: not
+// system calls of their own, each does a write's work inside one).
 type Syscalls struct {
 	EpollWait    uint64 `json:"epoll_wait"`
 	EpollCtl     uint64 `json:"epoll_ctl"`
@@ -38,15 +40,22 @@ type Syscalls struct {
 	EventfdRead  uint64 `json:"eventfd_read"`
 	Close        uint64 `json:"close"`
 	Accept       uint64 `json:"accept"`
+	IOURingEnter uint64 `json:"io_uring_enter"`
+	RingSend     uint64 `json:"ring_send"`    // one buffer, in an io_uring_enter
+	RingSendmsg  uint64 `json:"ring_sendmsg"` // several, in an io_uring_enter
 }
 
+// Sends is the sends made, one per write, writev or send in a ring: a
+// connection's queued frames go out in one.
+func (s Syscalls) Sends() uint64 { return s.Write + s.Writev + s.RingSend + s.RingSendmsg }
+
 // numSyscalls is the number of fields of Syscalls.
-const numSyscalls = 9
+const numSyscalls = 12
 
 // array is s's fields in declaration order.
 func (s *Syscalls) array() [numSyscalls]uint64 {
 	return [numSyscalls]uint64{s.EpollWait, s.EpollCtl, s.Read, s.Write, s.Writev, s.EventfdWrite,
-		s.EventfdRead, s.Close, s.Accept}
+		s.EventfdRead, s.Close, s.Accept, s.IOURingEnter, s.RingSend, s.RingSendmsg}
 }
 
 // Add adds o's counts to s.
@@ -60,12 +69,15 @@ func (s *Syscalls) Add(o Syscalls) {
 	s.EventfdRead += o.EventfdRead
 	s.Close += o.Close
 	s.Accept += o.Accept
+	s.IOURingEnter += o.IOURingEnter
+	s.RingSend += o.RingSend
+	s.RingSendmsg += o.RingSendmsg
 }
 
 // Names are the syscall names of Syscalls' fields, in the order Each
 // visits them (the JSON keys and the metric's call label).
 var syscallNames = [numSyscalls]string{"epoll_wait", "epoll_ctl", "read", "write", "writev", "eventfd_write",
-	"eventfd_read", "close", "accept"}
+	"eventfd_read", "close", "accept", "io_uring_enter", "ring_send", "ring_sendmsg"}
 
 // Each calls f with every syscall's name and count, in a fixed order.
 func (s Syscalls) Each(f func(name string, n uint64)) {
@@ -95,7 +107,8 @@ func (l *Loop) Syscalls() Syscalls {
 		a[i] = l.pub[i].Load()
 	}
 	return Syscalls{EpollWait: a[0], EpollCtl: a[1], Read: a[2], Write: a[3], Writev: a[4],
-		EventfdWrite: l.wakes.Load(), EventfdRead: a[6], Close: a[7], Accept: a[8]}
+		EventfdWrite: l.wakes.Load(), EventfdRead: a[6], Close: a[7], Accept: a[8],
+		IOURingEnter: a[9], RingSend: a[10], RingSendmsg: a[11]}
 }
 
 // TurnBounds are the upper bounds of the loop-turn histogram's buckets; a
