@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +19,36 @@ import (
 // connection's syscalls are counted by the same loop.
 func startOneLoopServer(t *testing.T) (*Server, *tokens.Store) {
 	t.Helper()
-	s, store := startServerWith(t, Options{Loops: 1})
+	return startOneLoopServerWith(t, Options{Loops: 1})
+}
+
+func startOneLoopServerWith(t *testing.T, o Options) (*Server, *tokens.Store) {
+	t.Helper()
+	s, store := startServerWith(t, o)
 	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	return s, store
+}
+
+// eachSendMode runs f twice, with the loop sending through io_uring and
+// with write(2) and writev(2), on a one-loop server. Where the kernel
+// offers no io_uring the first is skipped, or fails under CI, whose
+// machines have it.
+func eachSendMode(t *testing.T, f func(t *testing.T, s *Server, store *tokens.Store, ring bool)) {
+	for _, ring := range []bool{true, false} {
+		name := map[bool]string{true: "io_uring", false: "write"}[ring]
+		t.Run(name, func(t *testing.T) {
+			s, store := startOneLoopServerWith(t, Options{Loops: 1, WriteSyscalls: !ring})
+			var has bool
+			onLoop(t, s, func(ls *loopState) { has = ls.loop.Ring() != nil })
+			if has != ring {
+				if ring && os.Getenv("CI") == "" {
+					t.Skip("this kernel offers no io_uring (see the log); the loops write with write(2)")
+				}
+				t.Fatalf("loop has a ring: %v, want %v", has, ring)
+			}
+			f(t, s, store, ring)
+		})
+	}
 }
 
 // onLoop runs f on s's (only) loop and waits for it.
@@ -62,133 +90,149 @@ func readEvents(t *testing.T, c net.Conn, n int) []string {
 	return got
 }
 
-// A publication to N subscribers whose sockets have room costs N writes
-// and nothing else: no epoll_ctl (EPOLLOUT is never asked for), no read.
+// A publication to N subscribers whose sockets have room costs N sends
+// and nothing else: no epoll_ctl (EPOLLOUT is never asked for), no read;
+// the sends are N write(2), or one io_uring_enter carrying N.
 func TestDeliverySyscalls(t *testing.T) {
-	s, store := startOneLoopServer(t)
-	const n = 20
-	var clients []net.Conn
-	for i := range n {
-		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
-		defer c.Close()
-		clients = append(clients, c)
-	}
-	before := loopSyscalls(t, s)
-	if got, err := s.Publish("news", []byte(`{"n":1}`)); err != nil || got != n {
-		t.Fatalf("Publish: %d, %v", got, err)
-	}
-	for _, c := range clients {
-		if ev := readEvents(t, c, 1); !strings.Contains(ev[0], `"n":1`) {
-			t.Fatalf("event %q", ev[0])
+	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, ring bool) {
+		const n = 20
+		var clients []net.Conn
+		for i := range n {
+			c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+			defer c.Close()
+			clients = append(clients, c)
 		}
-	}
-	after := loopSyscalls(t, s)
-	if w, v := after.Write-before.Write, after.Writev-before.Writev; w != n || v != 0 {
-		t.Errorf("%d write and %d writev for one publication to %d subscribers, want %d and 0", w, v, n, n)
-	}
-	if d := after.EpollCtl - before.EpollCtl; d != 0 {
-		t.Errorf("%d epoll_ctl for one publication to idle sockets, want 0", d)
-	}
-	if d := after.Read - before.Read; d != 0 {
-		t.Errorf("%d reads for one publication, want 0", d)
-	}
-	if st := s.Stats(); st.Syscalls.Write < n || st.LoopTurns.Count == 0 || len(st.LoopTurns.Buckets) != len(reactor.TurnBounds)+1 {
-		t.Errorf("stats: syscalls %+v, loop turns %+v", st.Syscalls, st.LoopTurns)
-	}
-}
-
-// Publications queued in one turn go to each subscriber in one writev, in
-// the order they were published.
-func TestDeliveriesCoalesce(t *testing.T) {
-	s, store := startOneLoopServer(t)
-	const n, k = 10, 5
-	var clients []net.Conn
-	for i := range n {
-		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
-		defer c.Close()
-		clients = append(clients, c)
-	}
-	before := loopSyscalls(t, s)
-	// Published from the loop itself: the k tasks the Broker posts are
-	// taken in the same turn as this one, as publications arriving faster
-	// than a turn are.
-	onLoop(t, s, func(*loopState) {
-		for i := 1; i <= k; i++ {
-			if _, err := s.Publish("news", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
-				t.Error(err)
+		before := loopSyscalls(t, s)
+		if got, err := s.Publish("news", []byte(`{"n":1}`)); err != nil || got != n {
+			t.Fatalf("Publish: %d, %v", got, err)
+		}
+		for _, c := range clients {
+			if ev := readEvents(t, c, 1); !strings.Contains(ev[0], `"n":1`) {
+				t.Fatalf("event %q", ev[0])
 			}
+		}
+		after := loopSyscalls(t, s)
+		w, v := after.Write-before.Write, after.Writev-before.Writev
+		rs, rm, e := after.RingSend-before.RingSend, after.RingSendmsg-before.RingSendmsg, after.IOURingEnter-before.IOURingEnter
+		if ring && (w != 0 || v != 0 || rs != n || rm != 0 || e != 1) {
+			t.Errorf("%d write, %d writev, %d io_uring_enter carrying %d send and %d sendmsg for one publication to %d subscribers, want 1 io_uring_enter carrying %d send",
+				w, v, e, rs, rm, n, n)
+		}
+		if !ring && (w != n || v != 0 || e != 0) {
+			t.Errorf("%d write, %d writev and %d io_uring_enter for one publication to %d subscribers, want %d write", w, v, e, n, n)
+		}
+		if d := after.EpollCtl - before.EpollCtl; d != 0 {
+			t.Errorf("%d epoll_ctl for one publication to idle sockets, want 0", d)
+		}
+		if d := after.Read - before.Read; d != 0 {
+			t.Errorf("%d reads for one publication, want 0", d)
+		}
+		if st := s.Stats(); st.Syscalls.Sends() < n || st.LoopTurns.Count == 0 || len(st.LoopTurns.Buckets) != len(reactor.TurnBounds)+1 {
+			t.Errorf("stats: syscalls %+v, loop turns %+v", st.Syscalls, st.LoopTurns)
 		}
 	})
-	for _, c := range clients {
-		evs := readEvents(t, c, k)
-		for i, ev := range evs {
-			if want := fmt.Sprintf(`"n":%d`, i+1); !strings.Contains(ev, want) {
-				t.Fatalf("event %d is %q, want %s: order lost", i, ev, want)
+}
+
+// Publications queued in one turn go to each subscriber in one send (a
+// writev, or a sendmsg in the ring), in the order they were published.
+func TestDeliveriesCoalesce(t *testing.T) {
+	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, ring bool) {
+		const n, k = 10, 5
+		var clients []net.Conn
+		for i := range n {
+			c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+			defer c.Close()
+			clients = append(clients, c)
+		}
+		before := loopSyscalls(t, s)
+		// Published from the loop itself: the k tasks the Broker posts are
+		// taken in the same turn as this one, as publications arriving faster
+		// than a turn are.
+		onLoop(t, s, func(*loopState) {
+			for i := 1; i <= k; i++ {
+				if _, err := s.Publish("news", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		for _, c := range clients {
+			evs := readEvents(t, c, k)
+			for i, ev := range evs {
+				if want := fmt.Sprintf(`"n":%d`, i+1); !strings.Contains(ev, want) {
+					t.Fatalf("event %d is %q, want %s: order lost", i, ev, want)
+				}
 			}
 		}
-	}
-	after := loopSyscalls(t, s)
-	if w, v := after.Write-before.Write, after.Writev-before.Writev; w != 0 || v != n {
-		t.Errorf("%d write and %d writev for %d publications to %d subscribers, want 0 and %d", w, v, k, n, n)
-	}
-	if d := after.EpollCtl - before.EpollCtl; d != 0 {
-		t.Errorf("%d epoll_ctl, want 0", d)
-	}
+		after := loopSyscalls(t, s)
+		w, v := after.Write-before.Write, after.Writev-before.Writev
+		rs, rm, e := after.RingSend-before.RingSend, after.RingSendmsg-before.RingSendmsg, after.IOURingEnter-before.IOURingEnter
+		if ring && (w != 0 || v != 0 || rs != 0 || rm != n || e != 1) {
+			t.Errorf("%d write, %d writev, %d io_uring_enter carrying %d send and %d sendmsg for %d publications to %d subscribers, want 1 io_uring_enter carrying %d sendmsg",
+				w, v, e, rs, rm, k, n, n)
+		}
+		if !ring && (w != 0 || v != n || e != 0) {
+			t.Errorf("%d write, %d writev and %d io_uring_enter for %d publications to %d subscribers, want %d writev", w, v, e, k, n, n)
+		}
+		if d := after.EpollCtl - before.EpollCtl; d != 0 {
+			t.Errorf("%d epoll_ctl, want 0", d)
+		}
+	})
 }
 
 // A subscriber that does not read fills its socket: the rest of its queue
 // waits for EPOLLOUT, asked for once (one epoll_ctl), and further
 // publications are not written to the full socket meanwhile.
 func TestFullSocketWaitsForWritable(t *testing.T) {
-	s, store := startOneLoopServer(t)
-	c := dialSubscribed(t, s, store, "slow", "news")
-	defer c.Close()
-	before := loopSyscalls(t, s)
-	big := []byte(`{"pad":"` + strings.Repeat("x", 32<<10) + `"}`)
-	var full bool
-	for i := 0; i < 64 && !full; i++ {
-		if _, err := s.Publish("news", big); err != nil {
-			t.Fatal(err)
+	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, _ bool) {
+		c := dialSubscribed(t, s, store, "slow", "news")
+		defer c.Close()
+		before := loopSyscalls(t, s)
+		big := []byte(`{"pad":"` + strings.Repeat("x", 32<<10) + `"}`)
+		var full bool
+		for i := 0; i < 64 && !full; i++ {
+			if _, err := s.Publish("news", big); err != nil {
+				t.Fatal(err)
+			}
+			onLoop(t, s, func(ls *loopState) {
+				cs := ls.hub.topics["news"]
+				full = cs != nil && len(cs.conns) == 1 && cs.conns[0].pollOut
+			})
 		}
-		onLoop(t, s, func(ls *loopState) {
-			cs := ls.hub.topics["news"]
-			full = cs != nil && len(cs.conns) == 1 && cs.conns[0].pollOut
-		})
-	}
-	if !full {
-		t.Fatal("the socket never filled")
-	}
-	mid := loopSyscalls(t, s)
-	for range 3 {
-		if _, err := s.Publish("news", []byte(`{"n":1}`)); err != nil {
-			t.Fatal(err)
+		if !full {
+			t.Fatal("the socket never filled")
 		}
-	}
-	after := loopSyscalls(t, s)
-	if d := mid.EpollCtl - before.EpollCtl; d != 1 {
-		t.Errorf("%d epoll_ctl while the socket filled, want 1 (EPOLLOUT on)", d)
-	}
-	if d := (after.Write + after.Writev) - (mid.Write + mid.Writev); d != 0 {
-		t.Errorf("%d writes to a socket waiting for EPOLLOUT, want 0", d)
-	}
-	// Reading it all drains the queue; EPOLLOUT is dropped again.
-	go func() { _, _ = io.Copy(io.Discard, c) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var waiting bool
-		onLoop(t, s, func(ls *loopState) {
-			cs := ls.hub.topics["news"]
-			waiting = cs == nil || len(cs.conns) != 1 || cs.conns[0].pollOut || cs.conns[0].queued() != 0
-		})
-		if !waiting {
-			break
+		mid := loopSyscalls(t, s)
+		for range 3 {
+			if _, err := s.Publish("news", []byte(`{"n":1}`)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the queue never drained")
+		after := loopSyscalls(t, s)
+		if d := mid.EpollCtl - before.EpollCtl; d != 1 {
+			t.Errorf("%d epoll_ctl while the socket filled, want 1 (EPOLLOUT on)", d)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if d := loopSyscalls(t, s).EpollCtl - before.EpollCtl; d != 2 {
-		t.Errorf("%d epoll_ctl over fill and drain, want 2", d)
-	}
+		if d := after.Sends() - mid.Sends(); d != 0 {
+			t.Errorf("%d writes to a socket waiting for EPOLLOUT, want 0", d)
+		}
+		// Reading it all drains the queue; EPOLLOUT is dropped again.
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var waiting bool
+			onLoop(t, s, func(ls *loopState) {
+				cs := ls.hub.topics["news"]
+				waiting = cs == nil || len(cs.conns) != 1 || cs.conns[0].pollOut || cs.conns[0].queued() != 0
+			})
+			if !waiting {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the queue never drained")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if d := loopSyscalls(t, s).EpollCtl - before.EpollCtl; d != 2 {
+			t.Errorf("%d epoll_ctl over fill and drain, want 2", d)
+		}
+	})
 }

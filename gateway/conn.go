@@ -469,10 +469,9 @@ func (c *conn) enqueue(ls *loopState, f []byte, shared bool) bool {
 
 // write sends queued frames: write for one, writev for several (every
 // frame queued since the last write: the frames of all the publications and
-// replies of a turn go out in one syscall). On a short write the rest waits
-// for EPOLLOUT: the socket is registered for it when bytes are left, and
-// unregistered once they are written (pollOut tracks it), and the write
-// stall timer is armed on that transition only.
+// replies of a turn go out in one syscall), then handles the result
+// (wrote). The flush sends through the loop's ring instead where it has
+// one (queueWrite).
 func (c *conn) write(ls *loopState) {
 	if c.out == nil || len(c.out.frames) == 0 || c.fd < 0 {
 		c.wantWritable(ls, false)
@@ -486,22 +485,69 @@ func (c *conn) write(ls *loopState) {
 		ls.loop.Sys.Write++
 		n, err = reactor.Write(fd, b.frames[0][b.off:])
 	} else {
-		iov := b.frames
-		if len(iov) > 64 {
-			iov = iov[:64]
-		}
+		iov := b.sendable()
 		first := iov[0]
 		iov[0] = first[b.off:]
 		ls.loop.Sys.Writev++
 		n, ls.iov, err = reactor.Writev(fd, iov, ls.iov)
 		iov[0] = first
 	}
+	c.wrote(ls, n, err)
+}
+
+// queueWrite is write through the loop's ring r: the send goes out with
+// the flush's others in one io_uring_enter (loopState.submit), which hands
+// its result to wrote. Until then nothing may change c's queue but its
+// growth at the tail.
+func (c *conn) queueWrite(ls *loopState, r *reactor.Ring) {
+	if c.out == nil || len(c.out.frames) == 0 || c.fd < 0 {
+		c.wantWritable(ls, false)
+		return
+	}
+	if r.Queued() == reactor.RingEntries {
+		ls.submit()
+	}
+	b := c.out
+	iov := b.sendable()
+	first := iov[0]
+	iov[0] = first[b.off:]
+	err := r.Queue(int(c.fd), iov, uint64(len(ls.sending)))
+	iov[0] = first
+	if err != nil {
+		c.write(ls) // not reached: the ring was just emptied
+		return
+	}
+	ls.sending = append(ls.sending, c)
+	if len(iov) == 1 {
+		ls.loop.Sys.RingSend++
+	} else {
+		ls.loop.Sys.RingSendmsg++
+	}
+}
+
+// sendable is the head of the queue one send takes: 64 frames at most.
+func (b *backlog) sendable() [][]byte {
+	if len(b.frames) > 64 {
+		return b.frames[:64]
+	}
+	return b.frames
+}
+
+// wrote handles the result of a send of c's queue: n bytes went out, and
+// err is the send's error. On a short write the rest waits for EPOLLOUT:
+// the socket is registered for it when bytes are left, and unregistered
+// once they are written (pollOut tracks it), and the write stall timer is
+// armed on that transition only.
+func (c *conn) wrote(ls *loopState, n int, err error) {
+	if c.fd < 0 {
+		return
+	}
 	if err != nil && err != unix.EAGAIN && err != unix.EINTR {
 		c.finish(ls, reason.ReadError, 1006, true)
 		return
 	}
 	if n > 0 {
-		b.progress = ls.loop.Now.UnixNano()
+		c.out.progress = ls.loop.Now.UnixNano()
 		c.consume(ls, n)
 	}
 	wantOut := c.queued() > 0

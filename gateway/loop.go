@@ -66,8 +66,13 @@ type loopState struct {
 	srv  *Server
 	loop *reactor.Loop
 	iov  []unix.Iovec // conn.write's writev vector, reused
-	lfd  int          // listener; -1 once closed
-	lgen uint32       // the listener's reactor generation, for its back-off timer
+	// sending are the connections whose sends wait in the loop's ring,
+	// each at the index its send is tagged with (conn.queueWrite);
+	// onSent is ls.sent, bound once.
+	sending []*conn
+	onSent  func(reactor.Completion)
+	lfd     int    // listener; -1 once closed
+	lgen    uint32 // the listener's reactor generation, for its back-off timer
 
 	held refusalHolder // the Guard's, nil if it has none
 	// acceptPause is the current back-off of the listener while the
@@ -134,6 +139,12 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 		return nil, err
 	}
 	ls.loop = loop
+	ls.onSent = ls.sent
+	if !s.opts.WriteSyscalls {
+		if err := loop.UseRing(); err != nil && id == 0 {
+			s.opts.Log.WithError(err).Warn("io_uring unavailable: the event loops send with write(2) and writev(2)")
+		}
+	}
 	ls.upgrader.init(ls)
 	ls.held, _ = s.opts.Guard.(refusalHolder)
 	if lfd < 0 {
@@ -717,9 +728,8 @@ const flushYield = 256
 // whatever its budget, so that every turn makes progress.
 const flushMin = 64
 
-// flush writes what every dirty connection has queued: one write or one
-// writev per connection, however many frames were queued since its last
-// write.
+// flush writes what every dirty connection has queued: one send per
+// connection, however many frames were queued since its last one.
 func (ls *loopState) flush() {
 	for ls.flushUntil(time.Time{}) {
 	}
@@ -730,8 +740,10 @@ func (ls *loopState) flush() {
 // connections are left, to be written in the next turn (their frames keep
 // their order: a connection's queue only grows at its tail). A connection
 // waiting for EPOLLOUT is left to it: writing now would only meet a full
-// socket buffer.
+// socket buffer. With a ring the sends go out flushYield at a time, each
+// batch in one io_uring_enter.
 func (ls *loopState) flushUntil(deadline time.Time) bool {
+	r := ls.loop.Ring()
 	i := 0
 	for ; i < len(ls.dirty); i++ {
 		if i >= flushMin && i%16 == 0 && !deadline.IsZero() && time.Now().After(deadline) {
@@ -741,16 +753,53 @@ func (ls *loopState) flushUntil(deadline time.Time) bool {
 		ls.dirty[i] = nil
 		c.dirty = false
 		if c.fd >= 0 && !c.pollOut {
-			c.write(ls)
+			if r != nil {
+				c.queueWrite(ls, r)
+			} else {
+				c.write(ls)
+			}
 		}
 		if i%flushYield == flushYield-1 {
+			ls.submit()
+			r = ls.loop.Ring()
 			runtime.Gosched()
 		}
 	}
+	ls.submit()
 	m := copy(ls.dirty, ls.dirty[i:])
 	clear(ls.dirty[m:])
 	ls.dirty = ls.dirty[:m]
 	return m > 0
+}
+
+// submit sends what the flush queued in the loop's ring, in one
+// io_uring_enter, and hands each result to its connection (sent). Should
+// io_uring_enter fail, the loop drops its ring and the sends it did not
+// take are queued again, for write(2).
+func (ls *loopState) submit() {
+	r := ls.loop.Ring()
+	if r == nil || r.Queued() == 0 {
+		return
+	}
+	ls.loop.Sys.IOURingEnter++
+	err := r.Submit(ls.onSent)
+	clear(ls.sending)
+	ls.sending = ls.sending[:0]
+	if err != nil {
+		ls.srv.opts.Log.WithError(err).WithField("loop", ls.loop.ID).
+			Error("io_uring failed: this event loop sends with write(2) and writev(2) from now on")
+		ls.loop.DropRing()
+	}
+}
+
+// sent handles one completion of the loop's ring.
+func (ls *loopState) sent(done reactor.Completion) {
+	c := ls.sending[done.Tag]
+	if done.Err == reactor.ErrNotSubmitted {
+		ls.markDirty(c)
+		return
+	}
+	c.wrote(ls, done.N, done.Err)
 }
 
 // deliver queues publication p to every subscriber of its topic on this

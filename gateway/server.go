@@ -136,7 +136,10 @@ type Options struct {
 	Path    string // WebSocket path; empty: the default config's
 	Version string // reported in welcome frames
 	Loops   int    // event loops; 0 means GOMAXPROCS (or len(Listeners))
-	Limits  Limits
+	// WriteSyscalls makes the loops send with write(2) and writev(2)
+	// even where the kernel offers io_uring (config io_uring: false).
+	WriteSyscalls bool
+	Limits        Limits
 	// Listeners are sockets bound beforehand with Bind, one per loop;
 	// nil: New binds Listen itself.
 	Listeners *Listeners

@@ -54,6 +54,9 @@ type Config struct {
 	// (serve --log-level overrides it).
 	LogLevel string   `yaml:"log_level"`
 	Shutdown Shutdown `yaml:"shutdown"`
+	// IOURing lets the event loops batch their sends in one io_uring_enter
+	// where the kernel allows it; false: one write(2) or writev(2) each.
+	IOURing bool `yaml:"io_uring"`
 
 	keys []KeyPos
 	file string // the file the config was read from

@@ -113,6 +113,7 @@ func buildGateway(cfg *config.Config, p gatewayParts, link *gatewayLink) (*gw, e
 		AuditHealthy:  p.healthy,
 		ClientIP:      r.clientIP,
 		ProxyProtocol: cfg.ProxyProtocol,
+		WriteSyscalls: !cfg.IOURing,
 		Origins:       r.origins,
 		Topics:        r.topics,
 		DataSchemas:   r.data,
