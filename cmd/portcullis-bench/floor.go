@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-gw/portcullis/gateway/reactor"
 )
 
 // The write floor: the least CPU any server can spend to deliver one small
@@ -31,6 +33,13 @@ import (
 // no runtime bookkeeping around the call). On loopback the kernel runs the receiver's TCP input path
 // inside the sender's write and charges it to the sender, as it does for
 // the gateway.
+//
+// The io_uring floor is the same delivery with the sends batched as the
+// gateway's loops batch them where the kernel offers io_uring: 256 sends
+// (reactor.RingEntries) per io_uring_enter, measured on the same thread a
+// quarter of a period after each write(2) round, over the same sockets. A
+// gateway sending through io_uring can go below the write floor; the
+// io_uring floor is what it cannot go below.
 
 // floorFrame is a text frame carrying a typical publication, as the
 // fan-out's subscribers receive it.
@@ -39,11 +48,14 @@ var floorFrame = func() []byte {
 	return append([]byte{0x81, byte(len(payload))}, payload...)
 }()
 
-// writeFloor is one measurement of the floor.
+// writeFloor is one measurement of the floor, and of the io_uring floor.
 type writeFloor struct {
 	cpu, kernel float64 // µs per write
 	writes      int
 	short       int // writes that were short or failed: the readers fell behind
+
+	ringCPU, ringKernel float64 // µs per send; 0 when ringErr is set
+	ringErr             error   // why there is no io_uring floor (a kernel without io_uring)
 }
 
 // floorRounds is how many rounds the floor is measured over for a fan-out
@@ -156,7 +168,9 @@ func (rig *floorRig) close() {
 
 // run writes the frame to every socket once a round, rounds rounds at rate
 // rounds per second, the first at first, and measures the writing thread's
-// CPU time.
+// CPU time; where the kernel offers io_uring, each round is followed a
+// quarter of a period later by the io_uring floor's (ringRound), measured
+// apart.
 func (rig *floorRig) run(rate float64, rounds int, first time.Time) (writeFloor, error) {
 	var f writeFloor
 	progress("write floor: %d rounds to %d sockets…", rounds, len(rig.fds))
@@ -177,36 +191,105 @@ func (rig *floorRig) run(rate float64, rounds int, first time.Time) (writeFloor,
 				return
 			}
 		}
-		time.Sleep(time.Until(first))
-		var r0, r1 unix.Rusage
-		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r0); err != nil {
-			done <- fmt.Errorf("write floor: getrusage: %w", err)
-			return
+		ring, err := reactor.NewRing()
+		if err != nil {
+			f.ringErr = err
+		} else {
+			defer ring.Close()
 		}
+		time.Sleep(time.Until(first))
 		every := time.Duration(float64(time.Second) / rate)
+		var wcpu, wsys, rcpu, rsys int64 // µs
 		next := first
 		for i := 0; i < rounds; i++ {
+			u, s, err := threadCPU()
+			if err != nil {
+				done <- err
+				return
+			}
 			for _, fd := range rig.fds {
 				if k, err := rawWrite(fd, floorFrame); k != len(floorFrame) || err != nil {
 					f.short++
 				}
 			}
+			if ring != nil {
+				u2, s2, err := threadCPU()
+				if err != nil {
+					done <- err
+					return
+				}
+				wcpu, wsys = wcpu+u2-u+s2-s, wsys+s2-s
+				time.Sleep(time.Until(next.Add(every / 4)))
+				if u, s, err = threadCPU(); err != nil {
+					done <- err
+					return
+				}
+				if err := rig.ringRound(ring, &f); err != nil {
+					done <- err
+					return
+				}
+				u3, s3, err := threadCPU()
+				if err != nil {
+					done <- err
+					return
+				}
+				rcpu, rsys = rcpu+u3-u+s3-s, rsys+s3-s
+			} else {
+				u2, s2, err := threadCPU()
+				if err != nil {
+					done <- err
+					return
+				}
+				wcpu, wsys = wcpu+u2-u+s2-s, wsys+s2-s
+			}
 			next = next.Add(every)
 			time.Sleep(time.Until(next))
 		}
-		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r1); err != nil {
-			done <- fmt.Errorf("write floor: getrusage: %w", err)
-			return
-		}
 		f.writes = rounds * len(rig.fds)
-		user := float64(tvMicros(r1.Utime) - tvMicros(r0.Utime))
-		sys := float64(tvMicros(r1.Stime) - tvMicros(r0.Stime))
-		f.cpu = (user + sys) / float64(max(f.writes, 1))
-		f.kernel = sys / float64(max(f.writes, 1))
+		f.cpu = float64(wcpu) / float64(max(f.writes, 1))
+		f.kernel = float64(wsys) / float64(max(f.writes, 1))
+		if ring != nil {
+			f.ringCPU = float64(rcpu) / float64(max(f.writes, 1))
+			f.ringKernel = float64(rsys) / float64(max(f.writes, 1))
+		}
 		done <- nil
 	}()
 	err := <-done
 	return f, err
+}
+
+// ringRound sends the frame to every socket through ring, RingEntries
+// sends per io_uring_enter; a send short or failed counts in f.short.
+func (rig *floorRig) ringRound(ring *reactor.Ring, f *writeFloor) error {
+	bufs := [][]byte{floorFrame}
+	check := func(c reactor.Completion) {
+		if c.N != len(floorFrame) || c.Err != nil {
+			f.short++
+		}
+	}
+	for _, fd := range rig.fds {
+		if ring.Queued() == reactor.RingEntries {
+			if err := ring.Submit(check); err != nil {
+				return fmt.Errorf("io_uring floor: %w", err)
+			}
+		}
+		if err := ring.Queue(fd, bufs, 0); err != nil {
+			return fmt.Errorf("io_uring floor: %w", err)
+		}
+	}
+	if err := ring.Submit(check); err != nil {
+		return fmt.Errorf("io_uring floor: %w", err)
+	}
+	return nil
+}
+
+// threadCPU is the calling thread's user and system CPU time, in µs.
+func threadCPU() (user, sys int64, err error) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0, 0, fmt.Errorf("write floor: getrusage: %w", err)
+	}
+	return tvMicros(ru.Utime), tvMicros(ru.Stime), nil
 }
 
 func tvMicros(tv unix.Timeval) int64 { return tv.Sec*1_000_000 + tv.Usec }

@@ -125,7 +125,9 @@ func (h turnHistogram) over(bound time.Duration) (n uint64, ok bool) {
 // syscallCounts is /v1/stats "syscalls": the syscalls the event loops
 // (and the wake-ups of their task queues) made since start, by call name
 // (epoll_wait, epoll_ctl, read, write, writev, eventfd_write,
-// eventfd_read, close, accept).
+// eventfd_read, close, accept, io_uring_enter), and the sends the
+// io_uring_enter calls carried (ring_send, ring_sendmsg: no system calls
+// of their own).
 type syscallCounts map[string]uint64
 
 // since returns the calls made after earlier.
@@ -139,14 +141,26 @@ func (s syscallCounts) since(earlier syscallCounts) syscallCounts {
 	return d
 }
 
-// writes is the write and writev calls.
-func (s syscallCounts) writes() uint64 { return s["write"] + s["writev"] }
+// writes is the system calls that send: write, writev and io_uring_enter.
+func (s syscallCounts) writes() uint64 { return s["write"] + s["writev"] + s["io_uring_enter"] }
 
-// total is every call counted.
+// sends is the sends made, one per connection written to: a write, a
+// writev, or a send or sendmsg carried by an io_uring_enter.
+func (s syscallCounts) sends() uint64 {
+	return s["write"] + s["writev"] + s["ring_send"] + s["ring_sendmsg"]
+}
+
+// carried are the counts that are sends inside io_uring_enter, not system
+// calls.
+var carried = map[string]bool{"ring_send": true, "ring_sendmsg": true}
+
+// total is every system call counted.
 func (s syscallCounts) total() uint64 {
 	var n uint64
-	for _, v := range s {
-		n += v
+	for k, v := range s {
+		if !carried[k] {
+			n += v
+		}
 	}
 	return n
 }
@@ -170,6 +184,11 @@ func setSyscallRows(r *result, d syscallCounts, delivered int64) {
 	} else {
 		r.na("deliveries per write syscall", "n")
 	}
+	if w := d.sends(); w > 0 {
+		r.set("deliveries per send", "n", float64(delivered)/float64(w))
+	} else {
+		r.na("deliveries per send", "n")
+	}
 }
 
 // setPerUnitSyscallRows sets in r the syscalls of d per unit of work (a
@@ -178,10 +197,11 @@ func setSyscallRows(r *result, d syscallCounts, delivered int64) {
 func setPerUnitSyscallRows(r *result, d syscallCounts, n int64, unit string) {
 	per := func(c uint64) float64 { return float64(c) / float64(max(n, 1)) }
 	r.set("syscalls per "+unit+" (event loops)", "n", per(d.total()))
-	r.set("  write syscalls per "+unit+" (write+writev)", "n", per(d.writes()))
+	r.set("  write syscalls per "+unit+" (write, writev, io_uring_enter)", "n", per(d.writes()))
+	r.set("  sends per "+unit+" (write, writev, or one in an io_uring_enter)", "n", per(d.sends()))
 	r.set("  epoll_ctl per "+unit, "n", per(d["epoll_ctl"]))
 	for _, k := range d.names() {
-		if k != "write" && k != "writev" && k != "epoll_ctl" && d[k] > 0 {
+		if k != "write" && k != "writev" && k != "io_uring_enter" && !carried[k] && k != "epoll_ctl" && d[k] > 0 {
 			r.set("  "+k+" per "+unit, "n", per(d[k]))
 		}
 	}
@@ -192,11 +212,13 @@ func setPerUnitSyscallRows(r *result, d syscallCounts, n int64, unit string) {
 func naSyscallRows(r *result) {
 	naPerUnitSyscallRows(r, "delivery")
 	r.na("deliveries per write syscall", "n")
+	r.na("deliveries per send", "n")
 }
 
 // naPerUnitSyscallRows declares setPerUnitSyscallRows' fixed rows as n/a.
 func naPerUnitSyscallRows(r *result, unit string) {
 	r.na("syscalls per "+unit+" (event loops)", "n")
-	r.na("  write syscalls per "+unit+" (write+writev)", "n")
+	r.na("  write syscalls per "+unit+" (write, writev, io_uring_enter)", "n")
+	r.na("  sends per "+unit+" (write, writev, or one in an io_uring_enter)", "n")
 	r.na("  epoll_ctl per "+unit, "n")
 }

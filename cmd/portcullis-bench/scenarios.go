@@ -597,6 +597,14 @@ func fanoutScenario(n int, rate float64, count int) func(target) (result, error)
 			r.set("write floor: one write(2) per delivery, same run", "µs", floor.cpu)
 			r.set("  the floor's kernel part", "µs", floor.kernel)
 			r.set("CPU per delivery ÷ write floor", "×", cpu/float64(max(delivered, 1))/floor.cpu)
+			if floor.ringErr == nil {
+				r.set("io_uring floor: one send per delivery, 256 per io_uring_enter, same run", "µs", floor.ringCPU)
+				r.set("  the io_uring floor's kernel part", "µs", floor.ringKernel)
+				r.set("CPU per delivery ÷ io_uring floor", "×", cpu/float64(max(delivered, 1))/floor.ringCPU)
+			} else {
+				r.na("io_uring floor: one send per delivery, 256 per io_uring_enter, same run", "µs")
+				r.na("CPU per delivery ÷ io_uring floor", "×")
+			}
 		}
 		if single && st0.Syscalls != nil && st1.Syscalls != nil {
 			setSyscallRows(&r, st1.Syscalls.since(st0.Syscalls), delivered)

@@ -34,7 +34,7 @@ const statsJSON = `{"connections":105,"max_loop_stall":"12.5ms",
   {"le":"1ms","count":970},{"le":"2ms","count":980},{"le":"5ms","count":990},{"le":"10ms","count":998},
   {"le":"20ms","count":1000},{"le":"50ms","count":1000},{"le":"100ms","count":1000},{"le":"250ms","count":1000},
   {"le":"+Inf","count":1000}]},
- "syscalls":{"epoll_wait":500,"epoll_ctl":20,"read":300,"write":900,"writev":100,"eventfd_write":40,"eventfd_read":40,"close":5,"accept":5}}`
+ "syscalls":{"epoll_wait":500,"epoll_ctl":20,"read":300,"write":900,"writev":100,"eventfd_write":40,"eventfd_read":40,"close":5,"accept":5,"io_uring_enter":10,"ring_send":700,"ring_sendmsg":50}}`
 
 func decodeStats(t *testing.T, s string) serverStats {
 	t.Helper()
@@ -125,10 +125,10 @@ func TestTurnHistogramSince(t *testing.T) {
 
 func TestSyscallCounts(t *testing.T) {
 	st := decodeStats(t, statsJSON)
-	if st.Syscalls.writes() != 1000 || st.Syscalls.total() != 1910 {
-		t.Fatalf("writes %d total %d", st.Syscalls.writes(), st.Syscalls.total())
+	if st.Syscalls.writes() != 1010 || st.Syscalls.sends() != 1750 || st.Syscalls.total() != 1920 {
+		t.Fatalf("writes %d sends %d total %d", st.Syscalls.writes(), st.Syscalls.sends(), st.Syscalls.total())
 	}
-	earlier := syscallCounts{"write": 400, "writev": 0, "epoll_ctl": 10, "epoll_wait": 500}
+	earlier := syscallCounts{"write": 400, "writev": 0, "epoll_ctl": 10, "epoll_wait": 500, "io_uring_enter": 10, "ring_send": 400, "ring_sendmsg": 50}
 	d := st.Syscalls.since(earlier)
 	if d["write"] != 500 || d["writev"] != 100 || d["epoll_ctl"] != 10 || d["epoll_wait"] != 0 || d["read"] != 300 {
 		t.Fatalf("since: %v", d)
@@ -136,11 +136,13 @@ func TestSyscallCounts(t *testing.T) {
 	var r result
 	setSyscallRows(&r, d, 1200)
 	want := map[string]float64{
-		"  write syscalls per delivery (write+writev)": 0.5,
-		"  epoll_ctl per delivery":                     10.0 / 1200,
-		"syscalls per delivery (event loops)":          float64(d.total()) / 1200,
-		"deliveries per write syscall":                 2,
-		"  read per delivery":                          0.25,
+		"  write syscalls per delivery (write, writev, io_uring_enter)":     0.5,
+		"  sends per delivery (write, writev, or one in an io_uring_enter)": 0.75,
+		"  epoll_ctl per delivery":                                          10.0 / 1200,
+		"syscalls per delivery (event loops)":                               float64(d.total()) / 1200,
+		"deliveries per write syscall":                                      2,
+		"deliveries per send":                                               1200.0 / 900,
+		"  read per delivery":                                               0.25,
 	}
 	for k, v := range want {
 		if got, ok := r.vals[k]; !ok || math.Abs(got-v) > 1e-9 {
@@ -479,7 +481,9 @@ func TestFanoutFloorSmoke(t *testing.T) {
 				t.Fatalf("exit %d\n%s\n%s", code, out, errb.String())
 			}
 			for _, want := range []string{"write floor: one write(2) per delivery, same run (µs)", "CPU per delivery ÷ write floor",
-				"write syscalls per delivery (write+writev) (n)", "deliveries per write syscall (n)"} {
+				"write syscalls per delivery (write, writev, io_uring_enter) (n)", "deliveries per write syscall (n)",
+				"sends per delivery (write, writev, or one in an io_uring_enter) (n)", "deliveries per send (n)",
+				"io_uring floor: one send per delivery, 256 per io_uring_enter, same run (µs)", "CPU per delivery ÷ io_uring floor"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("no row %q in\n%s", want, out)
 				}
