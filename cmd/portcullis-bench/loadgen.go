@@ -67,6 +67,9 @@ func startGatewayWith(extra string) (*gateway, error) {
 	}
 	cfg := filepath.Join(dir, "bench.yaml")
 	yaml := benchConfig + extra
+	if noIOURing {
+		yaml += "io_uring: false\n"
+	}
 	if benchTLS != nil {
 		yaml += fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", benchTLS.certFile, benchTLS.keyFile)
 	}

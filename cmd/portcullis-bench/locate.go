@@ -24,6 +24,9 @@ var gatewayExe string
 // serverCPUs is --server-cpus: the CPU list the servers run on ("" any).
 var serverCPUs string
 
+// noIOURing is --no-io-uring: the gateway's config says io_uring: false.
+var noIOURing bool
+
 // serverCommand is exec.Command(bin, args...) for a server, under
 // `taskset -c serverCPUs` when --server-cpus is set (set before the exec,
 // so that the Go runtime of the server sizes itself to those CPUs).

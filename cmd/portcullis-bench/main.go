@@ -8,7 +8,9 @@
 //
 // It is a command of its own so that the production binary does not link
 // it. It talks to the gateway only over its public interfaces (WebSocket
-// and the admin API) and imports nothing from gateway, policy or audit.
+// and the admin API) and imports nothing from gateway, policy or audit
+// but gateway/reactor's Ring, with which the io_uring floor sends
+// (floor.go): the floor is the mechanism alone, not the gateway.
 // It runs on Linux only (it reads /proc).
 package main
 
@@ -132,6 +134,8 @@ profile; PORTCULLIS_BENCH_MEMPROFILE=FILE its heap profile (idle bench).`,
 		"nice value (0-19) of the load-generator processes that stand in for clients on other machines: fanout's subscribers and the write floor's readers, stall's closing and reconnecting connections")
 	cmd.PersistentFlags().StringVar(&serverCPUs, "server-cpus", "",
 		"run the servers (gateway, Centrifugo) on these CPUs only (taskset -c LIST, e.g. 1); run the bench itself under taskset -c for the others, so that the load generator does not take the servers' cores")
+	cmd.PersistentFlags().BoolVar(&noIOURing, "no-io-uring", false,
+		"start the gateway with io_uring: false, so that its loops send with write(2) and writev(2)")
 	// Each command has its own variables: flags bound to one variable
 	// would all take the default registered last.
 	var conns, hsConns, subs, count int
