@@ -71,6 +71,7 @@ type loopState struct {
 	// onSent is ls.sent, bound once.
 	sending []*conn
 	onSent  func(reactor.Completion)
+	ringErr error  // why the loop has no ring although one was asked for
 	lfd     int    // listener; -1 once closed
 	lgen    uint32 // the listener's reactor generation, for its back-off timer
 
@@ -141,9 +142,7 @@ func newLoopState(s *Server, id int, lfd int) (*loopState, error) {
 	ls.loop = loop
 	ls.onSent = ls.sent
 	if !s.opts.WriteSyscalls {
-		if err := loop.UseRing(); err != nil && id == 0 {
-			s.opts.Log.WithError(err).Warn("io_uring unavailable: the event loops send with write(2) and writev(2)")
-		}
+		ls.ringErr = loop.UseRing() // reported by Server.reportRings
 	}
 	ls.upgrader.init(ls)
 	ls.held, _ = s.opts.Guard.(refusalHolder)

@@ -325,7 +325,26 @@ func New(o Options) (*Server, error) {
 		s.loops = append(s.loops, ls)
 	}
 	lns.fds = nil // the loops own them now
+	s.reportRings()
 	return s, nil
+}
+
+// reportRings logs, once, that loops send with write(2) because the kernel
+// refused them an io_uring (each loop asks for its own: one may be refused
+// where another was not, over a memory-lock limit on a kernel before 5.12).
+func (s *Server) reportRings() {
+	var refused error
+	n := 0
+	for _, ls := range s.loops {
+		if ls.ringErr != nil {
+			refused = ls.ringErr
+			n++
+		}
+	}
+	if n > 0 {
+		s.opts.Log.WithError(refused).WithField("loops", fmt.Sprintf("%d of %d", n, len(s.loops))).
+			Warn("io_uring unavailable: these event loops send with write(2) and writev(2)")
+	}
 }
 
 // Run starts the broker and the event loops. It is called once.
@@ -364,6 +383,7 @@ func (s *Server) closeLoops() {
 		if ls.lfd >= 0 {
 			ls.loop.Remove(ls.lfd)
 		}
+		ls.loop.DropRing()
 	}
 	s.closeTLS()
 	s.fds.closeReserve()
