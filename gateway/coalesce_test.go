@@ -236,3 +236,45 @@ func TestFullSocketWaitsForWritable(t *testing.T) {
 		}
 	})
 }
+
+// A flush set off while a flush handles the results of its sends (closing
+// a connection, say) does nothing: the flush in progress takes what it
+// queued, in a second batch, and nothing waits on the ring or walks the
+// list of dirty connections twice.
+func TestFlushNotReentered(t *testing.T) {
+	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, ring bool) {
+		if !ring {
+			t.Skip("write(2) results are handled inside the flush's walk, not by a callback")
+		}
+		a := dialSubscribed(t, s, store, "a", "news")
+		defer a.Close()
+		b := dialSubscribed(t, s, store, "b", "other")
+		defer b.Close()
+		before := loopSyscalls(t, s)
+		onLoop(t, s, func(ls *loopState) {
+			orig := ls.onSent
+			defer func() { ls.onSent = orig }()
+			nested := false
+			ls.onSent = func(d reactor.Completion) {
+				orig(d)
+				if !nested {
+					nested = true
+					ls.deliver(newPublication("other", []byte(`{"n":2}`)))
+					ls.flush()
+				}
+			}
+			ls.deliver(newPublication("news", []byte(`{"n":1}`)))
+			ls.flush()
+		})
+		if ev := readEvents(t, a, 1); !strings.Contains(ev[0], `"n":1`) {
+			t.Fatalf("a got %q", ev[0])
+		}
+		if ev := readEvents(t, b, 1); !strings.Contains(ev[0], `"n":2`) {
+			t.Fatalf("b got %q", ev[0])
+		}
+		after := loopSyscalls(t, s)
+		if e, w, rs := after.IOURingEnter-before.IOURingEnter, after.Write-before.Write, after.RingSend-before.RingSend; e != 2 || rs != 2 || w != 0 {
+			t.Errorf("%d io_uring_enter carrying %d sends, %d write; want 2 carrying one each", e, rs, w)
+		}
+	})
+}

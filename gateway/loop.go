@@ -71,9 +71,14 @@ type loopState struct {
 	// onSent is ls.sent, bound once.
 	sending []*conn
 	onSent  func(reactor.Completion)
-	ringErr error  // why the loop has no ring although one was asked for
-	lfd     int    // listener; -1 once closed
-	lgen    uint32 // the listener's reactor generation, for its back-off timer
+	ringErr error // why the loop has no ring although one was asked for
+	// flushing is set while flushUntil runs: a flush that the handling
+	// of a send's result sets off does nothing, and what it would have
+	// written is taken by the flush in progress, whose walk of dirty
+	// reaches the end of the list as it grows.
+	flushing bool
+	lfd      int    // listener; -1 once closed
+	lgen     uint32 // the listener's reactor generation, for its back-off timer
 
 	held refusalHolder // the Guard's, nil if it has none
 	// acceptPause is the current back-off of the listener while the
@@ -730,6 +735,9 @@ const flushMin = 64
 // flush writes what every dirty connection has queued: one send per
 // connection, however many frames were queued since its last one.
 func (ls *loopState) flush() {
+	if ls.flushing {
+		return // the flush in progress takes what is queued (flushing)
+	}
 	for ls.flushUntil(time.Time{}) {
 	}
 }
@@ -742,6 +750,11 @@ func (ls *loopState) flush() {
 // socket buffer. With a ring the sends go out flushYield at a time, each
 // batch in one io_uring_enter.
 func (ls *loopState) flushUntil(deadline time.Time) bool {
+	if ls.flushing {
+		return len(ls.dirty) > 0
+	}
+	ls.flushing = true
+	defer func() { ls.flushing = false }()
 	r := ls.loop.Ring()
 	i := 0
 	for ; i < len(ls.dirty); i++ {
@@ -759,12 +772,16 @@ func (ls *loopState) flushUntil(deadline time.Time) bool {
 			}
 		}
 		if i%flushYield == flushYield-1 {
-			ls.submit()
-			r = ls.loop.Ring()
+			if r != nil {
+				ls.submit()
+				r = ls.loop.Ring()
+			}
 			runtime.Gosched()
 		}
 	}
-	ls.submit()
+	if r != nil {
+		ls.submit()
+	}
 	m := copy(ls.dirty, ls.dirty[i:])
 	clear(ls.dirty[m:])
 	ls.dirty = ls.dirty[:m]
