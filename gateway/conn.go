@@ -495,17 +495,32 @@ func (c *conn) write(ls *loopState) {
 	c.wrote(ls, n, err)
 }
 
-// queueWrite is write through the loop's ring r: the send goes out with
-// the flush's others in one io_uring_enter (loopState.submit), which hands
-// its result to wrote. Until then nothing may change c's queue but its
-// growth at the tail.
-func (c *conn) queueWrite(ls *loopState, r *reactor.Ring) {
+// send sends c's queue: into the loop's ring where it has one
+// (queueWrite), else at once (write).
+func (c *conn) send(ls *loopState) {
+	if ls.loop.Ring() != nil {
+		c.queueWrite(ls)
+	} else {
+		c.write(ls)
+	}
+}
+
+// queueWrite is write through the loop's ring: the send goes out with the
+// flush's others in one io_uring_enter (loopState.submit), which hands its
+// result to wrote. Until then nothing may change c's queue but its growth
+// at the tail.
+func (c *conn) queueWrite(ls *loopState) {
 	if c.out == nil || len(c.out.frames) == 0 || c.fd < 0 {
 		c.wantWritable(ls, false)
 		return
 	}
+	r := ls.loop.Ring()
 	if r.Queued() == reactor.RingEntries {
 		ls.submit()
+		if r = ls.loop.Ring(); r == nil {
+			c.write(ls) // the submit failed and dropped the ring
+			return
+		}
 	}
 	b := c.out
 	iov := b.sendable()
@@ -514,7 +529,7 @@ func (c *conn) queueWrite(ls *loopState, r *reactor.Ring) {
 	err := r.Queue(int(c.fd), iov, uint64(len(ls.sending)))
 	iov[0] = first
 	if err != nil {
-		c.write(ls) // not reached: the ring was just emptied
+		c.write(ls) // ErrRingFull, which the submit above rules out
 		return
 	}
 	ls.sending = append(ls.sending, c)

@@ -755,7 +755,6 @@ func (ls *loopState) flushUntil(deadline time.Time) bool {
 	}
 	ls.flushing = true
 	defer func() { ls.flushing = false }()
-	r := ls.loop.Ring()
 	i := 0
 	for ; i < len(ls.dirty); i++ {
 		if i >= flushMin && i%16 == 0 && !deadline.IsZero() && time.Now().After(deadline) {
@@ -765,23 +764,14 @@ func (ls *loopState) flushUntil(deadline time.Time) bool {
 		ls.dirty[i] = nil
 		c.dirty = false
 		if c.fd >= 0 && !c.pollOut {
-			if r != nil {
-				c.queueWrite(ls, r)
-			} else {
-				c.write(ls)
-			}
+			c.send(ls)
 		}
 		if i%flushYield == flushYield-1 {
-			if r != nil {
-				ls.submit()
-				r = ls.loop.Ring()
-			}
+			ls.submit()
 			runtime.Gosched()
 		}
 	}
-	if r != nil {
-		ls.submit()
-	}
+	ls.submit()
 	m := copy(ls.dirty, ls.dirty[i:])
 	clear(ls.dirty[m:])
 	ls.dirty = ls.dirty[:m]
