@@ -177,3 +177,41 @@ func TestRingFull(t *testing.T) {
 		t.Fatalf("%d sends completed, want %d", n, RingEntries)
 	}
 }
+
+// When io_uring_enter itself fails, every send it did not take completes
+// with ErrNotSubmitted (nothing of it sent) and Submit returns the error.
+func TestRingEnterFails(t *testing.T) {
+	r := newTestRing(t)
+	fd, c := tcpPair(t)
+	_ = r.Queue(fd, [][]byte{[]byte("a")}, 1)
+	_ = r.Queue(fd, [][]byte{[]byte("b"), []byte("c")}, 2)
+	ringFd := r.fd
+	r.fd = -1 // as if the descriptor had gone: io_uring_enter fails with EBADF
+	defer func() { r.fd = ringFd }()
+	got := map[uint64]error{}
+	err := r.Submit(func(c Completion) { got[c.Tag] = c.Err })
+	if !errors.Is(err, unix.EBADF) || len(got) != 2 || got[1] != ErrNotSubmitted || got[2] != ErrNotSubmitted {
+		t.Fatalf("Submit: %v, completions %v; want EBADF and both not submitted", err, got)
+	}
+	if r.Queued() != 0 {
+		t.Fatalf("%d sends still queued", r.Queued())
+	}
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _ := c.Read(make([]byte, 8)); n != 0 {
+		t.Fatalf("%d bytes arrived from sends reported not submitted", n)
+	}
+	// The ring is usable again: what was withdrawn is gone from its queue.
+	r.fd = ringFd
+	if err := r.Queue(fd, [][]byte{[]byte("d")}, 3); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := r.Submit(func(c Completion) { n += c.N }); err != nil || n != 1 {
+		t.Fatalf("after the failure: %v, %d bytes", err, n)
+	}
+	b := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "d" {
+		t.Fatalf("read %q, %v; want d alone", b, err)
+	}
+}
