@@ -90,18 +90,25 @@ func readEvents(t *testing.T, c net.Conn, n int) []string {
 	return got
 }
 
+// dialNews connects n clients subscribed to "news", closed when t ends.
+func dialNews(t *testing.T, s *Server, store *tokens.Store, n int) []net.Conn {
+	t.Helper()
+	var clients []net.Conn
+	for i := range n {
+		c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
+		t.Cleanup(func() { c.Close() })
+		clients = append(clients, c)
+	}
+	return clients
+}
+
 // A publication to N subscribers whose sockets have room costs N sends
 // and nothing else: no epoll_ctl (EPOLLOUT is never asked for), no read;
 // the sends are N write(2), or one io_uring_enter carrying N.
 func TestDeliverySyscalls(t *testing.T) {
 	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, ring bool) {
 		const n = 20
-		var clients []net.Conn
-		for i := range n {
-			c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
-			defer c.Close()
-			clients = append(clients, c)
-		}
+		clients := dialNews(t, s, store, n)
 		before := loopSyscalls(t, s)
 		if got, err := s.Publish("news", []byte(`{"n":1}`)); err != nil || got != n {
 			t.Fatalf("Publish: %d, %v", got, err)
@@ -138,12 +145,7 @@ func TestDeliverySyscalls(t *testing.T) {
 func TestDeliveriesCoalesce(t *testing.T) {
 	eachSendMode(t, func(t *testing.T, s *Server, store *tokens.Store, ring bool) {
 		const n, k = 10, 5
-		var clients []net.Conn
-		for i := range n {
-			c := dialSubscribed(t, s, store, fmt.Sprint("u", i), "news")
-			defer c.Close()
-			clients = append(clients, c)
-		}
+		clients := dialNews(t, s, store, n)
 		before := loopSyscalls(t, s)
 		// Published from the loop itself: the k tasks the Broker posts are
 		// taken in the same turn as this one, as publications arriving faster
