@@ -76,6 +76,7 @@ type Sync struct {
 	changes <-chan bans.Change
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	loadNow chan struct{} // a (re)subscription asks the writer for a load
 	loaded  chan struct{} // closed after the first complete load
 	once    sync.Once
 }
@@ -100,7 +101,8 @@ func New(o Options) (*Sync, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Sync{o: o, changes: o.Manager.Replicate(queueLen), loaded: make(chan struct{})}, nil
+	return &Sync{o: o, changes: o.Manager.Replicate(queueLen), loadNow: make(chan struct{}, 1),
+		loaded: make(chan struct{})}, nil
 }
 
 // Start runs the writer of local changes, the subscriber to the other
@@ -174,18 +176,63 @@ func (s *Sync) failed(err error) {
 	}
 }
 
-// writer writes each local change to Redis and announces it.
+// writer writes each local change to Redis and announces it, and runs
+// the loads. Both write to Redis, so they take turns on this goroutine:
+// a load's write-back of a ban can never land after the tombstone of a
+// lift that was written before it.
 func (s *Sync) writer(ctx context.Context) {
 	defer s.wg.Done()
+	tick := time.NewTicker(s.o.Reconcile)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case c := <-s.changes:
-			if err := s.write(ctx, c); err != nil && ctx.Err() == nil {
-				s.failed(err)
+			s.writeChange(ctx, c)
+		case <-s.loadNow:
+			s.load(ctx)
+		case <-tick.C:
+			s.load(ctx)
+		}
+	}
+}
+
+func (s *Sync) writeChange(ctx context.Context, c bans.Change) {
+	if err := s.write(ctx, c); err != nil && ctx.Err() == nil {
+		s.failed(err)
+	}
+}
+
+// writeQueued writes the local changes waiting in the queue. A lift
+// among them that came while a load ran, after the load had read the
+// ban from Redis, was undone by the load applying what it read: for
+// the prefixes in undone (those the load applied) whose last queued
+// change is a lift, the lift is applied again before it is written.
+func (s *Sync) writeQueued(ctx context.Context, undone map[netip.Prefix]bool) {
+	var queued []bans.Change
+drain:
+	for len(queued) < queueLen {
+		select {
+		case c := <-s.changes:
+			queued = append(queued, c)
+		default:
+			break drain
+		}
+	}
+	if len(undone) > 0 {
+		last := make(map[netip.Prefix]bool, len(queued)) // prefix → its last change is a lift
+		for _, c := range queued {
+			last[c.Ban.Prefix] = c.Removed
+		}
+		for p, lifted := range last {
+			if lifted && undone[p] {
+				s.o.Manager.ApplyRemove(p, s.o.Now())
 			}
 		}
+	}
+	for _, c := range queued {
+		s.writeChange(ctx, c)
 	}
 }
 
@@ -269,14 +316,10 @@ func (s *Sync) subscriber(ctx context.Context) {
 			}
 		}
 	}()
-	tick := time.NewTicker(s.o.Reconcile)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			s.load(ctx)
 		case m, ok := <-msgs:
 			if !ok {
 				return
@@ -284,7 +327,10 @@ func (s *Sync) subscriber(ctx context.Context) {
 			switch m := m.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					s.load(ctx)
+					select {
+					case s.loadNow <- struct{}{}:
+					default: // one is asked for already
+					}
 				}
 			case *redis.Message:
 				s.onNotice(m.Payload)
@@ -323,10 +369,16 @@ func (s *Sync) onNotice(payload string) {
 	}
 }
 
-// load merges the set in Redis with this node's: see the package
-// documentation.
+// load merges the set in Redis with this node's (see the package
+// documentation), on the writer's goroutine: the changes queued before
+// it are written first, so that it finds them in Redis, and those
+// queued while it ran right after it.
 func (s *Sync) load(ctx context.Context) {
-	if err := s.Load(ctx); err != nil {
+	s.writeQueued(ctx, nil)
+	applied := make(map[netip.Prefix]bool)
+	err := s.merge(ctx, applied)
+	s.writeQueued(ctx, applied)
+	if err != nil {
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
@@ -335,9 +387,10 @@ func (s *Sync) load(ctx context.Context) {
 	s.once.Do(func() { close(s.loaded) })
 }
 
-// Load applies every ban in Redis here and writes back the bans this
-// node holds that Redis lacks and no tombstone lifted.
-func (s *Sync) Load(ctx context.Context) error {
+// merge applies every ban in Redis here, noting in applied the prefixes
+// whose ban that changed, and writes back the bans this node holds that
+// Redis lacks and no tombstone lifted.
+func (s *Sync) merge(ctx context.Context, applied map[netip.Prefix]bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.o.Timeout)
 	defer cancel()
 	now := s.o.Now()
@@ -379,8 +432,11 @@ func (s *Sync) Load(ctx context.Context) error {
 		}
 		inRedis[b.Prefix.Masked().String()] = true
 		// Our own bans too: this node may have lost its state file.
-		if s.o.Manager.Apply(b, now) && s.o.Applied != nil {
-			s.o.Applied(b, rec.Node, false)
+		if s.o.Manager.Apply(b, now) {
+			applied[b.Prefix.Masked()] = true
+			if s.o.Applied != nil {
+				s.o.Applied(b, rec.Node, false)
+			}
 		}
 	}
 	// Ours that Redis lacks: lifted meanwhile (a tombstone), or lost by

@@ -177,6 +177,11 @@ func TestReloadAfterRedisRestartAndTombstones(t *testing.T) {
 	if _, err := a.m.Remove(netip.MustParsePrefix("203.0.113.6/32"), "ops", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// a writes the lift to Redis in the background; c is away until it is there.
+	waitFor(t, "the tombstone of the lift", func() bool {
+		n, _ := rc.Exists(context.Background(), "pc:unban:203.0.113.6/32").Result()
+		return n == 1
+	})
 	c2 := startNode(t, srv.Addr, "c", filepath.Join(dir, "c.db"))
 	if !banned(c2, "203.0.113.5") || banned(c2, "203.0.113.6") {
 		t.Fatalf("c restarted with %+v", c2.m.List(time.Now()))
@@ -212,5 +217,66 @@ func TestHostileNoticesRefused(t *testing.T) {
 	}
 	if g := a.applied(); len(g) != 1 || !strings.HasPrefix(g[0], "ban 192.0.2.4/32 from evil") {
 		t.Fatalf("applied %q", g)
+	}
+}
+
+// An operator who lifts a ban while a load runs, after the load read
+// that ban from Redis and before it applied it, still has it lifted: the
+// lift is applied again after the load and its tombstone written.
+func TestLiftDuringLoadWins(t *testing.T) {
+	srv := redistest.Start(t)
+	m, err := bans.Open("", bans.Config{MaxRetry: 3, BanTime: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	x, y := netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("192.0.2.11/32")
+	var lift sync.Once
+	s, err := New(Options{Client: newClient(t, srv.Addr), Prefix: "pc:", Node: "a", Manager: m, Reconcile: time.Hour,
+		Failed: func(err error) { t.Logf("a: %v", err) },
+		Applied: func(b bans.Ban, from string, removed bool) {
+			// The load applies x (Redis lists it before y, by end
+			// time) with y read already: the operator lifts y now.
+			if b.Prefix == x && !removed {
+				lift.Do(func() {
+					if _, err := m.Remove(y, "ops", time.Now()); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	<-s.Loaded()
+
+	if _, err := m.Add(y, 2*time.Hour, "", "ops", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rc := newClient(t, srv.Addr)
+	ctx := context.Background()
+	waitFor(t, "y in Redis", func() bool { n, _ := rc.Exists(ctx, "pc:ban:"+y.String()).Result(); return n == 1 })
+	// Another node's ban of x, in Redis only (its notice was lost).
+	until := time.Now().Add(30 * time.Minute)
+	body, _ := json.Marshal(record{Prefix: x.String(), Until: until.UnixNano(), Reason: "manual", Actor: "ops", Node: "b"})
+	if err := rc.Set(ctx, "pc:ban:"+x.String(), body, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ZAdd(ctx, "pc:bans", redis.Z{Score: float64(until.UnixMilli()), Member: x.String()}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	s.loadNow <- struct{}{}
+	waitFor(t, "the tombstone of y", func() bool { n, _ := rc.Exists(ctx, "pc:unban:"+y.String()).Result(); return n == 1 })
+	if _, ok := m.Banned(netip.MustParseAddr("192.0.2.11"), time.Now()); ok {
+		t.Fatalf("the lift of y was undone by the load: %+v", m.List(time.Now()))
+	}
+	if _, ok := m.Banned(netip.MustParseAddr("192.0.2.10"), time.Now()); !ok {
+		t.Fatal("x was not loaded")
+	}
+	if n, _ := rc.Exists(ctx, "pc:ban:"+y.String()).Result(); n != 0 {
+		t.Fatal("y is still banned in Redis")
 	}
 }
