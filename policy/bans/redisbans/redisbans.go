@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,9 +154,12 @@ func toRecord(b bans.Ban, node string) record {
 }
 
 func (r record) ban() (bans.Ban, error) {
-	p, err := netip.ParsePrefix(r.Prefix)
+	if !strings.Contains(r.Prefix, "/") {
+		return bans.Ban{}, fmt.Errorf("ban record: prefix %q is not a CIDR", r.Prefix)
+	}
+	p, err := bans.ParsePrefix(r.Prefix, 0) // masked, IPv4-mapped as IPv4: as the Manager keys it
 	if err != nil {
-		return bans.Ban{}, fmt.Errorf("ban record: prefix: %w", err)
+		return bans.Ban{}, fmt.Errorf("ban record: %w", err)
 	}
 	why, ok := reason.Parse(r.Reason)
 	if !ok {
@@ -430,10 +434,10 @@ func (s *Sync) merge(ctx context.Context, applied map[netip.Prefix]bool) error {
 			s.failed(err)
 			continue
 		}
-		inRedis[b.Prefix.Masked().String()] = true
+		inRedis[b.Prefix.String()] = true
 		// Our own bans too: this node may have lost its state file.
 		if s.o.Manager.Apply(b, now) {
-			applied[b.Prefix.Masked()] = true
+			applied[b.Prefix] = true
 			if s.o.Applied != nil {
 				s.o.Applied(b, rec.Node, false)
 			}

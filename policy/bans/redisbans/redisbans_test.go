@@ -204,6 +204,7 @@ func TestHostileNoticesRefused(t *testing.T) {
 		{Prefix: "192.0.2.1/32", Until: until, Reason: "manual", Actor: "x", Note: "a\nb", Node: "evil"},
 		{Prefix: "192.0.2.2/32", Until: until, Reason: "no_such_reason", Actor: "x", Node: "evil"},
 		{Prefix: "192.0.2.3/32", Until: time.Now().Add(-time.Second).UnixNano(), Reason: "manual", Actor: "x", Node: "evil"},
+		{Prefix: "192.0.2.5", Until: until, Reason: "manual", Actor: "x", Node: "evil"},    // not a CIDR
 		{Prefix: "192.0.2.4/32", Until: until, Reason: "manual", Actor: "x", Node: "evil"}, // the good one
 	} {
 		body, _ := json.Marshal(notice{Op: "ban", Ban: rec})
@@ -278,5 +279,23 @@ func TestLiftDuringLoadWins(t *testing.T) {
 	}
 	if n, _ := rc.Exists(ctx, "pc:ban:"+y.String()).Result(); n != 0 {
 		t.Fatal("y is still banned in Redis")
+	}
+}
+
+// A record's prefix is keyed as the Manager keys it, so that a load
+// matches it with the ban this node holds.
+func TestRecordPrefixNormalized(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7/24":         "192.0.2.0/24",
+		"::ffff:192.0.2.7/128": "192.0.2.7/32",
+		"2001:db8::1/64":       "2001:db8::/64",
+	} {
+		b, err := record{Prefix: in, Reason: "manual"}.ban()
+		if err != nil || b.Prefix.String() != want {
+			t.Errorf("%s: %v %v, want %s", in, b.Prefix, err, want)
+		}
+	}
+	if _, err := (record{Prefix: "192.0.2.7", Reason: "manual"}).ban(); err == nil {
+		t.Error("an address without a length was taken as a prefix")
 	}
 }
