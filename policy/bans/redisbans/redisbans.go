@@ -77,7 +77,6 @@ type Sync struct {
 	changes <-chan bans.Change
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	loadNow chan struct{} // a (re)subscription asks the writer for a load
 	loaded  chan struct{} // closed after the first complete load
 	once    sync.Once
 }
@@ -102,18 +101,19 @@ func New(o Options) (*Sync, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Sync{o: o, changes: o.Manager.Replicate(queueLen), loadNow: make(chan struct{}, 1),
-		loaded: make(chan struct{})}, nil
+	return &Sync{o: o, changes: o.Manager.Replicate(queueLen), loaded: make(chan struct{})}, nil
 }
 
-// Start runs the writer of local changes, the subscriber to the other
-// nodes' and the periodic load, until Close. It does not wait for Redis.
+// Start runs the subscription to the other nodes' notices and the
+// goroutine that writes this node's changes, applies the notices and
+// loads, until Close. It does not wait for Redis.
 func (s *Sync) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	msgs := make(chan any, 64)
 	s.wg.Add(2)
-	go s.writer(ctx)
-	go s.subscriber(ctx)
+	go s.receive(ctx, msgs)
+	go s.run(ctx, msgs)
 }
 
 // Loaded is closed once the set in Redis has been loaded the first time.
@@ -180,11 +180,15 @@ func (s *Sync) failed(err error) {
 	}
 }
 
-// writer writes each local change to Redis and announces it, and runs
-// the loads. Both write to Redis, so they take turns on this goroutine:
-// a load's write-back of a ban can never land after the tombstone of a
-// lift that was written before it.
-func (s *Sync) writer(ctx context.Context) {
+// run writes each local change to Redis and announces it, applies the
+// other nodes' notices, and loads the whole set at each (re)subscription
+// (go-redis resubscribes by itself after a lost connection, and notices
+// sent meanwhile are lost) and every Options.Reconcile. All of it takes
+// turns on this one goroutine, so none of it acts on a state another
+// has just changed: a load's write-back of a ban never lands after the
+// tombstone of a lift written before it, and a notice of a lift is
+// never undone by a load that read the ban just before it.
+func (s *Sync) run(ctx context.Context, msgs <-chan any) {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.o.Reconcile)
 	defer tick.Stop()
@@ -194,10 +198,20 @@ func (s *Sync) writer(ctx context.Context) {
 			return
 		case c := <-s.changes:
 			s.writeChange(ctx, c)
-		case <-s.loadNow:
-			s.load(ctx)
 		case <-tick.C:
 			s.load(ctx)
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			switch m := m.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					s.load(ctx)
+				}
+			case *redis.Message:
+				s.onNotice(m.Payload)
+			}
 		}
 	}
 }
@@ -281,64 +295,42 @@ func (s *Sync) write(ctx context.Context, c bans.Change) error {
 	return nil
 }
 
-// subscriber applies the other nodes' notices. go-redis resubscribes by
-// itself after a lost connection; each (re)subscription loads the whole
-// set, since notices sent meanwhile are lost. A load also runs every
-// Options.Reconcile.
-func (s *Sync) subscriber(ctx context.Context) {
+// receive hands what the subscription to the channel receives (its
+// (re)subscriptions and the notices) to run.
+func (s *Sync) receive(ctx context.Context, msgs chan<- any) {
 	defer s.wg.Done()
+	defer close(msgs)
 	ps := s.o.Client.Subscribe(ctx, s.channel())
-	defer ps.Close()
-	msgs := make(chan any, 64)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(msgs)
-		down := false // reported once per outage
-		for {
-			m, err := ps.Receive(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				if !down {
-					s.failed(fmt.Errorf("redisbans: subscription to %s: %w", s.channel(), err))
-				}
-				down = true
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				continue
-			}
-			down = false
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
+	// Receive does not return when ctx ends; closing ps makes it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer func() {
+		if stop() {
+			_ = ps.Close()
 		}
 	}()
+	down := false // reported once per outage
 	for {
+		m, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if !down {
+				s.failed(fmt.Errorf("redisbans: subscription to %s: %w", s.channel(), err))
+			}
+			down = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		down = false
 		select {
+		case msgs <- m:
 		case <-ctx.Done():
 			return
-		case m, ok := <-msgs:
-			if !ok {
-				return
-			}
-			switch m := m.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					select {
-					case s.loadNow <- struct{}{}:
-					default: // one is asked for already
-					}
-				}
-			case *redis.Message:
-				s.onNotice(m.Payload)
-			}
 		}
 	}
 }
@@ -374,7 +366,7 @@ func (s *Sync) onNotice(payload string) {
 }
 
 // load merges the set in Redis with this node's (see the package
-// documentation), on the writer's goroutine: the changes queued before
+// documentation), on run's goroutine: the changes queued before
 // it are written first, so that it finds them in Redis, and those
 // queued while it ran right after it.
 func (s *Sync) load(ctx context.Context) {

@@ -269,7 +269,10 @@ func TestLiftDuringLoadWins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s.loadNow <- struct{}{}
+	// The subscription's connection is lost: the resubscription loads.
+	if err := rc.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "the tombstone of y", func() bool { n, _ := rc.Exists(ctx, "pc:unban:"+y.String()).Result(); return n == 1 })
 	if _, ok := m.Banned(netip.MustParseAddr("192.0.2.11"), time.Now()); ok {
 		t.Fatalf("the lift of y was undone by the load: %+v", m.List(time.Now()))
