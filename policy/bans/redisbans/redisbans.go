@@ -301,13 +301,9 @@ func (s *Sync) receive(ctx context.Context, msgs chan<- any) {
 	defer s.wg.Done()
 	defer close(msgs)
 	ps := s.o.Client.Subscribe(ctx, s.channel())
+	defer ps.Close() // closed before Close returns; a second Close is harmless
 	// Receive does not return when ctx ends; closing ps makes it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer func() {
-		if stop() {
-			_ = ps.Close()
-		}
-	}()
+	context.AfterFunc(ctx, func() { _ = ps.Close() })
 	down := false // reported once per outage
 	for {
 		m, err := ps.Receive(ctx)
